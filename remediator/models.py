@@ -1,0 +1,328 @@
+"""Data shapes shared by the intake, the workflow and the activities.
+
+Two families:
+
+* the Alertmanager webhook payload (version "4"), as Alertmanager's
+  ``notify/webhook`` package sends it; unknown fields are kept and ignored so newer
+  Alertmanagers (``notification_reason``, ``routeLabels``) are accepted;
+* the inputs and results of the workflow and of every activity, one model in and one
+  model out (``XInput`` / ``XResult``) so fields can be added without breaking running
+  workflows. They travel through Temporal with the pydantic data converter.
+
+No I/O here: the workflow sandbox imports this module.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from remediator.playbook import Playbook, PlaybookRef
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+class WebhookAlert(BaseModel):
+    """One alert of a webhook notification (Alertmanager ``template.Alert``)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime = Field(alias="startsAt")
+    ends_at: datetime | None = Field(None, alias="endsAt")
+    generator_url: str = Field("", alias="generatorURL")
+    fingerprint: str = Field(min_length=1)
+
+
+class WebhookMessage(BaseModel):
+    """Alertmanager webhook payload version "4" (``notify/webhook.Message``)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    version: Literal["4"]
+    group_key: str = Field(alias="groupKey")
+    truncated_alerts: int = Field(0, alias="truncatedAlerts")
+    status: Literal["firing", "resolved"]
+    receiver: str
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field("", alias="externalURL")
+    alerts: list[WebhookAlert]
+
+
+# --------------------------------------------------------------------------- shared
+
+
+class Model(BaseModel):
+    """Base of workflow/activity models: unknown fields are ignored for forward compatibility."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class TargetRef(Model):
+    """A concrete Kubernetes object: ``kind`` as in the playbook, ``namespace`` None for Nodes."""
+
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Node"]
+    namespace: str | None = None
+    name: str
+
+    @property
+    def key(self) -> str:
+        """Stable text key, kubectl style: ``deployment/prod/checkout``, ``node/worker-1``."""
+        if self.namespace:
+            return f"{self.kind.lower()}/{self.namespace}/{self.name}"
+        return f"{self.kind.lower()}/{self.name}"
+
+
+class AlertRef(Model):
+    """The parts of an alert the workflow keeps. ``(fingerprint, starts_at)`` identifies one firing."""
+
+    fingerprint: str
+    starts_at: datetime
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generator_url: str = ""
+    ends_at: datetime | None = None
+    receiver: str = ""
+    group_key: str = ""
+    external_url: str = ""
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def dedup_key(self) -> str:
+        """``fingerprint@startsAt`` (RFC 3339): the same for every delivery of one firing."""
+        return f"{self.fingerprint}@{self.starts_at.isoformat()}"
+
+
+Outcome = Literal[
+    "running",
+    "healed",
+    "not_healed",
+    "failed",
+    "refused",
+    "rolled_back",
+    "resolved",
+]
+"""How a run ended. ``healed``: every step done and the alert resolved within the verification
+window. ``not_healed``: steps done but the alert still fired at the end of the window.
+``failed``: a step's health check failed and ``on_failure`` was ``stop``. ``refused``: an
+action refused for safety (paused rollout, no rollout history, unmanaged pods...).
+``rolled_back``: a step failed with ``on_failure: rollback`` and this run's changes were undone.
+``resolved``: the alert resolved before the remaining steps ran and the playbook said stop."""
+
+
+# --------------------------------------------------------------------------- workflow
+
+
+class RemediationInput(Model):
+    """Start input of ``RemediationWorkflow``; workflow ID is ``remediation/<target.key>``.
+
+    ``playbook`` is already rendered against the first alert (no templates left).
+    """
+
+    target: TargetRef
+    playbook: Playbook
+    playbook_ref: PlaybookRef
+    simulate: bool = False
+    ui_url: str = ""
+
+
+class AlertSignal(Model):
+    """Payload of the ``alert`` signal: one alert (firing or resolved) for this target."""
+
+    alert: AlertRef
+    playbook: str = Field(description="Name of the playbook the intake matched.")
+    received_at: datetime
+
+
+class StepRecord(Model):
+    """What happened to one step."""
+
+    index: int
+    name: str
+    action: str
+    status: Literal["pending", "skipped", "running", "succeeded", "failed", "refused"] = "pending"
+    attempts: int = 0
+    message: str = ""
+
+
+class RemediationResult(Model):
+    """Result of a run."""
+
+    run_id: str
+    target: TargetRef
+    playbook: str
+    outcome: Outcome
+    reason: str
+    steps: list[StepRecord] = Field(default_factory=list)
+    alerts: list[str] = Field(default_factory=list, description="dedup keys of every alert attached")
+
+
+class RemediationStatus(Model):
+    """Answer of the ``status`` query: the run as it stands."""
+
+    run_id: str
+    target: TargetRef
+    playbook: str
+    phase: Literal["diagnosing", "remediating", "verifying", "cooldown", "done"]
+    outcome: Outcome
+    reason: str = ""
+    current_step: int | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    alerts: list[str] = Field(default_factory=list)
+    simulate: bool = False
+
+
+# --------------------------------------------------------------------------- activities: kube
+
+
+class KubeRequest(Model):
+    """One request sent to the Kubernetes API server, as recorded for the audit trail."""
+
+    method: str
+    path: str
+    content_type: str | None = None
+    body: Any = None
+
+
+class DescribeTargetInput(Model):
+    target: TargetRef
+
+
+class TargetState(Model):
+    """Facts read from the target once before the first step (``describe_target``).
+
+    ``revision``: the Deployment's ``deployment.kubernetes.io/revision``; ``last_rollout``:
+    creation time of the ReplicaSet of that revision (None when unknown).
+    """
+
+    exists: bool
+    resource_version: str = ""
+    generation: int | None = None
+    revision: int | None = None
+    last_rollout: datetime | None = None
+    paused: bool = False
+    replicas: int | None = None
+    unschedulable: bool | None = None
+    ready: bool | None = None
+    summary: str = ""
+
+
+class UndoAction(Model):
+    """A compensating action that reverses one mutation (saga); run only by ``on_failure: rollback``."""
+
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+
+class MutationInput(Model):
+    """Input of every mutating activity.
+
+    ``params`` is the step's rendered parameter model as a dict. ``request_id`` is unique to
+    (run, step, attempt) and stable across activity retries. ``now`` is the workflow's time,
+    used wherever kubectl would stamp the wall clock (``restartedAt``) so a retry sends the
+    same change.
+    """
+
+    target: TargetRef
+    params: dict[str, Any] = Field(default_factory=dict)
+    request_id: str
+    now: datetime
+    simulate: bool = False
+
+
+class MutationResult(Model):
+    """What a mutating activity did.
+
+    ``changed`` is False when the object already was in the desired state (nothing sent).
+    ``requests`` are the mutating requests sent, exactly as sent. ``undo`` reverses it.
+    """
+
+    changed: bool
+    message: str
+    requests: list[KubeRequest] = Field(default_factory=list)
+    resource_version_before: str = ""
+    resource_version_after: str = ""
+    state_before: dict[str, Any] = Field(default_factory=dict)
+    state_after: dict[str, Any] = Field(default_factory=dict)
+    undo: UndoAction | None = None
+
+
+# --------------------------------------------------------------------------- activities: health
+
+
+class HealthInput(Model):
+    """Input of a health-check activity: one evaluation (the workflow does the polling)."""
+
+    target: TargetRef
+    check: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    alert: AlertRef | None = None
+
+
+class HealthResult(Model):
+    """One evaluation. ``healthy`` True: passed. ``final`` True with ``healthy`` False: failed for
+    good (e.g. ProgressDeadlineExceeded), no point polling again."""
+
+    healthy: bool
+    final: bool = False
+    message: str
+    observed: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- activities: audit
+
+
+class AuditEvent(Model):
+    """One audit record. ``key`` is unique within the run and deterministic, so a retried
+    activity writes nothing twice (``INSERT OR IGNORE``)."""
+
+    key: str
+    at: datetime
+    kind: Literal[
+        "run_started",
+        "alert",
+        "decision",
+        "step_intent",
+        "mutation",
+        "health",
+        "undo",
+        "outcome",
+    ]
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunInfo(Model):
+    """Run-level columns of the audit trail, written with ``run_started`` and updated at the end."""
+
+    run_id: str
+    workflow_id: str
+    alertname: str
+    namespace: str | None
+    target: str
+    playbook: str
+    playbook_path: str
+    playbook_sha256: str
+    simulate: bool
+    started_at: datetime
+    outcome: str = "running"
+    ended_at: datetime | None = None
+
+
+class AuditWriteInput(Model):
+    """Input of ``audit_write``: events to append and, optionally, run columns to upsert."""
+
+    run: RunInfo | None = None
+    run_id: str
+    events: list[AuditEvent] = Field(default_factory=list)
