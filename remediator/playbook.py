@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
 
 from remediator.durations import Duration
 
@@ -156,6 +156,10 @@ ACTION_KINDS: dict[str, tuple[str, ...]] = {
 
 MUTATING_ACTIONS: frozenset[str] = frozenset(ACTION_NAMES)
 
+KINDS_CHECKED = "kinds_checked"
+"""Validation-context key: the caller (remediator.loader) has checked ACTION_KINDS and
+CHECK_KINDS against the target kind itself, so ``Playbook`` skips that check."""
+
 
 # --------------------------------------------------------------------------- health checks
 
@@ -206,8 +210,12 @@ class HealthCheck(Strict):
     @model_validator(mode="after")
     def _exactly_one(self) -> "HealthCheck":
         given = [n for n in CHECK_NAMES if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(f"exactly one check is required, one of: {', '.join(CHECK_NAMES)}")
+        if not given:
+            raise ValueError(f"a check is required, one of: {', '.join(CHECK_NAMES)}")
+        if len(given) > 1:
+            raise ValueError(
+                f"exactly one check per health block, got {len(given)}: {', '.join(given)}"
+            )
         return self
 
     @property
@@ -262,8 +270,13 @@ class Step(Strict):
     @model_validator(mode="after")
     def _exactly_one_action(self) -> "Step":
         given = [n for n in ACTION_NAMES if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(f"exactly one action is required, one of: {', '.join(ACTION_NAMES)}")
+        if not given:
+            raise ValueError(f"an action is required, one of: {', '.join(ACTION_NAMES)}")
+        if len(given) > 1:
+            raise ValueError(
+                f"exactly one action per step, got {len(given)}: {', '.join(given)} "
+                "(put each action in its own step)"
+            )
         return self
 
     @property
@@ -296,7 +309,11 @@ class Playbook(Strict):
     on_resolved: Literal["stop", "continue"] = "stop"
 
     @model_validator(mode="after")
-    def _kinds_fit(self) -> "Playbook":
+    def _kinds_fit(self, info: ValidationInfo) -> "Playbook":
+        # remediator.loader checks kinds itself, before this model exists, so that it can
+        # point at the offending step's line and report every mismatch; it says so here.
+        if info.context and info.context.get(KINDS_CHECKED):
+            return self
         kind = self.target.kind
         for i, step in enumerate(self.steps):
             if kind not in ACTION_KINDS[step.action]:

@@ -1,0 +1,209 @@
+"""The ``remediator`` command line (typer).
+
+``remediator worker`` runs the engine (same as ``python worker.py``); ``validate`` and
+``schema`` check and describe playbooks; ``audit show|list`` read the audit trail;
+``demo`` runs the local end-to-end demonstration. User mistakes end with a message and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from remediator.config import ConfigError, Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-healing remediation engine for Kubernetes on Temporal.")
+audit_app = typer.Typer(no_args_is_help=True, help="Read the audit trail.")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err_console = Console(stderr=True)
+
+STATE_DIR = typer.Option(Path(".state"), "--state-dir", envvar="REMEDIATOR_STATE_DIR", help="Directory for the audit database and the embedded Temporal's SQLite file.")
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    err_console.print("[bold red]error:[/] ", end="")
+    err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def worker(
+    temporal_address: Optional[str] = typer.Option(None, envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal; unset starts the embedded dev server."),
+    temporal_namespace: str = typer.Option("default", envvar="REMEDIATOR_TEMPORAL_NAMESPACE"),
+    task_queue: str = typer.Option("remediator", envvar="REMEDIATOR_TASK_QUEUE"),
+    temporal_port: int = typer.Option(7233, envvar="REMEDIATOR_TEMPORAL_PORT", help="Port of the embedded dev server."),
+    temporal_ui_port: int = typer.Option(8233, envvar="REMEDIATOR_TEMPORAL_UI_PORT", help="Port of the embedded dev server's UI."),
+    listen: str = typer.Option("127.0.0.1:9095", envvar="REMEDIATOR_LISTEN", help="host:port of the HTTP intake."),
+    auth_token: Optional[str] = typer.Option(None, envvar="REMEDIATOR_AUTH_TOKEN", help="Bearer token Alertmanager must send."),
+    basic_auth: Optional[str] = typer.Option(None, envvar="REMEDIATOR_BASIC_AUTH", help="user:password Alertmanager must send."),
+    no_auth: bool = typer.Option(False, "--no-auth", envvar="REMEDIATOR_NO_AUTH", help="Accept alerts without credentials (local demo only)."),
+    kubeconfig: Optional[str] = typer.Option(None, envvar="KUBECONFIG", help="kubeconfig file (default ~/.kube/config)."),
+    context: Optional[str] = typer.Option(None, envvar="REMEDIATOR_CONTEXT", help="kubeconfig context (default: current)."),
+    in_cluster: Optional[bool] = typer.Option(None, "--in-cluster/--no-in-cluster", envvar="REMEDIATOR_IN_CLUSTER", help="Use the pod's service account."),
+    simulate: bool = typer.Option(False, "--simulate", envvar="REMEDIATOR_SIMULATE", help="Act on the built-in EMULATED cluster (seeded with a demo workload), never a real one."),
+    prometheus_url: Optional[str] = typer.Option(None, envvar="REMEDIATOR_PROMETHEUS_URL", help="Prometheus base URL for promql health checks."),
+    alertmanager_url: Optional[str] = typer.Option(None, envvar="REMEDIATOR_ALERTMANAGER_URL", help="Alertmanager base URL for the alert_resolved check."),
+    state_dir: Path = STATE_DIR,
+    playbook_dir: Path = typer.Option(Path("playbooks"), envvar="REMEDIATOR_PLAYBOOK_DIR", help="Directory of playbook YAML files."),
+) -> None:
+    """Run the Temporal worker and the Alertmanager webhook intake in one process."""
+    from remediator.runtime import StartupError, serve, setup_logging
+
+    try:
+        settings = Settings(
+            temporal_address=temporal_address,
+            temporal_namespace=temporal_namespace,
+            task_queue=task_queue,
+            temporal_port=temporal_port,
+            temporal_ui_port=temporal_ui_port,
+            listen=listen,
+            auth_token=auth_token,
+            basic_auth=basic_auth,
+            no_auth=no_auth,
+            kubeconfig=kubeconfig,
+            context=context,
+            in_cluster=in_cluster,
+            simulate=simulate,
+            prometheus_url=prometheus_url,
+            alertmanager_url=alertmanager_url,
+            state_dir=state_dir,
+            playbook_dir=playbook_dir,
+        )
+    except (ConfigError, ValueError) as err:
+        raise fail(_first_error(err))
+    setup_logging(settings.simulate)
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as err:
+        raise fail(str(err))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def validate(path: Path = typer.Argument(Path("playbooks"), help="A playbook file or a directory of them.")) -> None:
+    """Check playbooks; print every problem as file:line: field: message."""
+    from remediator.loader import validate_path
+
+    if not path.exists():
+        raise fail(f"{path}: no such file or directory")
+    problems = validate_path(path)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        raise typer.Exit(1)
+    console.print(f"{path}: ok", highlight=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the playbook JSON Schema (for editor autocompletion)."""
+    from remediator.loader import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@audit_app.command("show")
+def audit_show(
+    run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json"),
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """Print one run as a readable timeline."""
+    from remediator.audit import AuditStore, render_run, run_as_dict
+
+    store = _open_store(state_dir, AuditStore)
+    try:
+        if output == "json":
+            sys.stdout.write(json.dumps(run_as_dict(store, run), indent=2, default=str) + "\n")
+        else:
+            console.print(render_run(store, run))
+    except LookupError as err:
+        raise fail(str(err.args[0] if err.args else err))
+
+
+@audit_app.command("list")
+def audit_list(
+    alertname: Optional[str] = typer.Option(None, help="Only runs started by this alertname."),
+    target: Optional[str] = typer.Option(None, help="Only this target, e.g. deployment/prod/checkout."),
+    playbook: Optional[str] = typer.Option(None, help="Only this playbook."),
+    outcome: Optional[str] = typer.Option(None, help="healed, not_healed, failed, refused, rolled_back, resolved, running."),
+    since: Optional[str] = typer.Option(None, help="Started at or after: a duration ago (1h) or an RFC 3339 time."),
+    until: Optional[str] = typer.Option(None, help="Started before: a duration ago or an RFC 3339 time."),
+    limit: int = typer.Option(50, min=1),
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """List runs, newest first, filtered."""
+    from remediator.audit import AuditStore, render_runs
+
+    store = _open_store(state_dir, AuditStore)
+    rows = store.list_runs(
+        alertname=alertname, target=target, playbook=playbook, outcome=outcome,
+        since=_when(since, "--since"), until=_when(until, "--until"), limit=limit,
+    )
+    console.print(render_runs(rows))
+
+
+@app.command()
+def demo(
+    state_dir: Path = typer.Option(Path(".state/demo"), "--state-dir", help="Where the demo keeps its state (wiped first)."),
+    keep_running: bool = typer.Option(False, help="Keep everything running after the demo until Ctrl-C."),
+) -> None:
+    """Run the local demo: emulated cluster, embedded Temporal, real Prometheus and Alertmanager."""
+    from remediator.demo import DemoError, run_demo
+
+    try:
+        code = run_demo(state_dir, keep_running=keep_running)
+    except DemoError as err:
+        raise fail(str(err))
+    raise typer.Exit(code)
+
+
+def _open_store(state_dir: Path, cls):
+    path = state_dir / "audit.db"
+    if not path.exists():
+        raise fail(f"no audit trail at {path} (set --state-dir or REMEDIATOR_STATE_DIR to the worker's state directory)")
+    return cls(path)
+
+
+def _when(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    from remediator.durations import parse_duration
+
+    try:
+        return datetime.now(timezone.utc) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"{flag}: expected a duration such as 1h or an RFC 3339 time, got {text!r}")
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _first_error(err: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        e = err.errors()[0]
+        msg = str(e.get("msg", err))
+        return msg.removeprefix("Value error, ")
+    return str(err)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+

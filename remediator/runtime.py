@@ -1,0 +1,242 @@
+"""The engine process: Temporal worker and HTTP intake in one process.
+
+``Engine`` is built once from ``Settings`` by ``remediator worker`` / ``python worker.py``
+(and by the demo): it validates the playbooks, connects to Kubernetes (kubeconfig or
+in-cluster, or the emulator when ``--simulate`` asks for it explicitly), starts the
+embedded Temporal dev server when no address is configured, and runs the Worker and the
+intake (uvicorn) side by side until SIGINT/SIGTERM.
+
+Start-up refuses, with a message and no traceback, on: an invalid playbook, no
+Kubernetes configuration, a Temporal server that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from remediator.config import Settings
+from remediator.devserver import DevServer
+from remediator.temporal import SEARCH_ATTRIBUTES, connect
+
+log = logging.getLogger("remediator")
+
+
+class StartupError(RuntimeError):
+    """The engine cannot start; the message says why and what to do."""
+
+
+class SimulatedClusterFilter(logging.Filter):
+    """Prefixes every log record with ``[simulated cluster]`` while the emulator is in use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "_simulated", False):
+            record.msg = f"[simulated cluster] {record.msg}"
+            record._simulated = True  # type: ignore[attr-defined]
+        return True
+
+
+def setup_logging(simulate: bool, level: int = logging.INFO) -> None:
+    """Log to stderr; every line says ``[simulated cluster]`` when ``simulate``."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if simulate:
+        handler.addFilter(SimulatedClusterFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn.access", "kubernetes", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register the remediator search attributes on the namespace if missing (idempotent)."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = {k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES if k.name not in existing.custom_attributes}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+
+
+def build_activities(api_client: Any, prometheus_url: str | None, alertmanager_url: str | None, audit_store: Any) -> list:
+    """Every activity the workflow calls, bound to one Kubernetes client and one audit store.
+
+    Sync activities: the Worker needs an ``activity_executor`` (a thread pool).
+    """
+    from activities.audit import AuditActivities
+    from activities.health import HealthActivities
+    from activities.kube import KubeActivities
+
+    kube = KubeActivities(api_client)
+    health = HealthActivities(api_client, prometheus_url, alertmanager_url)
+    audit = AuditActivities(audit_store)
+    return [
+        kube.describe_target,
+        kube.rollout_restart,
+        kube.scale,
+        kube.rollback,
+        kube.cordon,
+        kube.uncordon,
+        kube.drain,
+        kube.delete_pod,
+        health.check_rollout_status,
+        health.check_node_ready,
+        health.check_promql,
+        health.check_alert_resolved,
+        audit.audit_write,
+    ]
+
+
+@dataclass
+class Engine:
+    """Everything the process holds: built by ``start()``, released by ``stop()``."""
+
+    settings: Settings
+    dev_server: DevServer | None = None
+    emulator: Any = None
+    client: Client | None = None
+    audit: Any = None
+    playbooks: Any = None
+    temporal_address: str = ""
+    ui_url: str = ""
+    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _server: uvicorn.Server | None = field(default=None, repr=False)
+    _worker: Worker | None = field(default=None, repr=False)
+
+    async def start(self) -> "Engine":
+        """Load, connect and build; raises StartupError with a user-facing message."""
+        from remediator.audit import AuditStore
+        from remediator.loader import PlaybookError, load_directory
+
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.playbooks = load_directory(s.playbook_dir)
+        except PlaybookError as err:
+            raise StartupError(f"refusing to start: invalid playbook\n{err}") from None
+        except FileNotFoundError as err:
+            raise StartupError(f"refusing to start: playbook directory not found: {err}") from None
+        api_client = self._kube_client()
+        if s.temporal_address:
+            self.temporal_address = s.temporal_address
+            self.ui_url = ""
+        else:
+            self.dev_server = DevServer(
+                s.temporal_db_path,
+                port=s.temporal_port,
+                ui_port=s.temporal_ui_port,
+                log_path=s.state_dir / "temporal.log",
+            )
+            try:
+                await asyncio.to_thread(self.dev_server.start)
+            except (RuntimeError, FileNotFoundError) as err:
+                raise StartupError(f"refusing to start: embedded Temporal: {err}") from None
+            self.temporal_address = self.dev_server.address
+            self.ui_url = self.dev_server.ui_url
+            log.info("embedded Temporal dev server at %s (state in %s)", self.temporal_address, s.temporal_db_path)
+            log.info("Temporal UI: %s", self.ui_url)
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(20), wait=wait_fixed(0.5), retry=retry_if_exception_type(RuntimeError), reraise=True
+            ):
+                with attempt:
+                    self.client = await connect(self.temporal_address, s.temporal_namespace)
+            await ensure_search_attributes(self.client)
+        except RuntimeError as err:
+            raise StartupError(f"refusing to start: cannot reach Temporal at {self.temporal_address}: {err}") from None
+        self.audit = AuditStore(s.audit_path)
+        self._worker = self._build_worker(api_client)
+        self._server = self._build_intake()
+        return self
+
+    def _kube_client(self) -> Any:
+        s = self.settings
+        if s.simulate:
+            from remediator.emulator import Emulator
+
+            self.emulator = Emulator().start()
+            self.emulator.seed_demo()
+            kubeconfig = self.emulator.write_kubeconfig(s.state_dir / "simulated-kubeconfig")
+            log.info("using the EMULATED cluster at %s (kubeconfig %s)", self.emulator.url, kubeconfig)
+            return self.emulator.api_client()
+        from remediator.kube import KubeConfigError, load_api_client
+
+        try:
+            return load_api_client(s.kubeconfig, s.context, s.in_cluster)
+        except KubeConfigError as err:
+            raise StartupError(
+                f"refusing to start: {err}\n"
+                "remediator acts on a real cluster only when one is configured (--kubeconfig/--context or "
+                "in-cluster). To try it without a cluster, run `make demo`, or `remediator worker --simulate "
+                "--no-auth` for the emulated cluster."
+            ) from None
+
+    def _build_worker(self, api_client: Any) -> Worker:
+        from workflows.remediation import RemediationWorkflow
+
+        s = self.settings
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity")
+        assert self.client is not None
+        return Worker(
+            self.client,
+            task_queue=s.task_queue,
+            workflows=[RemediationWorkflow],
+            activities=build_activities(api_client, s.prometheus_url, s.alertmanager_url, self.audit),
+            activity_executor=self._executor,
+        )
+
+    def _build_intake(self) -> uvicorn.Server:
+        from remediator.intake import create_app
+
+        s = self.settings
+        assert self.client is not None
+        app = create_app(s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url)
+        config = uvicorn.Config(app, host=s.listen_host, port=s.listen_port, log_level="warning", lifespan="off")
+        return uvicorn.Server(config)
+
+    async def run(self) -> None:
+        """Run worker and intake until the intake is told to exit (SIGINT/SIGTERM)."""
+        assert self._worker is not None and self._server is not None
+        log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
+        log.info("worker polling task queue %r on %s", self.settings.task_queue, self.temporal_address)
+        worker_task = asyncio.create_task(self._worker.run())
+        try:
+            await self._server.serve()
+        finally:
+            await self._worker.shutdown()
+            await asyncio.gather(worker_task, return_exceptions=True)
+
+    def request_exit(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def stop(self) -> None:
+        if self.dev_server is not None:
+            await asyncio.to_thread(self.dev_server.stop)
+        if self.emulator is not None:
+            self.emulator.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def serve(settings: Settings) -> None:
+    """Start the engine and run it until SIGINT/SIGTERM; raises StartupError."""
+    engine = Engine(settings)
+    try:
+        await engine.start()
+        await engine.run()
+    finally:
+        await engine.stop()

@@ -1,0 +1,210 @@
+"""Durability: the worker SIGKILLed mid-step, and the embedded Temporal restarted mid-run.
+
+Everything is real and separate, as in production: a ``temporal server start-dev`` with a
+SQLite file, ``python worker.py`` as a child process (pointed at the emulator through a
+kubeconfig, like any cluster), alerts posted to its intake over HTTP. The run must finish
+at the step it was in, and the emulator's request log must show each mutation once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from remediator.devserver import DevServer
+from remediator.emulator import Emulator
+from remediator.models import RemediationResult, RemediationStatus
+from remediator.procs import free_port
+from remediator.temporal import connect, workflow_id_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLAYBOOK = """\
+name: durability
+match: ['alertname="DurabilityTest"']
+target:
+  kind: Deployment
+  namespace: '{{ labels.namespace }}'
+  name: '{{ labels.deployment }}'
+steps:
+  - name: restart
+    rollout_restart: {}
+    health:
+      rollout_status: {}
+      timeout: 2m
+      interval: 300ms
+verification_window: 1m
+cooldown: 0s
+"""
+
+
+class WorkerProcess:
+    """``python worker.py`` as a child process with its own intake port."""
+
+    def __init__(self, tmp: Path, temporal: str, kubeconfig: Path) -> None:
+        self.port = free_port()
+        self.log = tmp / f"worker-{self.port}.log"
+        args = [
+            sys.executable, str(ROOT / "worker.py"),
+            "--temporal-address", temporal, "--kubeconfig", str(kubeconfig), "--no-auth",
+            "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(tmp / "state"),
+            "--playbook-dir", str(tmp / "playbooks"),
+        ]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker did not come up: {self.log.read_text()[-3000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, status: str) -> httpx.Response:
+        alert = {
+            "status": status,
+            "labels": {"alertname": "DurabilityTest", "namespace": "prod", "deployment": "checkout"},
+            "annotations": {},
+            "startsAt": "2026-11-21T05:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-21T05:10:00Z",
+            "generatorURL": "http://prometheus/graph",
+            "fingerprint": "d0ab1e",
+        }
+        body = {
+            "version": "4", "groupKey": "{}:{alertname=\"DurabilityTest\"}", "truncatedAlerts": 0,
+            "status": status, "receiver": "remediator", "groupLabels": {}, "commonLabels": alert["labels"],
+            "commonAnnotations": {}, "externalURL": "http://alertmanager", "alerts": [alert],
+        }
+        return httpx.post(f"{self.url}/api/v1/alerts", json=body, timeout=10)
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    emu = Emulator().start()
+    emu.seed_demo()
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "durability.yaml").write_text(PLAYBOOK)
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+    try:
+        yield emu, kubeconfig
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def temporal(tmp_path):
+    server = DevServer(tmp_path / "temporal.db", port=free_port(), ui_port=free_port(), headless=True, log_path=tmp_path / "temporal.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def restart_patches(emu: Emulator) -> list:
+    return [
+        r for r in emu.requests(method="PATCH")
+        if r.path.endswith("/deployments/checkout") and "restartedAt" in str(r.body)
+    ]
+
+
+async def wait_for(predicate, timeout: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def finish_healed(server: DevServer, worker: WorkerProcess) -> RemediationResult:
+    client = await connect(server.address)
+    handle = client.get_workflow_handle(workflow_id_for("deployment/prod/checkout"))
+
+    async def verifying():
+        try:
+            status = await handle.query("status", result_type=RemediationStatus)
+        except Exception:
+            return False
+        return status.phase == "verifying"
+
+    await wait_for(verifying, what="the run to reach verification")
+    assert worker.post("resolved").status_code == 200
+    return await asyncio.wait_for(handle.result(result_type=RemediationResult), 60)
+
+
+async def test_worker_sigkilled_mid_step_resumes_without_repeating_the_mutation(tmp_path, cluster, temporal):
+    emu, kubeconfig = cluster
+    emu.fault_stall_rollout("prod", "checkout")  # keeps the health check polling: the kill lands mid-step
+    first = WorkerProcess(tmp_path, temporal.address, kubeconfig)
+    try:
+        assert first.post("firing").status_code == 200
+
+        async def patched():
+            return restart_patches(emu)
+
+        await wait_for(patched, what="the rollout restart")
+        await asyncio.sleep(1.0)  # a few health polls, then the crash
+        first.kill()
+    finally:
+        first.stop()
+    emu.clear_faults()
+    second = WorkerProcess(tmp_path, temporal.address, kubeconfig)
+    try:
+        result = await finish_healed(temporal, second)
+    finally:
+        second.stop()
+    assert result.outcome == "healed", result.reason
+    assert result.steps[0].status == "succeeded" and result.steps[0].attempts == 1
+    assert len(restart_patches(emu)) == 1
+
+
+async def test_temporal_restarted_mid_run_continues_at_the_same_step(tmp_path, cluster, temporal):
+    emu, kubeconfig = cluster
+    emu.fault_stall_rollout("prod", "checkout")
+    worker = WorkerProcess(tmp_path, temporal.address, kubeconfig)
+    try:
+        assert worker.post("firing").status_code == 200
+
+        async def patched():
+            return restart_patches(emu)
+
+        await wait_for(patched, what="the rollout restart")
+        temporal.stop()
+        time.sleep(1.0)
+        temporal.start()
+        emu.clear_faults()
+        result = await finish_healed(temporal, worker)
+    finally:
+        worker.stop()
+    assert result.outcome == "healed", result.reason
+    assert len(restart_patches(emu)) == 1

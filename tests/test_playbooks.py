@@ -1,0 +1,586 @@
+"""Playbook loading, validation messages, templating and the shipped playbooks.
+
+In the manner of robusta's tests/test_config_validation.py: valid and invalid YAML fixtures
+(tests/fixtures/playbooks/) are loaded and the exact ``file:line: field: message`` text a
+person reads is asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from remediator.loader import (
+    PlaybookError,
+    PlaybookSet,
+    RenderError,
+    json_schema,
+    load_directory,
+    load_playbook,
+    render,
+    validate_path,
+)
+from remediator.models import AlertRef, TargetRef, WebhookMessage
+from remediator.templating import alert_context, pod_controller_name, render_string
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOKS = ROOT / "playbooks"
+FIXTURES = ROOT / "tests" / "fixtures" / "playbooks"
+INVALID = FIXTURES / "invalid"
+RULES = ROOT / "deploy" / "prometheus" / "kube-prometheus-rules.yml"
+# shared/ sits beside the checkout, here and in CI
+FIRING_SINGLE = ROOT.parent / "shared" / "fixtures" / "alertmanager" / "firing-single.json"
+
+
+def alert_from(message: dict, index: int = 0) -> AlertRef:
+    """The AlertRef the intake builds from one alert of a webhook message."""
+    msg = WebhookMessage.model_validate(message)
+    a = msg.alerts[index]
+    return AlertRef(
+        fingerprint=a.fingerprint,
+        starts_at=a.starts_at,
+        status=a.status,
+        labels=a.labels,
+        annotations=a.annotations,
+        generator_url=a.generator_url,
+        receiver=msg.receiver,
+        group_key=msg.group_key,
+        external_url=msg.external_url,
+    )
+
+
+def alert_with(labels: dict[str, str], **extra) -> AlertRef:
+    message = json.loads(FIRING_SINGLE.read_text())
+    message["alerts"][0]["labels"] = labels
+    message["alerts"][0].update(extra)
+    return alert_from(message)
+
+
+def write(tmp_path: Path, text: str, name: str = "playbook.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+# --------------------------------------------------------------------------- shipped playbooks
+
+# Label sets as kube-state-metrics / cAdvisor and the kubernetes-mixin rules produce them.
+CRASHLOOP_LABELS = {
+    "alertname": "KubePodCrashLooping",
+    "container": "app",
+    "instance": "10.0.0.7:8080",
+    "job": "kube-state-metrics",
+    "namespace": "shop",
+    "pod": "checkout-7d4b9c6f8-x2k4p",
+    "reason": "CrashLoopBackOff",
+    "severity": "warning",
+    "uid": "0b9c0c4e-8f57-4ef4-a0a5-4d0b4fb0c6c1",
+}
+REPLICAS_LABELS = {
+    "alertname": "KubeDeploymentReplicasMismatch",
+    "deployment": "checkout",
+    "instance": "10.0.0.7:8080",
+    "job": "kube-state-metrics",
+    "namespace": "shop",
+    "severity": "warning",
+}
+NODE_LABELS = {
+    "alertname": "KubeNodeNotReady",
+    "condition": "Ready",
+    "job": "kube-state-metrics",
+    "node": "worker-2",
+    "severity": "warning",
+    "status": "true",
+}
+THROTTLING_LABELS = {
+    "alertname": "CPUThrottlingHigh",
+    "container": "app",
+    "namespace": "shop",
+    "pod": "checkout-7d4b9c6f8-x2k4p",
+    "severity": "info",
+}
+
+
+def test_every_shipped_playbook_validates():
+    playbooks = load_directory(PLAYBOOKS)
+    assert [p.ref.name for p in playbooks.playbooks] == [
+        "cpu-throttling-high",
+        "kube-deployment-replicas-mismatch",
+        "kube-node-not-ready",
+        "kube-pod-crashlooping",
+    ]
+    assert validate_path(PLAYBOOKS) == []
+    for loaded in playbooks.playbooks:
+        raw = Path(loaded.ref.path).read_bytes()
+        assert loaded.ref.sha256 == hashlib.sha256(raw).hexdigest()
+        assert Path(loaded.ref.path).name == f"{loaded.ref.name}.yaml"
+
+
+@pytest.mark.parametrize(
+    ("labels", "playbook", "target", "actions"),
+    [
+        (
+            CRASHLOOP_LABELS,
+            "kube-pod-crashlooping",
+            TargetRef(kind="Deployment", namespace="shop", name="checkout"),
+            ["rollback", "rollout_restart"],
+        ),
+        (
+            REPLICAS_LABELS,
+            "kube-deployment-replicas-mismatch",
+            TargetRef(kind="Deployment", namespace="shop", name="checkout"),
+            ["rollout_restart"],
+        ),
+        (NODE_LABELS, "kube-node-not-ready", TargetRef(kind="Node", name="worker-2"), ["cordon", "drain"]),
+        (
+            THROTTLING_LABELS,
+            "cpu-throttling-high",
+            TargetRef(kind="Deployment", namespace="shop", name="checkout"),
+            ["scale"],
+        ),
+    ],
+)
+def test_shipped_playbooks_handle_the_real_alerts(labels, playbook, target, actions):
+    playbooks = load_directory(PLAYBOOKS)
+    loaded = playbooks.match(labels)
+    assert loaded is not None and loaded.ref.name == playbook
+    rendered_target, rendered = render(loaded, alert_with(labels))
+    assert rendered_target == target
+    assert [s.action for s in rendered.steps] == actions
+    assert rendered.target.name == target.name and rendered.target.namespace == target.namespace
+
+
+def test_crashlooping_chooses_between_rollback_and_restart_on_recent_rollout():
+    playbook = load_directory(PLAYBOOKS).by_name("kube-pod-crashlooping").playbook
+    first, second = playbook.steps
+    assert first.rollback is not None and first.when.rollout_within.total_seconds() == 1800
+    assert second.rollout_restart is not None and second.when.no_rollout_within.total_seconds() == 1800
+    assert first.health.check == second.health.check == "rollout_status"
+
+
+def test_node_drain_never_forces_or_deletes_local_data():
+    playbook = load_directory(PLAYBOOKS).by_name("kube-node-not-ready").playbook
+    drain = playbook.steps[1].drain
+    assert (drain.ignore_daemonsets, drain.force, drain.delete_emptydir_data) == (True, False, False)
+    assert playbook.steps[1].timeout > drain.timeout
+
+
+def test_throttling_scale_is_bounded():
+    scale = load_directory(PLAYBOOKS).by_name("cpu-throttling-high").playbook.steps[0].scale
+    assert (scale.delta, scale.min_replicas, scale.max_replicas) == (1, 2, 10)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        # StatefulSet and DaemonSet pods are not named like Deployment pods: left to people
+        {**CRASHLOOP_LABELS, "pod": "postgres-0"},
+        {**CRASHLOOP_LABELS, "pod": "node-exporter-x2k4p"},
+        {**THROTTLING_LABELS, "pod": "postgres-1"},
+        {**NODE_LABELS, "node": ""},
+        {"alertname": "HighErrorRate", "namespace": "prod", "service": "checkout"},
+    ],
+)
+def test_shipped_playbooks_leave_other_alerts_alone(labels):
+    assert load_directory(PLAYBOOKS).match(labels) is None
+
+
+def test_the_demo_rules_are_the_alerts_the_playbooks_handle():
+    rules = yaml.safe_load(RULES.read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert set(alerts) == {"KubePodCrashLooping", "KubeDeploymentReplicasMismatch", "KubeNodeNotReady", "CPUThrottlingHigh"}
+    assert {r["for"] for r in alerts.values()} == {"10s"}
+    assert alerts["KubeNodeNotReady"]["expr"].strip() == (
+        'kube_node_status_condition{job="kube-state-metrics",condition="Ready",status="true"} == 0'
+    )
+    playbooks = load_directory(PLAYBOOKS)
+    for labels in (CRASHLOOP_LABELS, REPLICAS_LABELS, NODE_LABELS, THROTTLING_LABELS):
+        assert labels["alertname"] in alerts
+        assert labels["severity"] == alerts[labels["alertname"]]["labels"]["severity"]
+        assert playbooks.match(labels) is not None
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) is not installed")
+def test_demo_rules_pass_promtool():
+    result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 4 rules found" in result.stdout
+
+
+# --------------------------------------------------------------------------- invalid playbooks
+
+INVALID_CASES = {
+    "bad-duration.yaml": [
+        "13: steps[0].health.timeout: expected a duration such as 30s, 5m or 1h, got 'soon'",
+    ],
+    "unknown-action.yaml": [
+        "10: steps[0].restart: unknown field 'restart' (did you mean 'rollout_restart'?)",
+        "12: steps[1].reboot: unknown field 'reboot'; a step takes name, when, one action (rollout_restart, "
+        "scale, rollback, cordon, uncordon, drain, delete_pod), health, retries, on_failure and timeout",
+    ],
+    "unknown-param.yaml": [
+        "11: steps[0].scale.replica: unknown field 'replica' (did you mean 'replicas'?)",
+    ],
+    "two-actions.yaml": [
+        "9: steps[0]: exactly one action per step, got 2: rollout_restart, scale (put each action in its own step)",
+    ],
+    "wrong-kind.yaml": [
+        "10: steps[0].drain: action drain cannot act on a Deployment; it works on Node",
+        "14: steps[1].health.node_ready: health check node_ready cannot check a Deployment; it checks Node",
+    ],
+    "bad-matcher.yaml": [
+        "4: match[1]: bad matcher format 'node': expected name=\"value\", name!=\"value\", name=~\"regex\" "
+        "or name!~\"regex\"",
+        "5: match[2]: invalid regex 'worker-(\\d+': missing ), unterminated subpattern at position 7",
+    ],
+    "bad-template.yaml": [
+        "6: target.name: template syntax error: unexpected '}'",
+        "12: steps[1].drain.pod_selector: unknown name 'lables' (did you mean 'labels'?); templates can use "
+        "labels, annotations and alert",
+    ],
+    "missing-namespace.yaml": [
+        "4: target: namespace is required for kind Deployment",
+    ],
+    "yaml-syntax.yaml": [
+        "7: YAML syntax error: expected <block end>, but found '<block mapping start>' (while parsing a block "
+        "mapping that starts on line 1) at column 2; check the indentation",
+    ],
+    "duplicate-key.yaml": [
+        "11: steps[0].on_failure: key given twice (first on line 10)",
+    ],
+    "empty.yaml": [
+        "1: the file is empty; expected a playbook with name, match, target and steps",
+    ],
+    # every problem of a file is reported, in line order
+    "many-problems.yaml": [
+        "1: name: expected a lowercase name of letters, digits and '-' that starts and ends with a letter or "
+        "digit (a Kubernetes object name), got 'Many_Problems'",
+        "2: match: expected a list, got 'alertname=\"KubePodCrashLooping\"'",
+        "4: target.kind: expected 'Deployment', 'StatefulSet', 'DaemonSet' or 'Node', got 'Deploymnet'",
+        "8: steps[0].name: field required",
+        "9: steps[0].retries: expected an integer, got 'many'",
+        "10: steps[0].on_failure: expected 'stop', 'continue' or 'rollback', got 'retry'",
+        "12: verification_window: expected a duration such as 30s, 5m or 1h, got '-1m'",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(INVALID_CASES))
+def test_invalid_playbook_messages(name):
+    path = INVALID / name
+    expected = [f"{path}:{line}" for line in INVALID_CASES[name]]
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert [str(p) for p in err.value.problems] == expected
+    assert str(err.value) == "\n".join(expected)
+    assert validate_path(path) == expected
+
+
+def test_every_invalid_fixture_has_its_expected_messages():
+    assert sorted(p.name for p in INVALID.iterdir()) == sorted(INVALID_CASES)
+
+
+def test_directory_reports_every_file_and_duplicate_names():
+    directory = FIXTURES / "duplicate-names"
+    with pytest.raises(PlaybookError) as err:
+        load_directory(directory)
+    assert str(err.value) == (
+        f"{directory}/b.yaml:2: name: playbook name 'restart-deployment' is already used by {directory}/a.yaml"
+    )
+    problems = validate_path(INVALID)
+    assert len(problems) == sum(len(v) for v in INVALID_CASES.values())
+    assert problems[0] == f"{INVALID}/bad-duration.yaml:" + INVALID_CASES["bad-duration.yaml"][0]
+
+
+def test_missing_and_empty_paths(tmp_path: Path):
+    assert validate_path(tmp_path / "nope") == [f"{tmp_path}/nope: no such file or directory"]
+    assert validate_path(tmp_path) == [f"{tmp_path}: no playbook files (*.yaml, *.yml) in this directory"]
+
+
+def test_action_without_value_means_defaults(tmp_path: Path):
+    path = write(
+        tmp_path,
+        """
+        name: bare-keys
+        match: ['alertname="KubeNodeNotReady"']
+        target: {kind: Node, name: "{{ labels.node }}"}
+        steps:
+          - name: cordon
+            cordon:
+            health:
+              alert_resolved:
+        """,
+    )
+    step = load_playbook(path).playbook.steps[0]
+    assert step.action == "cordon" and step.health.check == "alert_resolved"
+
+
+# --------------------------------------------------------------------------- matching order
+
+
+def test_first_match_in_name_order(tmp_path: Path):
+    common = """
+        match: ['alertname="KubeDeploymentReplicasMismatch"']
+        target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+        steps: [{name: restart, rollout_restart: {}}]
+    """
+    write(tmp_path, "name: b-generic\n" + textwrap.dedent(common), "1.yaml")
+    write(
+        tmp_path,
+        "name: a-specific\n" + textwrap.dedent(common).replace("match: [", "match: ['namespace=\"shop\"', "),
+        "2.yaml",
+    )
+    playbooks = load_directory(tmp_path)
+    assert [p.ref.name for p in playbooks] == ["a-specific", "b-generic"]
+    assert playbooks.match(REPLICAS_LABELS).ref.name == "a-specific"
+    assert playbooks.match({**REPLICAS_LABELS, "namespace": "other"}).ref.name == "b-generic"
+    assert playbooks.by_name("b-generic").ref.path == str(tmp_path / "1.yaml")
+    assert playbooks.by_name("missing") is None
+    with pytest.raises(ValueError, match="playbook name 'a-specific' is used by both"):
+        PlaybookSet([playbooks.by_name("a-specific"), playbooks.by_name("a-specific")])
+
+
+# --------------------------------------------------------------------------- templating and render
+
+
+def test_render_the_real_alertmanager_fixture(tmp_path: Path):
+    """firing-single.json is what Alertmanager 0.25 posted; render a playbook against it."""
+    path = write(
+        tmp_path,
+        """
+        name: restart-service
+        match: ['alertname="HighErrorRate"', 'runbook="restart-deployment"']
+        target:
+          kind: Deployment
+          namespace: "{{ labels.namespace }}"
+          name: "{{ labels.service }}"
+        steps:
+          - name: restart
+            rollout_restart: {}
+            health:
+              promql:
+                query: 'sum(rate(http_requests_total{namespace="{{ labels.namespace }}",service="{{ labels.service }}",code=~"5.."}[1m]))'
+                threshold: 1
+        """,
+    )
+    alert = alert_from(json.loads(FIRING_SINGLE.read_text()))
+    loaded = load_playbook(path)
+    assert not loaded.matches(alert.labels)  # runbook is an annotation, not a label
+    target, playbook = render(loaded, alert)
+    assert target == TargetRef(kind="Deployment", namespace="prod", name="checkout")
+    assert playbook.steps[0].health.promql.query == (
+        'sum(rate(http_requests_total{namespace="prod",service="checkout",code=~"5.."}[1m]))'
+    )
+    assert playbook.target.namespace == "prod"
+
+
+def test_render_context_exposes_alert_fields():
+    alert = alert_from(json.loads(FIRING_SINGLE.read_text()))
+    context = alert_context(alert)
+    assert render_string("{{ alert.fingerprint }}/{{ alert.status }}/{{ alert.receiver }}", context) == (
+        "32c16fb6eca3387b/firing/hook"
+    )
+    assert render_string("{{ alert.starts_at.isoformat() }}", context) == "2026-11-21T05:37:14.576395+00:00"
+    assert render_string("{{ annotations.summary }}", context) == "5xx > 5% on checkout"
+    assert render_string('{{ labels["severity"] }} {{ labels.team | default("none") }}', context) == "critical none"
+
+
+def test_missing_label_names_playbook_field_and_label(tmp_path: Path):
+    loaded = load_directory(PLAYBOOKS).by_name("kube-pod-crashlooping")
+    alert = alert_from(json.loads(FIRING_SINGLE.read_text()))
+    with pytest.raises(RenderError) as err:
+        render(loaded, alert)
+    assert str(err.value) == 'playbook kube-pod-crashlooping: target.name: label "pod" is not set on the alert'
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{{ ''.__class__ }}", "access to attribute '__class__' of 'str' object is unsafe."),
+        ("{{ labels.namespace.__class__.__mro__ }}", "access to attribute '__class__' of 'str' object is unsafe."),
+        ("{{ labels.clear() }}", "access to attribute 'clear' of '_Fields' object is unsafe."),
+        ("{{ labels.nope }}", 'label "nope" is not set on the alert'),
+        ("{{ annotations.runbook_url }}", 'annotation "runbook_url" is not set on the alert'),
+        (
+            "{{ alert.fingerprnt }}",
+            "the alert has no field 'fingerprnt' (did you mean 'fingerprint'?); fields: status, fingerprint, "
+            "starts_at, ends_at, generator_url, receiver, group_key, external_url, labels, annotations",
+        ),
+        (
+            "{{ labels.service | pod_controller_name }}",
+            "pod_controller_name: pod name 'checkout' is not a Deployment's pod name "
+            "(<deployment>-<pod-template-hash>-<5 characters>)",
+        ),
+        ("{{ '{{' }} labels.x }}", "the template rendered to '{{ labels.x }}', which is still a template"),
+    ],
+)
+def test_sandbox_and_strict_undefined(template, message):
+    context = alert_context(alert_from(json.loads(FIRING_SINGLE.read_text())))
+    with pytest.raises(RenderError) as err:
+        render_string(template, context)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("pod", "deployment"),
+    [
+        ("checkout-7d4b9c6f8-x2k4p", "checkout"),
+        ("payments-api-5c9f7b8d64-q2w4z", "payments-api"),
+        ("a-b-c-b-bbbbb", "a-b-c"),
+    ],
+)
+def test_pod_controller_name(pod, deployment):
+    assert pod_controller_name(pod) == deployment
+
+
+def test_pod_controller_name_refuses_possibly_truncated_names():
+    pod = "a" * 47 + "-7d4b9c6f8-x2k4p"
+    assert len(pod) == 63
+    with pytest.raises(ValueError) as err:
+        pod_controller_name(pod)
+    assert "63 characters long, so Kubernetes may have truncated the Deployment's name" in str(err.value)
+
+
+def test_templated_int_is_validated_after_render(tmp_path: Path):
+    path = write(
+        tmp_path,
+        """
+        name: scale-from-label
+        match: ['alertname="ScaleMe"']
+        target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+        steps:
+          - name: scale
+            scale:
+              replicas: "{{ labels.replicas }}"
+              min_replicas: 1
+              max_replicas: 5
+        """,
+    )
+    loaded = load_playbook(path)
+    labels = {"alertname": "ScaleMe", "namespace": "shop", "deployment": "checkout"}
+    _, playbook = render(loaded, alert_with({**labels, "replicas": "3"}))
+    assert playbook.steps[0].scale.replicas == 3
+    with pytest.raises(RenderError) as err:
+        render(loaded, alert_with({**labels, "replicas": "three"}))
+    assert str(err.value) == (
+        "playbook scale-from-label: steps[0].scale.replicas: expected an integer, got 'three' "
+        "(rendered from '{{ labels.replicas }}')"
+    )
+
+
+def test_rendered_target_must_be_a_kubernetes_name(tmp_path: Path):
+    loaded = load_directory(PLAYBOOKS).by_name("kube-deployment-replicas-mismatch")
+    with pytest.raises(RenderError) as err:
+        render(loaded, alert_with({**REPLICAS_LABELS, "deployment": "Checkout_v2"}))
+    assert str(err.value) == (
+        "playbook kube-deployment-replicas-mismatch: target.name: rendered to 'Checkout_v2', "
+        "which is not a valid Kubernetes Deployment name"
+    )
+    with pytest.raises(RenderError) as err:
+        render(loaded, alert_with({**REPLICAS_LABELS, "namespace": ""}))
+    assert str(err.value) == (
+        "playbook kube-deployment-replicas-mismatch: target.namespace: rendered to an empty string; "
+        "a namespace is required"
+    )
+
+
+def test_templated_int_that_is_not_a_template_at_load(tmp_path: Path):
+    path = write(
+        tmp_path,
+        """
+        name: bad-delta
+        match: ['alertname="ScaleMe"']
+        target: {kind: Deployment, namespace: shop, name: checkout}
+        steps:
+          - name: scale
+            scale: {delta: lots, min_replicas: 1, max_replicas: 5}
+        """,
+    )
+    assert validate_path(path) == [
+        f'{path}:6: steps[0].scale.delta: expected an integer or a template such as "{{{{ labels.replicas }}}}", '
+        "got 'lots'"
+    ]
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+def test_json_schema_is_valid_and_accepts_the_shipped_playbooks():
+    schema = json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == "remediator playbook"
+    json.dumps(schema)  # serialisable, as `remediator schema` prints it
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(PLAYBOOKS.glob("*.yaml")):
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert errors == [], path
+
+
+def test_json_schema_refuses_what_the_loader_refuses():
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for name in ("unknown-param.yaml", "bad-duration.yaml", "unknown-action.yaml"):
+        assert not validator.is_valid(yaml.safe_load((INVALID / name).read_text())), name
+    bad_kind = yaml.safe_load((PLAYBOOKS / "kube-node-not-ready.yaml").read_text())
+    bad_kind["target"]["kind"] = "Pod"
+    assert not validator.is_valid(bad_kind)
+
+
+# --------------------------------------------------------------------------- the model on its own
+
+
+def test_model_checks_kinds_when_not_loaded_from_a_file():
+    """Playbooks that reach the workflow through Temporal are validated without the loader."""
+    from pydantic import ValidationError
+
+    from remediator.playbook import Playbook
+
+    data = {
+        "name": "wrong-kind",
+        "match": ['alertname="X"'],
+        "target": {"kind": "Deployment", "namespace": "shop", "name": "checkout"},
+        "steps": [{"name": "drain", "drain": {}}],
+    }
+    with pytest.raises(ValidationError) as err:
+        Playbook.model_validate(data)
+    assert err.value.errors()[0]["msg"] == (
+        "Value error, steps[0] (drain): action drain cannot act on a Deployment; it works on Node"
+    )
+
+
+def test_step_without_action_or_check(tmp_path: Path):
+    path = write(
+        tmp_path,
+        """
+        name: nothing-to-do
+        match: ['alertname="KubeNodeNotReady"']
+        target: {kind: Node, name: "{{ labels.node }}"}
+        steps:
+          - name: wait
+            health: {timeout: 1m}
+        """,
+    )
+    assert validate_path(path) == [
+        f"{path}:6: steps[0].health: a check is required, one of: rollout_status, node_ready, promql, alert_resolved",
+    ]
+    path.write_text(path.read_text().replace("    health: {timeout: 1m}\n", "    retries: 1\n"))
+    assert validate_path(path) == [
+        f"{path}:5: steps[0]: an action is required, one of: rollout_restart, scale, rollback, cordon, "
+        "uncordon, drain, delete_pod",
+    ]
+
+
+def test_rendered_playbook_has_no_template_left():
+    playbooks = load_directory(PLAYBOOKS)
+    for labels in (CRASHLOOP_LABELS, REPLICAS_LABELS, NODE_LABELS, THROTTLING_LABELS):
+        _, playbook = render(playbooks.match(labels), alert_with(labels))
+        dumped = playbook.model_dump_json()
+        assert "{{" not in dumped and "{%" not in dumped
