@@ -70,6 +70,9 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 JSON = "application/json"
+JSON_BODY = {"Content-Type": JSON}
+"""Headers for POST/DELETE bodies: the generated client sets no Content-Type for the eviction
+and delete operations (``_content_type`` is ignored there), kubectl sends application/json."""
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
@@ -560,7 +563,7 @@ class KubeActivities:
             ApplicationError: ``SafetyRefusal`` with kubectl's messages: 'no rollout history
                 found for deployment "x"', "unable to find specified revision N in history",
                 "you cannot rollback a paused deployment; resume it first with 'kubectl rollout
-                resume deployment/x' and try again"; API errors as classified.
+                resume' and try again" (kubectl 1.32's wording); API errors as classified.
         """
         target = input.target
         with api_errors(f"rollback {target.key}"):
@@ -597,7 +600,7 @@ class KubeActivities:
             if (deployment.get("spec") or {}).get("paused"):
                 raise SafetyRefusal(
                     "you cannot rollback a paused deployment; resume it first with "
-                    f"'kubectl rollout resume deployment/{target.name}' and try again"
+                    "'kubectl rollout resume' and try again"
                 )
             rs_template = (rs.get("spec") or {}).get("template") or {}
             if equal_ignore_hash(rs_template, template):
@@ -957,7 +960,7 @@ class KubeActivities:
                 _log().info("evicting pod %s/%s", namespace, name)
                 try:
                     self.core.create_namespaced_pod_eviction(
-                        name, namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+                        name, namespace, body, field_manager=FIELD_MANAGER, _headers=JSON_BODY, _preload_content=False
                     )
                 except ApiException as exc:
                     if exc.status == 404:
@@ -1064,7 +1067,7 @@ class KubeActivities:
                 return self._deleted_earlier(earlier, path)
             self._check_pod_owner(target, pod)
 
-            body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+            body: dict[str, Any] = {}
             if params.grace_period_seconds >= 0:
                 body["gracePeriodSeconds"] = params.grace_period_seconds
             body["preconditions"] = {"uid": uid}
@@ -1073,7 +1076,9 @@ class KubeActivities:
             _heartbeat({"request_id": input.request_id, "action": "delete_pod", "uid": uid, "body": body})
             _log().info("DELETE %s %s", path, json.dumps(body))
             try:
-                self.core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False)
+                self.core.delete_namespaced_pod(
+                    name, namespace, body=body, _headers=JSON_BODY, _preload_content=False
+                )
             except ApiException as exc:
                 if exc.status == 404 and earlier:
                     return self._deleted_earlier({"uid": uid, "body": body}, path)

@@ -148,7 +148,7 @@ async def wait_for(predicate, timeout: float = 60, what: str = "condition"):
 
 async def finish_healed(server: DevServer, worker: WorkerProcess) -> RemediationResult:
     client = await connect(server.address)
-    handle = client.get_workflow_handle(workflow_id_for("deployment/prod/checkout"))
+    handle = client.get_workflow_handle(workflow_id_for("deployment/prod/checkout"), result_type=RemediationResult)
 
     async def verifying():
         try:
@@ -159,7 +159,7 @@ async def finish_healed(server: DevServer, worker: WorkerProcess) -> Remediation
 
     await wait_for(verifying, what="the run to reach verification")
     assert worker.post("resolved").status_code == 200
-    return await asyncio.wait_for(handle.result(result_type=RemediationResult), 60)
+    return await asyncio.wait_for(handle.result(), 60)
 
 
 async def test_worker_sigkilled_mid_step_resumes_without_repeating_the_mutation(tmp_path, cluster, temporal):

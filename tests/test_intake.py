@@ -91,7 +91,9 @@ class StandInRemediation:
 @contextlib.asynccontextmanager
 async def serve(app) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
-    sock = socket.socket()
+    # proto IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
+    # says TCP; without it each response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

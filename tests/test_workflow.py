@@ -100,7 +100,7 @@ async def test_restart_then_alert_resolves_heals(client, worker, emulator, audit
     # Resolved while verifying: the playbook's verification passes on the resolved notification.
     await _wait_phase(handle, "verifying")
     await handle.signal("alert", AlertSignal(alert=alert.model_copy(update={"status": "resolved"}), playbook=pb.name, received_at=datetime.now(timezone.utc)))
-    result = await handle.result(result_type=RemediationResult)
+    result = await handle.result()
     assert result.outcome == "healed", result.reason
     assert [s.status for s in result.steps] == ["succeeded"]
     sent = patches(emulator)
@@ -129,7 +129,7 @@ async def test_repeated_alert_folds_into_running_run(client, worker, emulator, a
     await handle.signal("alert", AlertSignal(alert=alert, playbook=pb.name, received_at=now))
     other = make_alert(fingerprint="beef", pod="checkout-abc")
     await handle.signal("alert", AlertSignal(alert=other, playbook=pb.name, received_at=now))
-    result = await handle.result(result_type=RemediationResult)
+    result = await handle.result()
     assert sorted(result.alerts) == sorted([alert.dedup_key, other.dedup_key])
     events = [e for e in audit.events(handle.result_run_id) if e.kind == "alert"]
     assert [e.data["disposition"] for e in events] == ["started", "attached"]
@@ -145,7 +145,7 @@ async def test_paused_deployment_is_refused_and_nothing_is_sent(client, worker, 
     emulator.clear_requests()
     pb = playbook([{"name": "restart", "rollout_restart": {}}])
     handle = await start(client, worker, pb, make_alert())
-    result = await handle.result(result_type=RemediationResult)
+    result = await handle.result()
     assert result.outcome == "refused"
     assert "paused" in result.reason
     assert patches(emulator) == []
@@ -170,7 +170,7 @@ async def test_failed_step_rolls_back_this_runs_changes(client, worker, emulator
         ]
     )
     handle = await start(client, worker, pb, make_alert())
-    result = await handle.result(result_type=RemediationResult)
+    result = await handle.result()
     assert result.outcome == "rolled_back", result.reason
     assert "progress deadline" in result.reason
     assert apps.read_namespaced_deployment("checkout", "prod").spec.replicas == before
@@ -196,7 +196,7 @@ async def test_when_selects_rollback_after_recent_rollout(client, worker, emulat
         ]
     )
     handle = await start(client, worker, pb, make_alert())
-    result = await handle.result(result_type=RemediationResult)
+    result = await handle.result()
     assert [s.status for s in result.steps] == ["succeeded", "skipped"]
     assert "within 30m" in result.steps[1].message
     sent = patches(emulator)
@@ -212,7 +212,7 @@ async def test_cooldown_records_new_alerts_and_starts_nothing(client, worker, em
     await _wait_phase(handle, "cooldown")
     later = make_alert(fingerprint="c0ffee", starts="2026-11-21T06:00:00+00:00")
     await handle.signal("alert", AlertSignal(alert=later, playbook=pb.name, received_at=datetime.now(timezone.utc)))
-    result = await handle.result(result_type=RemediationResult)
+    result = await handle.result()
     assert len(patches(emulator)) == 1
     dispositions = [e.data["disposition"] for e in audit.events(handle.result_run_id) if e.kind == "alert"]
     assert dispositions == ["started", "cooldown"]

@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         TargetState,
         UndoAction,
     )
+    from remediator.durations import format_duration as fmt
     from remediator.playbook import Step
     from remediator.temporal import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
 
@@ -333,7 +334,7 @@ class RemediationWorkflow:
             await self._sleep_or_signal(min(health.interval, remaining))
             self._drain_inbox()
         timed_out = not result.healthy and not result.final
-        message = result.message + (f" (timed out after {health.timeout})" if timed_out else "")
+        message = result.message + (f" (timed out after {fmt(health.timeout)})" if timed_out else "")
         self._event(
             "health",
             message,
@@ -387,7 +388,7 @@ class RemediationWorkflow:
         self._phase = "verifying"
         window = self._inp.playbook.verification_window
         deadline = workflow.now() + window
-        self._event("decision", f"steps done; verifying for up to {window} that the alert resolves")
+        self._event("decision", f"steps done; verifying for up to {fmt(window)} that the alert resolves")
         while not self._alerts_resolved():
             remaining = deadline - workflow.now()
             if remaining <= timedelta(0):
@@ -404,7 +405,7 @@ class RemediationWorkflow:
         if self._alerts_resolved():
             self._finish("healed", "every step succeeded and the alert resolved")
         else:
-            self._finish("not_healed", f"the alert was still firing {window} after the last step")
+            self._finish("not_healed", f"the alert was still firing {fmt(window)} after the last step")
 
     async def _cooldown(self, ended) -> None:
         cooldown = self._inp.playbook.cooldown
@@ -463,9 +464,9 @@ class RemediationWorkflow:
             return "the target's last rollout time is unknown" if step.when.rollout_within else None
         age = workflow.now() - last
         if step.when.rollout_within is not None and age > step.when.rollout_within:
-            return f"last rollout was {_human(age)} ago, not within {step.when.rollout_within}"
+            return f"last rollout was {_human(age)} ago, not within {fmt(step.when.rollout_within)}"
         if step.when.no_rollout_within is not None and age <= step.when.no_rollout_within:
-            return f"last rollout was {_human(age)} ago, within {step.when.no_rollout_within}"
+            return f"last rollout was {_human(age)} ago, within {fmt(step.when.no_rollout_within)}"
         return None
 
     async def _sleep_or_signal(self, duration: timedelta) -> None:
@@ -525,9 +526,4 @@ class RemediationWorkflow:
 
 
 def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
+    return fmt(timedelta(seconds=int(delta.total_seconds())))

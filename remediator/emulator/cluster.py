@@ -23,7 +23,6 @@ import yaml
 from remediator.emulator.controllers import (
     NAMESPACE,
     NODE,
-    POD,
     ApiErrorFault,
     Controllers,
     Faults,

@@ -600,7 +600,7 @@ class Controllers:
     # ------------------------------------------------------------------ statefulsets
 
     def _statefulset(self, sts: dict[str, Any]) -> None:
-        ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
+        name = sts["metadata"]["name"]
         revision = f"{name}-{template_hash(sts['spec']['template'])}"
         want = sts["spec"].get("replicas", 1)
         pods = {p["metadata"]["name"]: p for p in self.store.owned_by(sts["metadata"]["uid"], POD) if pod_active(p)}
@@ -641,7 +641,6 @@ class Controllers:
                 self.event(sts, "SuccessfulDelete",
                            f"delete Pod {outdated[0]['metadata']['name']} in StatefulSet {name} successful",
                            component="statefulset-controller")
-        del ns
 
     def _statefulset_status(self, sts: dict[str, Any]) -> None:
         name = sts["metadata"]["name"]
@@ -680,7 +679,6 @@ class Controllers:
                 if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
 
     def _daemonset(self, ds: dict[str, Any]) -> None:
-        name = ds["metadata"]["name"]
         revision = template_hash(ds["spec"]["template"])
         nodes = {n["metadata"]["name"] for n in self._daemonset_nodes(ds)}
         pods = [p for p in self.store.owned_by(ds["metadata"]["uid"], POD) if pod_active(p)]
@@ -716,7 +714,6 @@ class Controllers:
                 self.delete_pod(outdated[0])
                 self.event(ds, "SuccessfulDelete", f"Deleted pod: {outdated[0]['metadata']['name']}",
                            component="daemonset-controller")
-        del name
 
     def _daemonset_status(self, ds: dict[str, Any]) -> None:
         revision = template_hash(ds["spec"]["template"])

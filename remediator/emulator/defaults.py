@@ -71,7 +71,6 @@ def apply_defaults(kind: Kind, obj: dict[str, Any]) -> None:
         if isinstance(obj.get(part), dict):
             obj[part] = prune_nulls(obj[part])
     meta = obj.setdefault("metadata", {})
-    spec = obj.get("spec")
     if kind.kind == "Deployment":
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
@@ -131,7 +130,6 @@ def apply_defaults(kind: Kind, obj: dict[str, Any]) -> None:
         obj.setdefault("spec", {})
     elif kind.kind == "PodDisruptionBudget":
         obj.setdefault("spec", {})
-    del spec
 
 
 def _qos_class(spec: dict[str, Any]) -> str:

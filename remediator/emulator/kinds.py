@@ -63,7 +63,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "namespaces", "Namespace", False, ("ns",), ("status", "finalize"),
          verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     Kind("", "v1", "nodes", "Node", False, ("no",), ("status",)),
-    Kind("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction"), ("all",)),
+    Kind("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction", "log"), ("all",)),
     Kind("", "v1", "events", "Event", True, ("ev",)),
     Kind("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("scale", "status"), ("all",)),
     Kind("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("scale", "status"), ("all",)),
@@ -141,6 +141,8 @@ def _sub_entry(k: Kind, sub: str) -> dict[str, Any]:
     elif sub == "eviction":
         # kubectl drain (CheckEvictionSupport) looks for exactly this entry, with group and version.
         entry.update(group="policy", version="v1", kind="Eviction", verbs=["create"])
+    elif sub == "log":
+        entry.update(kind="Pod", verbs=["get"])
     elif sub == "finalize":
         entry.update(kind=k.kind, verbs=["update"])
     else:

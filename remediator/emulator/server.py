@@ -35,6 +35,7 @@ from remediator.emulator.kinds import (
     no_route,
 )
 from remediator.emulator.patch import apply_patch, unsupported_media_type
+from remediator.emulator.tables import as_table
 from remediator.emulator.store import now_iso
 from remediator.emulator.selectors import (
     label_selector_string,
@@ -91,7 +92,15 @@ class Api:
 
     # ------------------------------------------------------------------ routing
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any, content_type: str | None) -> Response:
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any, content_type: str | None,
+               accept: str = "") -> Response:
+        response = self._handle(method, path, query, body, content_type)
+        if "as=Table" in accept and response.stream is None and isinstance(response.body, dict) \
+                and response.status == 200 and method == "GET":
+            return Response(200, as_table(response.body))
+        return response
+
+    def _handle(self, method: str, path: str, query: dict[str, str], body: Any, content_type: str | None) -> Response:
         parts = [p for p in path.split("/") if p]
         if path == "/version" or path == "/version/":
             return Response(200, kinds.KUBERNETES_VERSION)
@@ -153,6 +162,10 @@ class Api:
 
     def _item(self, method: str, kind: Kind, namespace: str | None, name: str, sub: str | None,
               query: dict[str, str], body: Any, content_type: str | None) -> Response:
+        if sub == "log":
+            if method != "GET":
+                raise method_not_allowed()
+            return self._log(namespace or "", name, query)
         if sub == "eviction":
             if method != "POST":
                 raise method_not_allowed()
@@ -417,6 +430,23 @@ class Api:
             self.controllers.reconcile()
             return Response(200, self._scale_of(kind, self.store.must_get(kind, namespace, name)))
 
+    def _log(self, namespace: str, name: str, query: dict[str, str]) -> Response:
+        """``kubectl logs``: a few synthetic lines per container, and the crash for crash-looping ones."""
+        pod = self.store.must_get(POD, namespace, name)
+        containers = [c["name"] for c in pod["spec"]["containers"]]
+        container = query.get("container") or containers[0]
+        if container not in containers:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        statuses = {cs["name"]: cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+        cs = statuses.get(container) or {}
+        image = next(c.get("image", "") for c in pod["spec"]["containers"] if c["name"] == container)
+        lines = [f"emulated container {container} ({image}) on {pod['spec'].get('nodeName', '<unscheduled>')}"]
+        if cs.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff":
+            lines.append("fatal: emulated crash (fault injection), exiting with code 1")
+        elif cs.get("ready"):
+            lines.append("ready")
+        return Response(200, "\n".join(lines) + "\n", "text/plain")
+
     def _evict(self, namespace: str, name: str, body: Any, *, dry_run: bool) -> Response:
         """POST pods/{name}/eviction, as pkg/registry/core/pod/storage/eviction.go."""
         body = body if isinstance(body, dict) else {}
@@ -548,7 +578,7 @@ class Handler(BaseHTTPRequestHandler):
             if injected is not None:
                 raise ApiError(injected, REASON_BY_CODE.get(injected, "Unknown"),
                                f"injected fault: {REASON_BY_CODE.get(injected, injected)}")
-            response = emu.api.handle(method, path, query, body, content_type)
+            response = emu.api.handle(method, path, query, body, content_type, self.headers.get("Accept", ""))
         except ApiError as err:
             response = Response(err.code, err.status())
         except Exception as exc:  # an emulator bug must still answer, as an apiserver 500 would
