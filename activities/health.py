@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import math
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import kubernetes.client

@@ -30,8 +30,9 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
@@ -800,8 +801,8 @@ class KubeActivities:
 
             progress = {"node": target.name, "pods": len(pods), "evicted": 0, "gone": 0}
             _heartbeat(progress)
-            evicted = self._evict_all(target, pods, params, deadline, timeout, requests, undo, progress)
-            self._wait_for_delete(target, evicted, deadline, timeout, requests, undo, progress)
+            evicted = self._evict_all(pods, params, deadline, timeout, requests, undo, progress)
+            self._wait_for_delete(evicted, deadline, timeout, requests, undo, progress)
 
             names = ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods)
             message = f"node/{target.name} drained: {len(pods)} pod(s) evicted" + (f" ({names})" if names else "")
@@ -929,7 +930,6 @@ class KubeActivities:
 
     def _evict_all(
         self,
-        target: TargetRef,
         pods: list[dict[str, Any]],
         params: DrainParams,
         deadline: float,
@@ -992,7 +992,6 @@ class KubeActivities:
 
     def _wait_for_delete(
         self,
-        target: TargetRef,
         pods: list[dict[str, Any]],
         deadline: float,
         timeout: float,

@@ -13,7 +13,9 @@ remediator search attributes) and prints:
    running (signal-with-start attaches them: one Temporal call each), and sent again once
    the audit trail knows them (answered from SQLite, no Temporal call);
 4. alert received -> first mutating Kubernetes request, p50/p99: the full engine
-   (``python worker.py`` as a subprocess) against the Kubernetes API emulator, timed from
+   (``python worker.py --kubeconfig K --temporal-address A --no-auth --listen L --state-dir D
+   --playbook-dir P --task-queue Q`` as a subprocess) against the Kubernetes API emulator
+   (``--e2e-alerts`` Deployments, one alert each), timed from
    the moment the webhook request is sent to the first non-GET request the emulator records
    for that Deployment. Skipped, with the reason, when the worker or the emulator cannot run.
 

@@ -252,8 +252,6 @@ def create_app(
         ui_url: base URL of the Temporal UI, passed to the workflow for links in notifications.
         rpc_timeout: bound of each Temporal call; a hung server answers 503 after this long.
     """
-    # AuditStore is synchronous SQLite (fsync on every write); its calls run on the default
-    # thread pool so one slow disk write does not stall every other webhook request.
     auth = _Authenticator(settings)
     timeout_s = rpc_timeout.total_seconds()
     app = FastAPI(title="remediator intake", docs_url=None, redoc_url=None, openapi_url=None)
@@ -281,6 +279,8 @@ def create_app(
         finally:
             metrics.HANDOFF_SECONDS.observe(time.perf_counter() - started)
 
+    # AuditStore is synchronous SQLite (fsync on every write); its calls run on the default
+    # thread pool so one slow disk write does not stall every other webhook request.
     async def handle_firing(alert: AlertRef, received_at: datetime) -> _Outcome:
         loaded = playbooks.match(alert.labels)
         if loaded is None:

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import subprocess
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -375,6 +374,7 @@ def test_drain_sends_kubectls_cordon_and_evictions(emulator, kubectl_emulator, k
 
     assert evictions(ours) and evictions(ours) == evictions(theirs)
     for method, path, content_type, body in ours[1:]:
+        assert (method, content_type) == ("POST", "application/json")
         assert path == f"/api/v1/namespaces/{body['metadata']['namespace']}/pods/{body['metadata']['name']}/eviction"
         assert body == {"apiVersion": "policy/v1", "kind": "Eviction",
                         "metadata": {"name": body["metadata"]["name"], "namespace": body["metadata"]["namespace"]},

@@ -138,16 +138,25 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def signals_in_history(client: Client, workflow_id: str) -> list[AlertSignal]:
-    """Every ``alert`` signal recorded in the workflow's history, decoded (strongly consistent)."""
-    out = []
-    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-            attrs = event.workflow_execution_signaled_event_attributes
-            assert attrs.signal_name == "alert"
-            [sig] = await pydantic_data_converter.decode(attrs.input.payloads, [AlertSignal])
-            out.append(sig)
-    return out
+async def signals_in_history(client: Client, workflow_id: str, expected: int) -> list[AlertSignal]:
+    """Every ``alert`` signal in the workflow's history, decoded, once ``expected`` are there.
+
+    A signal accepted while the stand-in's workflow task is in flight is buffered by the
+    server and written to history when that task completes, so this waits (up to 10 s) for
+    the count instead of reading once; the caller asserts the exact list.
+    """
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        out = []
+        async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                attrs = event.workflow_execution_signaled_event_attributes
+                assert attrs.signal_name == "alert"
+                [sig] = await pydantic_data_converter.decode(attrs.input.payloads, [AlertSignal])
+                out.append(sig)
+        if len(out) >= expected or asyncio.get_running_loop().time() > deadline:
+            return out
+        await asyncio.sleep(0.05)
 
 
 async def assert_not_started(client: Client, workflow_id: str) -> None:
@@ -350,7 +359,7 @@ async def test_fixture_payload_starts_one_workflow_with_its_alert(intake: Intake
     assert desc.typed_search_attributes[SA_PLAYBOOK] == "restart-on-errors"
     assert desc.typed_search_attributes[SA_OUTCOME] == "running"
 
-    [sig] = await signals_in_history(intake.client, wf_id)
+    [sig] = await signals_in_history(intake.client, wf_id, 1)
     assert sig.playbook == "restart-on-errors"
     assert sig.alert.fingerprint == "32c16fb6eca3387b"
     assert sig.alert.dedup_key == "32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00"
@@ -386,7 +395,7 @@ async def test_same_alert_from_two_ha_members_starts_one_workflow(intake: Intake
     run_ids = {r.json()["alerts"][0]["run_id"] for r in (first, second)}
     assert run_ids == {(await intake.client.get_workflow_handle(intake.wf_id()).describe()).run_id}
     # Both deliveries reach the one run, which deduplicates by dedup_key.
-    sigs = await signals_in_history(intake.client, intake.wf_id())
+    sigs = await signals_in_history(intake.client, intake.wf_id(), 2)
     assert [s.alert.dedup_key for s in sigs] == ["32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00"] * 2
 
 
@@ -399,7 +408,7 @@ async def test_two_alerts_for_one_target_give_one_workflow_two_signals(intake: I
     outs = resp.json()["alerts"]
     assert sorted(o["disposition"] for o in outs) == ["attached", "started"]
     assert {o["workflow_id"] for o in outs} == {intake.wf_id()}
-    sigs = await signals_in_history(intake.client, intake.wf_id())
+    sigs = await signals_in_history(intake.client, intake.wf_id(), 2)
     assert sorted(s.alert.fingerprint for s in sigs) == ["aaaaaaaaaaaaaaa1", "aaaaaaaaaaaaaaa2"]
     received = await intake.client.get_workflow_handle(intake.wf_id()).query(
         StandInRemediation.received, result_type=list[AlertSignal]
@@ -472,7 +481,7 @@ async def test_resolved_alert_is_signalled_to_the_running_workflow(intake: Intak
     assert [(o["disposition"], o["workflow_id"]) for o in resp.json()["alerts"]] == [
         ("resolved_signalled", intake.wf_id())
     ]
-    sigs = await signals_in_history(intake.client, intake.wf_id())
+    sigs = await signals_in_history(intake.client, intake.wf_id(), 2)
     assert [(s.alert.status, s.alert.fingerprint) for s in sigs] == [
         ("firing", "1234123412341234"),
         ("resolved", "1234123412341234"),
