@@ -77,7 +77,7 @@ async def _demo(state_dir: Path, keep_running: bool, timeout: float) -> int:
             raise DemoError(str(err)) from None
         run_task = asyncio.create_task(engine.run())
         emu = engine.emulator
-        console.print(f"Temporal UI: [link]{engine.ui_url}[/link]   intake: http://{settings.listen}/api/v1/alerts")
+        console.print(f"Temporal UI: {engine.ui_url}\nintake:      http://{settings.listen}/api/v1/alerts", highlight=False)
         try:
             prom = procs.start_prometheus(
                 state_dir / "prometheus",
@@ -95,7 +95,7 @@ async def _demo(state_dir: Path, keep_running: bool, timeout: float) -> int:
             managed.append(am)
         except (RuntimeError, FileNotFoundError) as err:
             raise DemoError(f"{err}\n(run `make demo`, which installs prometheus and prometheus-alertmanager)") from None
-        console.print(f"Prometheus: {prom.url}   Alertmanager: {am.url}")
+        console.print(f"Prometheus:  {prom.url}\nAlertmanager: {am.url}", highlight=False)
 
         deploy = emu.get("Deployment", "checkout", "prod")
         image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -161,17 +161,17 @@ async def _follow(engine, timeout: float) -> str:
             lines = [f"alert(s) attached: {', '.join(status.alerts)}"]
             for s in status.steps:
                 if s.status not in ("pending", "running"):
-                    lines.append(f"step {s.index + 1} {s.name} [{s.action}]: {s.status} — {s.message}")
+                    lines.append(f"step {s.index + 1} {s.name} ({s.action}): {s.status}: {s.message}")
                 elif s.status == "running":
-                    spinner.update(f"step {s.index + 1} {s.name} [{s.action}] running (attempt {s.attempts})...")
+                    spinner.update(f"step {s.index + 1} {s.name} ({s.action}) running, attempt {s.attempts}...")
             if status.phase == "verifying":
                 spinner.update("steps done; waiting for the alert to resolve (verification window)...")
             for line in lines:
                 if line not in shown:
                     shown.add(line)
-                    console.print("  " + line, highlight=False)
+                    console.print("  " + line, highlight=False, markup=False)
             if status.outcome != "running":
-                console.print(f"  outcome: [bold]{status.outcome}[/] — {status.reason}", highlight=False)
+                console.print(f"  outcome: {status.outcome}: {status.reason}", highlight=False, markup=False)
                 return status.outcome
             await asyncio.sleep(0.5)
     return status.outcome if status else "no remediation started"

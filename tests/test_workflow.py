@@ -230,3 +230,37 @@ async def _wait_phase(handle, phase: str, timeout: float = 30) -> RemediationSta
             return status
         await asyncio.sleep(0.1)
     raise AssertionError(f"workflow never reached phase {phase}: {status}")
+
+
+async def test_drain_blocked_by_pdb_times_out_and_rollback_uncordons(client, worker, emulator, audit):
+    """A PodDisruptionBudget that allows no disruption: the drain retries evictions until its timeout,
+    never deletes a pod, and on_failure: rollback uncordons the node again."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(emulator.api_client())
+    node = next(p.spec.node_name for p in core.list_namespaced_pod("prod", label_selector="app=checkout").items)
+    policy = k8s.PolicyV1Api(emulator.api_client())
+    (pdb,) = policy.list_namespaced_pod_disruption_budget("prod").items
+    policy.patch_namespaced_pod_disruption_budget(pdb.metadata.name, "prod", {"spec": {"maxUnavailable": 0}})
+    emulator.clear_requests()
+    pb = Playbook.model_validate(
+        {
+            "name": "drain-node",
+            "match": ['alertname="KubeNodeNotReady"'],
+            "target": {"kind": "Node", "name": node},
+            "steps": [{"name": "drain", "drain": {"timeout": "2s"}, "on_failure": "rollback"}],
+            "verification_window": "1s",
+            "cooldown": "0s",
+        }
+    )
+    target = TargetRef(kind="Node", name=node)
+    handle = await start(client, worker, pb, make_alert(alertname="KubeNodeNotReady", node=node), target=target)
+    result = await handle.result()
+    assert result.outcome == "rolled_back", result.reason
+    assert result.steps[0].status == "failed"
+    assert emulator.requests(method="DELETE") == []
+    evictions = [r for r in emulator.requests(method="POST", path_contains="/eviction") if "/pods/checkout-" in r.path]
+    assert evictions and all(r.status == 429 for r in evictions)
+    node_patches = [r.body for r in emulator.requests(method="PATCH") if r.path.endswith(f"/nodes/{node}")]
+    assert node_patches == [{"spec": {"unschedulable": True}}, {"spec": {"unschedulable": None}}]
+    assert not core.read_node(node).spec.unschedulable

@@ -50,12 +50,12 @@ with workflow.unsafe.imports_passed_through():
         UndoAction,
     )
     from remediator.durations import format_duration as fmt
+    from remediator.kube import NON_RETRYABLE_ERROR_TYPES
     from remediator.playbook import Step
     from remediator.temporal import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
 
-# Error types an activity raises that retrying cannot fix (remediator.kube); named here as
-# strings so the workflow sandbox never imports the kubernetes client.
-NON_RETRYABLE = ["KubePermanentError", "SafetyRefusal", "HealthCheckError"]
+# Error types an activity raises that retrying cannot fix (remediator.kube).
+NON_RETRYABLE = list(NON_RETRYABLE_ERROR_TYPES)
 
 KUBE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -311,7 +311,20 @@ class RemediationWorkflow:
             cause = err.cause
             refused = isinstance(cause, ApplicationError) and cause.type == "SafetyRefusal"
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-            self._event("decision", f"{action} failed: {message}", step=index, attempt=attempt, error_type=getattr(cause, "type", None))
+            # A partly done action (a drain that timed out on a PodDisruptionBudget) reports what it
+            # already sent and how to undo it: record both so on_failure: rollback can restore.
+            partial = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
+            partial = partial if isinstance(partial, dict) else {}
+            if partial.get("undo"):
+                self._undo.append(UndoAction.model_validate(partial["undo"]))
+            self._event(
+                "decision",
+                f"{action} failed: {message}",
+                step=index,
+                attempt=attempt,
+                error_type=getattr(cause, "type", None),
+                requests=partial.get("requests", []),
+            )
             raise StepFailed(message, refused=refused) from err
 
     async def _check(self, index: int, attempt: int, step: Step) -> tuple[bool, str]:
@@ -521,8 +534,8 @@ class RemediationWorkflow:
         )
 
     def _log(self, msg: str, *args: Any) -> None:
-        prefix = "[simulated cluster] " if self._inp.simulate else ""
-        workflow.logger.info(prefix + msg, *args)
+        # In --simulate mode the process's log filter prefixes every line with [simulated cluster].
+        workflow.logger.info(msg, *args)
 
 
 def _human(delta: timedelta) -> str:
