@@ -104,6 +104,7 @@ class RemediationWorkflow:
         self._buffer: list[AuditEvent] = []
         self._undo: list[UndoAction] = []
         self._state: TargetState | None = None
+        self._run_pending: RunInfo | None = None
 
     # ------------------------------------------------------------------ messages
 
@@ -154,7 +155,8 @@ class RemediationWorkflow:
                 SA_OUTCOME.value_set("running"),
             ]
         )
-        await self._flush(run=self._run_info(first))
+        # Written with the first flush, which comes before any mutation.
+        self._run_pending = self._run_info(first)
 
         try:
             await self._remediate()
@@ -505,10 +507,16 @@ class RemediationWorkflow:
         )
 
     async def _flush(self, run: RunInfo | None = None) -> None:
+        """Append the buffered events (and run columns) to the audit trail.
+
+        A local activity: a short, idempotent SQLite write in this worker's process, with no
+        round trip through the task queue on the path from alert to first mutation.
+        """
+        run = run or self._run_pending
         if not self._buffer and run is None:
             return
-        events, self._buffer = self._buffer, []
-        await workflow.execute_activity(
+        events, self._buffer, self._run_pending = self._buffer, [], None
+        await workflow.execute_local_activity(
             "audit_write",
             AuditWriteInput(run=run, run_id=workflow.info().run_id, events=events),
             start_to_close_timeout=timedelta(seconds=30),
