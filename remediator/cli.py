@@ -55,6 +55,11 @@ def worker(
     alertmanager_url: Optional[str] = typer.Option(None, envvar="REMEDIATOR_ALERTMANAGER_URL", help="Alertmanager base URL for the alert_resolved check."),
     state_dir: Path = STATE_DIR,
     playbook_dir: Path = typer.Option(Path("playbooks"), envvar="REMEDIATOR_PLAYBOOK_DIR", help="Directory of playbook YAML files."),
+    public_url: Optional[str] = typer.Option(None, envvar="REMEDIATOR_PUBLIC_URL", help="Base URL people use to reach the intake (audit links in Slack)."),
+    slack_bot_token: Optional[str] = typer.Option(None, envvar="SLACK_BOT_TOKEN", help="Slack bot token (xoxb-...) for approvals and escalations."),
+    slack_signing_secret: Optional[str] = typer.Option(None, envvar="SLACK_SIGNING_SECRET", help="Slack signing secret: enables POST /slack/interactivity."),
+    slack_app_token: Optional[str] = typer.Option(None, envvar="SLACK_APP_TOKEN", help="Slack app-level token (xapp-...): receive clicks over Socket Mode."),
+    slack_api_url: str = typer.Option("https://slack.com/api/", envvar="REMEDIATOR_SLACK_API_URL", help="Slack Web API base URL."),
 ) -> None:
     """Run the Temporal worker and the Alertmanager webhook intake in one process."""
     from remediator.runtime import StartupError, serve, setup_logging
@@ -78,6 +83,11 @@ def worker(
             alertmanager_url=alertmanager_url,
             state_dir=state_dir,
             playbook_dir=playbook_dir,
+            public_url=public_url,
+            slack_bot_token=slack_bot_token,
+            slack_signing_secret=slack_signing_secret,
+            slack_app_token=slack_app_token,
+            slack_api_url=slack_api_url,
         )
     except (ConfigError, ValueError) as err:
         raise fail(_first_error(err))

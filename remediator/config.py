@@ -25,6 +25,12 @@ class Settings(BaseModel):
     ``listen``: ``host:port`` of the HTTP intake. Auth: ``auth_token`` (bearer) and/or
     ``basic_auth`` (``user:password``), both as Alertmanager's ``http_config`` sends them;
     one is required unless ``no_auth`` (local demo only).
+
+    Slack: ``slack_bot_token`` (xoxb-, for chat.postMessage/update and usergroups), and for the
+    Approve/Reject buttons either ``slack_signing_secret`` (HTTP interactivity endpoint
+    ``POST /slack/interactivity``) or ``slack_app_token`` (xapp-, Socket Mode, no public URL).
+    ``slack_api_url`` points slack-sdk's WebClient elsewhere (tests use a local emulator).
+    ``public_url``: how people reach the intake, for audit-timeline links in Slack.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -47,6 +53,10 @@ class Settings(BaseModel):
     state_dir: Path = Path(".state")
     playbook_dir: Path = Path("playbooks")
     public_url: str | None = None
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

@@ -111,13 +111,16 @@ Outcome = Literal[
     "refused",
     "rolled_back",
     "resolved",
+    "needs_human",
 ]
 """How a run ended. ``healed``: every step done and the alert resolved within the verification
 window. ``not_healed``: steps done but the alert still fired at the end of the window.
 ``failed``: a step's health check failed and ``on_failure`` was ``stop``. ``refused``: an
 action refused for safety (paused rollout, no rollout history, unmanaged pods...).
 ``rolled_back``: a step failed with ``on_failure: rollback`` and this run's changes were undone.
-``resolved``: the alert resolved before the remaining steps ran and the playbook said stop."""
+``resolved``: the alert resolved before the remaining steps ran and the playbook said stop.
+``needs_human``: a step's approval was rejected or never given by its deadline; the step did
+not run."""
 
 
 # --------------------------------------------------------------------------- workflow
@@ -127,6 +130,7 @@ class RemediationInput(Model):
     """Start input of ``RemediationWorkflow``; workflow ID is ``remediation/<target.key>``.
 
     ``playbook`` is already rendered against the first alert (no templates left).
+    ``ui_url``: Temporal UI base URL; ``public_url``: the intake's base URL (audit links).
     """
 
     target: TargetRef
@@ -134,6 +138,7 @@ class RemediationInput(Model):
     playbook_ref: PlaybookRef
     simulate: bool = False
     ui_url: str = ""
+    public_url: str = ""
 
 
 class AlertSignal(Model):
@@ -173,13 +178,16 @@ class RemediationStatus(Model):
     run_id: str
     target: TargetRef
     playbook: str
-    phase: Literal["diagnosing", "remediating", "verifying", "cooldown", "done"]
+    phase: Literal["diagnosing", "awaiting_approval", "remediating", "verifying", "cooldown", "done"]
     outcome: Outcome
     reason: str = ""
     current_step: int | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     alerts: list[str] = Field(default_factory=list)
     simulate: bool = False
+    confidence: float | None = None
+    evidence: list["Evidence"] = Field(default_factory=list)
+    waiting: "ApprovalRequest | None" = Field(None, description="The approval request the run waits on, if any.")
 
 
 # --------------------------------------------------------------------------- activities: kube
@@ -326,3 +334,160 @@ class AuditWriteInput(Model):
     run: RunInfo | None = None
     run_id: str
     events: list[AuditEvent] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- diagnosis and confidence
+
+
+class DiagnosisInput(Model):
+    """Input of a diagnosis activity (``diagnose_<check>``): one piece of evidence about the target."""
+
+    target: TargetRef
+    name: str
+    check: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    alert: AlertRef | None = None
+
+
+class Evidence(Model):
+    """One piece of evidence. ``signal``: does it support the playbook's remediation (see each
+    check's docstring in remediator.playbook); ``value``: what was observed (JSON-able);
+    ``error``: set when it could not be gathered (``signal`` is then False)."""
+
+    name: str
+    check: str
+    signal: bool
+    value: dict[str, Any] = Field(default_factory=dict)
+    summary: str
+    error: str | None = None
+
+
+class AssessInput(Model):
+    """Input of ``assess``: evidence, the playbook's confidence rule and each step's ``when``
+    (a CEL expression, or None for steps without one or with a typed condition)."""
+
+    evidence: list[Evidence]
+    confidence: dict[str, Any] | None = Field(None, description="Confidence model as a dict, None: 1.0")
+    conditions: list[str | None] = Field(default_factory=list)
+    alert: AlertRef | None = None
+
+
+class Assessment(Model):
+    """Result of ``assess``: confidence in [0, 1] with the reason, and each CEL step condition's
+    value (None where the step had none) with its reason."""
+
+    confidence: float
+    reason: str
+    conditions: list[bool | None] = Field(default_factory=list)
+    condition_reasons: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- approvals (Slack)
+
+
+class ApprovalRequest(Model):
+    """A step waiting for a human decision. ``request_id`` = ``<run_id>/step-<index>``: unique,
+    stable across retries; the Slack message and every decision refer to it."""
+
+    request_id: str
+    run_id: str
+    workflow_id: str
+    step_index: int
+    step_name: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    change: str = Field(description="What the step will change, in words, e.g. 'roll deployment prod/checkout back to the previous revision'.")
+    target: TargetRef
+    playbook: str
+    alert: AlertRef | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+    confidence: float | None = None
+    reason: str = Field("", description="Why approval is needed (policy and confidence).")
+    channel: str
+    approvers: list[str] = Field(default_factory=list, description="Slack user IDs named directly")
+    approver_groups: list[str] = Field(default_factory=list, description="Slack user group IDs")
+    oncall_usergroup: str | None = None
+    temporal_url: str = ""
+    audit_url: str = ""
+    requested_at: datetime
+    escalate_at: datetime
+    deadline: datetime
+
+
+class ApprovalMessage(Model):
+    """Where the approval request was posted: Slack channel ID and message ``ts``."""
+
+    request_id: str
+    channel: str
+    ts: str
+    posted: bool = Field(description="False when an earlier attempt had already posted it (no second message).")
+
+
+class ResolveApproversInput(Model):
+    """Expand Slack user groups to their members at request time (``usergroups.users.list``)."""
+
+    usergroups: list[str]
+
+
+class ResolveApproversResult(Model):
+    members: dict[str, list[str]] = Field(default_factory=dict, description="group ID -> user IDs")
+    errors: list[str] = Field(default_factory=list)
+
+
+class ApprovalDecision(Model):
+    """Argument of the ``decide`` Update. ``via``: ``slack`` (HTTP interactivity), ``socket_mode`` or ``cli``."""
+
+    request_id: str
+    decision: Literal["approve", "reject"]
+    user_id: str = Field(min_length=1)
+    user_name: str = ""
+    via: Literal["slack", "socket_mode", "cli"]
+    comment: str = ""
+    decided_at: datetime | None = None
+
+
+class DecisionResult(Model):
+    """Result of the ``decide`` Update (the validator refuses before anything is written)."""
+
+    request_id: str
+    decision: Literal["approve", "reject"]
+    user_id: str
+    message: str
+
+
+class ApprovalOutcome(Model):
+    """Input of ``update_approval_message``: rewrite the approval message in place with the outcome."""
+
+    request: ApprovalRequest
+    message: ApprovalMessage
+    status: Literal["approved", "rejected", "escalated", "expired", "executed", "failed"]
+    text: str = Field(description="Who, when and what happened next.")
+
+
+class Notice(Model):
+    """An escalation notice to Slack (``post_notice``). One per ``event_key``; notices for the same
+    target fold into one thread."""
+
+    event_key: str = Field(description="Unique per event, e.g. '<run_id>/not_healed'; a retry posts nothing twice.")
+    kind: Literal["health_failed", "not_healed", "approval_rejected", "approval_timeout", "approval_escalation", "safety_refusal", "failed"]
+    channel: str
+    target: TargetRef
+    run_id: str
+    workflow_id: str
+    playbook: str
+    title: str
+    timeline: list[str] = Field(default_factory=list, description="Summary lines of the run so far.")
+    mention: str | None = Field(None, description="User group ID to mention, e.g. the on-call group.")
+    alert: AlertRef | None = None
+    temporal_url: str = ""
+    audit_url: str = ""
+
+
+class NoticeResult(Model):
+    channel: str
+    ts: str
+    thread_ts: str | None = None
+    posted: bool
+
+
+RemediationStatus.model_rebuild()

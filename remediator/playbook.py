@@ -227,6 +227,131 @@ class HealthCheck(Strict):
 # --------------------------------------------------------------------------- steps
 
 
+
+# --------------------------------------------------------------------------- diagnosis (evidence)
+
+
+class RecentRolloutEvidence(Strict):
+    """Did the target roll out within ``within``? signal: True when it did (value: revision, age_seconds)."""
+
+    within: Duration = timedelta(minutes=30)
+
+
+class ContainerStatusEvidence(Strict):
+    """Termination reasons and restart counts of the target's pods (OOMKilled, Error, CrashLoopBackOff).
+
+    signal: True when a container is crash-looping or terminated with Error, not OOMKilled
+    (value: reasons {reason: count}, restarts, waiting, pods).
+    """
+
+
+class KubeEventsEvidence(Strict):
+    """Recent v1 Events of the target and its pods. signal: True when there is at least one of ``type``."""
+
+    since: Duration = timedelta(minutes=15)
+    type: Literal["Warning", "Normal", "any"] = "Warning"
+
+
+class NodeConditionsEvidence(Strict):
+    """Conditions of the target Node, or of the nodes running the target's pods.
+
+    signal: True when every node is Ready and none has pressure conditions (the node is not the cause).
+    """
+
+
+class PromQLEvidence(Strict):
+    """A PromQL instant query; value: the samples. signal: every sample satisfies ``op threshold``."""
+
+    query: str
+    op: Literal["<", "<=", ">", ">=", "==", "!="] = ">"
+    threshold: float = 0
+
+
+DIAGNOSIS_NAMES: tuple[str, ...] = ("recent_rollout", "container_status", "kube_events", "node_conditions", "promql")
+
+
+class Diagnosis(Strict):
+    """One piece of evidence, gathered by its own activity, concurrently with the others,
+    before the first mutating step. ``name`` is how the confidence expression and step
+    conditions refer to it (``evidence.<name>``)."""
+
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)
+    recent_rollout: RecentRolloutEvidence | None = None
+    container_status: ContainerStatusEvidence | None = None
+    kube_events: KubeEventsEvidence | None = None
+    node_conditions: NodeConditionsEvidence | None = None
+    promql: PromQLEvidence | None = None
+    timeout: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Diagnosis":
+        given = [n for n in DIAGNOSIS_NAMES if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one evidence check is required, one of: {', '.join(DIAGNOSIS_NAMES)}")
+        return self
+
+    @property
+    def check(self) -> str:
+        return next(n for n in DIAGNOSIS_NAMES if getattr(self, n) is not None)
+
+
+class Confidence(Strict):
+    """How evidence becomes a confidence in [0, 1]: exactly one of
+
+    ``weights``: {evidence name: weight >= 0}; confidence = sum of the weights of the evidence
+    whose signal is true / sum of all weights (evidence that could not be gathered counts false);
+    ``expression``: a CEL expression over ``evidence`` (map of name -> {signal, value, summary})
+    and ``alert`` (labels, annotations) that yields a number in [0, 1].
+    """
+
+    weights: dict[str, float] | None = None
+    expression: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Confidence":
+        if (self.weights is None) == (self.expression is None):
+            raise ValueError("exactly one of weights or expression is required")
+        if self.weights is not None and (not self.weights or any(w < 0 for w in self.weights.values())):
+            raise ValueError("weights must name at least one evidence, each with a weight of 0 or more")
+        return self
+
+
+class ApprovalBelow(Strict):
+    """Ask for approval when the run's confidence is below ``below`` (0..1)."""
+
+    below: float = Field(ge=0, le=1)
+
+
+ApprovalPolicy = Union[Literal["never", "always"], ApprovalBelow]
+
+
+class Approvers(Strict):
+    """Who may approve: Slack user IDs (U...) and user group IDs (S...)."""
+
+    users: list[str] = Field(default_factory=list)
+    usergroups: list[str] = Field(default_factory=list)
+
+
+class SlackSettings(Strict):
+    """Where approvals and escalations go, who may approve, and the approval deadlines.
+
+    ``approval_timeout``: no answer by then -> escalate (mention ``oncall_usergroup``, notify again).
+    ``approval_deadline``: no answer by then -> the step is not executed; the run ends ``needs_human``.
+    """
+
+    channel: str = Field(min_length=1, description="Channel ID (C...) or name (#oncall).")
+    approvers: Approvers = Field(default_factory=Approvers)
+    oncall_usergroup: str | None = None
+    approval_timeout: Duration = timedelta(minutes=15)
+    approval_deadline: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _deadline_after_timeout(self) -> "SlackSettings":
+        if self.approval_deadline < self.approval_timeout:
+            raise ValueError("approval_deadline must not be shorter than approval_timeout")
+        return self
+
+
 class When(Strict):
     """Condition on facts read from the target once, before the first step.
 
@@ -251,10 +376,14 @@ class Step(Strict):
     ``on_failure``: ``stop`` ends the run, ``continue`` goes on with the next step,
     ``rollback`` undoes what this run changed (newest first) and ends the run.
     ``timeout``: start-to-close timeout of the action's API calls.
+    ``approval``: ``never``, ``always``, or ``{below: 0.7}`` (when the run's confidence is lower).
     """
 
     name: str = Field(min_length=1)
-    when: When | None = None
+    when: When | str | None = Field(
+        None, description="Typed condition, or a CEL expression over evidence and alert that yields a bool."
+    )
+    approval: ApprovalPolicy = "never"
     rollout_restart: RolloutRestartParams | None = None
     scale: ScaleParams | None = None
     rollback: RollbackParams | None = None
@@ -307,6 +436,24 @@ class Playbook(Strict):
     cooldown: Duration = timedelta(minutes=30)
     verification_window: Duration = timedelta(minutes=10)
     on_resolved: Literal["stop", "continue"] = "stop"
+    diagnosis: list[Diagnosis] = Field(default_factory=list)
+    confidence: Confidence | None = None
+    slack: SlackSettings | None = None
+
+    @model_validator(mode="after")
+    def _evidence_and_approvals(self) -> "Playbook":
+        names = [d.name for d in self.diagnosis]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"diagnosis names must be unique: {', '.join(dupes)}")
+        if self.confidence and self.confidence.weights:
+            unknown = sorted(set(self.confidence.weights) - set(names))
+            if unknown:
+                raise ValueError(f"confidence.weights names unknown evidence: {', '.join(unknown)}")
+        needs = [s.name for s in self.steps if s.approval != "never"]
+        if needs and (self.slack is None or not (self.slack.approvers.users or self.slack.approvers.usergroups)):
+            raise ValueError(f"steps {', '.join(needs)} need approval: slack.channel and slack.approvers are required")
+        return self
 
     @model_validator(mode="after")
     def _kinds_fit(self, info: ValidationInfo) -> "Playbook":
