@@ -1,7 +1,8 @@
 """The audit trail: an append-only record, in SQLite, of everything a remediation did and why.
 
 Written by the ``audit_write`` activity (activities/audit.py) from the worker's thread pool and
-by the intake (alerts that match no playbook, fail to render, are duplicates or in cooldown);
+by the intake (alerts that match no playbook, fail to render, are duplicates or in cooldown;
+approval decisions the run refused, via remediator.approvals);
 read by the intake (``handled_by``: was this alert firing already taken by a run?) and by the
 CLI (``remediator audit show|list``, rendered by remediator.audit_view).
 
@@ -12,7 +13,7 @@ One file, ``<state_dir>/audit.db``, three tables:
 * ``events``: the run's timeline (``AuditEvent``), unique on ``(run_id, key)`` so a retried
   activity writes nothing twice; ``alert`` events index their ``data.dedup_key``
   (``fingerprint@startsAt``);
-* ``intake``: alerts handled at the intake without a run.
+* ``intake``: alerts handled at the intake without a run, and refused approval decisions.
 
 Append-only is enforced by the database, not by convention: triggers refuse UPDATE and DELETE
 of ``events`` and ``intake``, DELETE of ``runs`` and any change to a run's identity columns.
@@ -45,7 +46,7 @@ from remediator.models import AlertRef, AuditWriteInput, RunInfo
 
 SCHEMA_VERSION = 1
 
-IntakeKind = Literal["unmatched", "render_failed", "duplicate", "cooldown"]
+IntakeKind = Literal["unmatched", "render_failed", "duplicate", "cooldown", "approval_refused"]
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -408,41 +409,48 @@ class AuditStore:
     def record_intake(
         self,
         kind: IntakeKind,
-        alert: AlertRef,
+        alert: AlertRef | None,
         message: str,
         playbook: str | None = None,
         *,
         run_id: str | None = None,
         at: datetime | None = None,
     ) -> None:
-        """Append a record of an alert the intake handled without starting a run.
+        """Append a record of an alert the intake handled without starting a run, or of an
+        approval decision the run refused.
 
         Args:
             kind: ``unmatched`` (no playbook's matchers), ``render_failed`` (a playbook matched
                 but its templates failed against the alert), ``duplicate`` (this firing was
-                already taken by ``run_id``), ``cooldown`` (the target is in its cooldown).
-            alert: the alert; stored whole as JSON, with its ``dedup_key``.
+                already taken by ``run_id``), ``cooldown`` (the target is in its cooldown),
+                ``approval_refused`` (the ``decide`` Update's validator refused a click or a
+                CLI decision for ``run_id``; remediator.approvals).
+            alert: the alert; stored whole as JSON, with its ``dedup_key``. None when there is
+                no alert (``approval_refused``): the alert columns are then empty and
+                ``starts_at`` is ``at``.
             message: why, as a person reads it.
             playbook: the playbook concerned, if any.
-            run_id: the run that already handled it (``duplicate``), if known.
+            run_id: the run that already handled it (``duplicate``) or that refused the
+                decision (``approval_refused``), if known.
             at: when; defaults to now (UTC).
         """
+        at = at or datetime.now(UTC)
         with self._lock:
             self._conn.execute(
                 "INSERT INTO intake (at, kind, message, playbook, run_id, alertname, fingerprint,"
                 " starts_at, dedup_key, status, alert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    format_time(at or datetime.now(UTC)),
+                    format_time(at),
                     kind,
                     message,
                     playbook,
                     run_id,
-                    alert.alertname,
-                    alert.fingerprint,
-                    format_time(alert.starts_at),
-                    alert.dedup_key,
-                    alert.status,
-                    _json(alert.model_dump(mode="json")),
+                    alert.alertname if alert else "",
+                    alert.fingerprint if alert else "",
+                    format_time(alert.starts_at if alert else at),
+                    alert.dedup_key if alert else "",
+                    alert.status if alert else "",
+                    _json(alert.model_dump(mode="json") if alert else {}),
                 ),
             )
 

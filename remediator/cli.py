@@ -164,6 +164,77 @@ def audit_list(
     console.print(render_runs(rows))
 
 
+def _decide(run: str, decision: str, identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path) -> None:
+    """Shared body of ``approve`` and ``reject``: the same Update, validator and audit as a Slack click."""
+    from temporalio.service import RPCError
+
+    from remediator.approvals import DecisionRefused, submit_decision
+    from remediator.audit import AuditStore
+    from remediator.models import ApprovalDecision, RemediationStatus
+    from remediator.temporal import connect
+
+    store = _open_store(state_dir, AuditStore)
+    try:
+        row = store.get_run(run)
+    except LookupError as err:
+        raise fail(str(err.args[0] if err.args else err))
+
+    async def go():
+        client = await connect(temporal_address, temporal_namespace)
+        handle = client.get_workflow_handle(row.workflow_id, run_id=row.run_id)
+        status = await handle.query("status", result_type=RemediationStatus)
+        if status.waiting is None:
+            raise fail(f"run {row.run_id} ({row.target}) is not waiting for approval (phase {status.phase}, outcome {status.outcome})")
+        request = status.waiting
+        result = await submit_decision(
+            client,
+            row.workflow_id,
+            row.run_id,
+            ApprovalDecision(request_id=request.request_id, decision=decision, user_id=identity, via="cli", comment=comment),  # type: ignore[arg-type]
+            audit=store,
+        )
+        return request, result
+
+    try:
+        request, result = asyncio.run(go())
+    except DecisionRefused as err:
+        raise fail(f"refused: {err}", code=3)
+    except (RPCError, RuntimeError, OSError) as err:
+        raise fail(f"cannot reach Temporal at {temporal_address}: {err}")
+    console.print(f"step {request.step_index + 1} ({request.step_name}) of {row.target}: {result.message}", highlight=False)
+
+
+TEMPORAL_ADDRESS = typer.Option("127.0.0.1:7233", "--temporal-address", envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal (the worker's).")
+TEMPORAL_NAMESPACE = typer.Option("default", "--temporal-namespace", envvar="REMEDIATOR_TEMPORAL_NAMESPACE")
+IDENTITY = typer.Option(..., "--as", help="Your Slack user ID (U...): the same approvers as in Slack count.")
+
+
+@app.command()
+def approve(
+    run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
+    identity: str = IDENTITY,
+    comment: str = typer.Option("", help="Why, for the audit trail."),
+    temporal_address: str = TEMPORAL_ADDRESS,
+    temporal_namespace: str = TEMPORAL_NAMESPACE,
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """Approve the step a run is waiting on (when Slack is down)."""
+    _decide(run, "approve", identity, comment, temporal_address, temporal_namespace, state_dir)
+
+
+@app.command()
+def reject(
+    run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
+    identity: str = IDENTITY,
+    comment: str = typer.Option("", help="Why, for the audit trail."),
+    temporal_address: str = TEMPORAL_ADDRESS,
+    temporal_namespace: str = TEMPORAL_NAMESPACE,
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """Reject the step a run is waiting on: it does not run and the run ends needs_human."""
+    _decide(run, "reject", identity, comment, temporal_address, temporal_namespace, state_dir)
+
+
 @app.command()
 def demo(
     state_dir: Path = typer.Option(Path(".state/demo"), "--state-dir", help="Where the demo keeps its state (wiped first)."),

@@ -41,6 +41,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import io
 import json
 import logging
 import time
@@ -254,6 +255,7 @@ def create_app(
     """
     auth = _Authenticator(settings)
     timeout_s = rpc_timeout.total_seconds()
+    public_url = settings.public_url or f"http://{settings.listen}"
     app = FastAPI(title="remediator intake", docs_url=None, redoc_url=None, openapi_url=None)
 
     async def temporal_call(what: str, coro_factory: Callable[[], Awaitable[Any]], *, not_found_ok: bool = False) -> Any:
@@ -320,6 +322,7 @@ def create_app(
                     playbook_ref=loaded.ref,
                     simulate=settings.simulate,
                     ui_url=ui_url,
+                    public_url=public_url,
                 ),
                 id=wf_id,
                 task_queue=task_queue,
@@ -427,6 +430,23 @@ def create_app(
             )
         metrics.INTAKE_REQUESTS.labels(code="200").inc()
         return JSONResponse({"alerts": [r.as_json() for r in results if isinstance(r, _Outcome)]})
+
+    @app.get("/runs/{run_id}")
+    async def run_timeline(run_id: str, request: Request) -> Response:
+        """The audit timeline of one run as text (linked from Slack); same credentials as the webhook."""
+        refused = auth.check(request.headers.get("authorization"))
+        if refused is not None:
+            return _error(401, refused, {"WWW-Authenticate": auth.challenge})
+        from rich.console import Console
+
+        from remediator.audit import render_run
+
+        try:
+            console = Console(record=True, width=110, file=io.StringIO())
+            console.print(await asyncio.to_thread(render_run, audit, run_id))
+        except LookupError as err:
+            return _error(404, str(err.args[0] if err.args else err))
+        return Response(console.export_text(), media_type="text/plain; charset=utf-8")
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -9,14 +9,21 @@ Callers: the worker and the intake load the playbook directory once with
 Each file holds one playbook (remediator.playbook.Playbook). Loading checks, and reports
 together, everything that can be known before an alert arrives: YAML syntax, the model
 (unknown keys, types, durations, exactly one action per step), the Alertmanager matchers
-(remediator.matchers), the template syntax (remediator.templating), and that every action
-and health check can act on the target's kind. A problem reads, for example::
+(remediator.matchers), the template syntax (remediator.templating), that every action,
+health check and evidence check can act on the target's kind, and the CEL of
+``confidence.expression`` and of string ``when`` conditions (remediator.cel: syntax, names,
+and that every ``evidence.<name>`` it reads is declared in ``diagnosis``). A problem reads,
+for example::
 
     playbooks/scale.yaml:14: steps[0].health.timeout: expected a duration such as 30s, 5m or 1h, got 'soon'
 
-where the line is that of the offending key in the file. In a step or a health block, a key
-written with no value (``rollout_restart:``, ``alert_resolved:``) means that action or check
-with its defaults, the same as ``{}``.
+where the line is that of the offending key in the file. In a step, a health block or a
+diagnosis entry, a key written with no value (``rollout_restart:``, ``alert_resolved:``,
+``container_status:``) means that action or check with its defaults, the same as ``{}``.
+
+Templates are rendered in ``target``, ``steps`` and ``diagnosis`` (a ``promql`` evidence
+query usually carries the alert's labels); CEL ``when`` conditions are not templates, they
+read the alert themselves (``alert.labels.namespace``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any, Iterable, Iterator, Mapping, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from remediator import cel
 from remediator.matchers import Matcher, matches_all, parse_matchers
 from remediator.models import AlertRef, TargetRef
 from remediator.playbook import (
@@ -38,7 +46,10 @@ from remediator.playbook import (
     ACTION_NAMES,
     CHECK_KINDS,
     CHECK_NAMES,
+    DIAGNOSIS_KINDS,
+    DIAGNOSIS_NAMES,
     KINDS_CHECKED,
+    Diagnosis,
     HealthCheck,
     Playbook,
     PlaybookRef,
@@ -249,11 +260,16 @@ def _unknown_field(loc: Loc) -> str:
         return f"unknown field {key!r} (did you mean {close[0]!r}?)"
     if model is Step:
         return (
-            f"unknown field {key!r}; a step takes name, when, one action ({', '.join(ACTION_NAMES)}), "
+            f"unknown field {key!r}; a step takes name, when, approval, one action ({', '.join(ACTION_NAMES)}), "
             "health, retries, on_failure and timeout"
         )
     if model is HealthCheck:
         return f"unknown field {key!r}; a health block takes one check ({', '.join(CHECK_NAMES)}), timeout and interval"
+    if model is Diagnosis:
+        return (
+            f"unknown field {key!r}; a diagnosis takes name, one evidence check ({', '.join(DIAGNOSIS_NAMES)}) "
+            "and timeout"
+        )
     if not known:
         return f"unknown field {key!r}"
     return f"unknown field {key!r}; expected one of: {', '.join(known)}"
@@ -341,12 +357,13 @@ def _validation_problems(err: ValidationError, *, rendered: Mapping[Loc, str] | 
 
 
 def _templated_strings(data: Any) -> Iterator[tuple[Loc, str]]:
-    """Every string under ``target`` and ``steps`` (except step names) that is a template."""
+    """Every string under ``target``, ``steps`` and ``diagnosis`` that is a template, except
+    step and diagnosis names and CEL ``when`` conditions."""
 
     def walk(node: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
         if isinstance(node, dict):
             for key, value in node.items():
-                if len(loc) == 2 and loc[0] == "steps" and key == "name":
+                if len(loc) == 2 and loc[0] in ("steps", "diagnosis") and key in ("name", "when"):
                     continue
                 yield from walk(value, loc + (key,))
         elif isinstance(node, list):
@@ -356,13 +373,25 @@ def _templated_strings(data: Any) -> Iterator[tuple[Loc, str]]:
             yield loc, node
 
     if isinstance(data, dict):
-        for top in ("target", "steps"):
+        for top in ("target", "steps", "diagnosis"):
             if top in data:
                 yield from walk(data[top], (top,))
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy where ``action:`` / ``check:`` written without a value means ``{}`` (defaults)."""
+    """A copy where ``action:`` / ``check:`` / evidence check written without a value means
+    ``{}`` (defaults)."""
+    diagnosis = data.get("diagnosis")
+    if isinstance(diagnosis, list):
+        data = {
+            **data,
+            "diagnosis": [
+                {k: ({} if k in DIAGNOSIS_NAMES and v is None else v) for k, v in d.items()}
+                if isinstance(d, dict)
+                else d
+                for d in diagnosis
+            ],
+        }
     steps = data.get("steps")
     if not isinstance(steps, list):
         return data
@@ -403,6 +432,79 @@ def _check_kinds(data: dict[str, Any], source: _Source) -> None:
                     ("steps", i, "health", check),
                     f"health check {check} cannot check a {kind}; it checks {', '.join(CHECK_KINDS[check])}",
                 )
+    diagnosis = data.get("diagnosis")
+    for i, entry in enumerate(diagnosis if isinstance(diagnosis, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        checks = [c for c in DIAGNOSIS_NAMES if c in entry]
+        if len(checks) == 1 and kind not in DIAGNOSIS_KINDS[checks[0]]:
+            check = checks[0]
+            source.add(
+                ("diagnosis", i, check),
+                f"evidence check {check} cannot examine a {kind}; it works on {', '.join(DIAGNOSIS_KINDS[check])}",
+            )
+
+
+def _declared_evidence(data: dict[str, Any]) -> list[str]:
+    diagnosis = data.get("diagnosis")
+    if not isinstance(diagnosis, list):
+        return []
+    return [d["name"] for d in diagnosis if isinstance(d, dict) and isinstance(d.get("name"), str)]
+
+
+def _check_cel(data: dict[str, Any], source: _Source) -> None:
+    """CEL in ``confidence.expression`` and string ``when`` conditions parses, uses only
+    ``evidence`` and ``alert``, and reads only evidence ``diagnosis`` declares; weights name
+    declared evidence too."""
+    declared = _declared_evidence(data)
+    confidence = data.get("confidence")
+    if isinstance(confidence, dict):
+        expression = confidence.get("expression")
+        if isinstance(expression, str):
+            try:
+                cel.check_expression(expression, declared)
+            except ValueError as err:
+                source.add(("confidence", "expression"), str(err))
+        weights = confidence.get("weights")
+        if isinstance(weights, dict):
+            for name in weights:
+                if name not in declared:
+                    listing = f"declared: {', '.join(declared)}" if declared else "the playbook has no diagnosis"
+                    source.add(("confidence", "weights", name), f"evidence {name!r} is not declared in diagnosis; {listing}")
+    steps = data.get("steps")
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, dict) and isinstance(step.get("when"), str):
+            try:
+                cel.check_expression(step["when"], declared)
+            except ValueError as err:
+                source.add(("steps", i, "when"), str(err))
+
+
+_RULE_LOCATIONS: tuple[tuple[str, Loc], ...] = (
+    ("diagnosis names must be unique", ("diagnosis",)),
+    ("confidence.weights", ("confidence", "weights")),
+    ("steps ", ("steps",)),
+)
+"""Where to point a rule ``Playbook`` checks across fields (its error has no location):
+the first key of the file its message is about."""
+
+
+def _model_rule_loc(message: str, data: dict[str, Any]) -> Loc:
+    """The location of a cross-field rule's error: for the approval rules, the ``approval``
+    of the first step the rule is about."""
+    for prefix, loc in _RULE_LOCATIONS:
+        if message.startswith(prefix):
+            break
+    else:
+        return ()
+    steps = data.get("steps")
+    if loc == ("steps",) and isinstance(steps, list):
+        below = "below a confidence" in message
+        for i, step in enumerate(steps):
+            approval = step.get("approval", "never") if isinstance(step, dict) else "never"
+            if (below and isinstance(approval, dict)) or (not below and approval not in ("never", None)):
+                return ("steps", i, "approval")
+    return loc
 
 
 # --------------------------------------------------------------------------- loading
@@ -457,12 +559,20 @@ def _load(path: Path) -> tuple[LoadedPlaybook | None, _Source]:
             source.add(loc, str(err))
     data = _normalise(data)
     _check_kinds(data, source)
+    _check_cel(data, source)
 
     playbook = None
     try:
         playbook = Playbook.model_validate(data, context={KINDS_CHECKED: True})
     except ValidationError as err:
         for loc, message in _validation_problems(err):
+            if loc == ():
+                loc = _model_rule_loc(message, data)
+                # unknown weights are reported already, each on its own line, by _check_cel
+                if loc == ("confidence", "weights") and any(
+                    p.field.startswith("confidence.weights.") for p in source.problems
+                ):
+                    continue
             source.add(loc, message)
     if source.problems or playbook is None:
         return None, source

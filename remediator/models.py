@@ -306,6 +306,9 @@ class AuditEvent(Model):
         "health",
         "undo",
         "outcome",
+        "evidence",
+        "approval",
+        "notice",
     ]
     message: str
     data: dict[str, Any] = Field(default_factory=dict)

@@ -157,8 +157,8 @@ ACTION_KINDS: dict[str, tuple[str, ...]] = {
 MUTATING_ACTIONS: frozenset[str] = frozenset(ACTION_NAMES)
 
 KINDS_CHECKED = "kinds_checked"
-"""Validation-context key: the caller (remediator.loader) has checked ACTION_KINDS and
-CHECK_KINDS against the target kind itself, so ``Playbook`` skips that check."""
+"""Validation-context key: the caller (remediator.loader) has checked ACTION_KINDS,
+CHECK_KINDS and DIAGNOSIS_KINDS against the target kind itself, so ``Playbook`` skips that check."""
 
 
 # --------------------------------------------------------------------------- health checks
@@ -268,6 +268,14 @@ class PromQLEvidence(Strict):
 
 
 DIAGNOSIS_NAMES: tuple[str, ...] = ("recent_rollout", "container_status", "kube_events", "node_conditions", "promql")
+DIAGNOSIS_KINDS: dict[str, tuple[str, ...]] = {
+    "recent_rollout": ("Deployment",),
+    "container_status": WORKLOAD_KINDS + ("Node",),
+    "kube_events": WORKLOAD_KINDS + ("Node",),
+    "node_conditions": WORKLOAD_KINDS + ("Node",),
+    "promql": WORKLOAD_KINDS + ("Node",),
+}
+"""Which target kinds each evidence check can examine (a Node's containers are its pods')."""
 
 
 class Diagnosis(Strict):
@@ -450,6 +458,9 @@ class Playbook(Strict):
             unknown = sorted(set(self.confidence.weights) - set(names))
             if unknown:
                 raise ValueError(f"confidence.weights names unknown evidence: {', '.join(unknown)}")
+        below = [s.name for s in self.steps if isinstance(s.approval, ApprovalBelow)]
+        if below and self.confidence is None:
+            raise ValueError(f"steps {', '.join(below)} ask for approval below a confidence: a confidence rule is required")
         needs = [s.name for s in self.steps if s.approval != "never"]
         if needs and (self.slack is None or not (self.slack.approvers.users or self.slack.approvers.usergroups)):
             raise ValueError(f"steps {', '.join(needs)} need approval: slack.channel and slack.approvers are required")
@@ -471,6 +482,12 @@ class Playbook(Strict):
             if step.health and kind not in CHECK_KINDS[step.health.check]:
                 raise ValueError(
                     f"steps[{i}] ({step.name}): health check {step.health.check} cannot check a {kind}"
+                )
+        for i, diagnosis in enumerate(self.diagnosis):
+            if kind not in DIAGNOSIS_KINDS[diagnosis.check]:
+                raise ValueError(
+                    f"diagnosis[{i}] ({diagnosis.name}): evidence check {diagnosis.check} cannot examine a {kind}; "
+                    f"it works on {', '.join(DIAGNOSIS_KINDS[diagnosis.check])}"
                 )
         return self
 

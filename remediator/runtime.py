@@ -71,18 +71,31 @@ async def ensure_search_attributes(client: Client) -> None:
         )
 
 
-def build_activities(api_client: Any, prometheus_url: str | None, alertmanager_url: str | None, audit_store: Any) -> list:
-    """Every activity the workflow calls, bound to one Kubernetes client and one audit store.
+def build_activities(
+    api_client: Any,
+    prometheus_url: str | None,
+    alertmanager_url: str | None,
+    audit_store: Any,
+    slack_client: Any = None,
+    slack_threads: Any = None,
+) -> list:
+    """Every activity the workflow calls, bound to one Kubernetes client, one audit store and
+    (optionally) one Slack WebClient. ``slack_client`` None: the Slack activities fail with
+    ``SlackNotConfigured`` (approvals still work from the CLI).
 
     Sync activities: the Worker needs an ``activity_executor`` (a thread pool).
     """
     from activities.audit import AuditActivities
+    from activities.diagnosis import DiagnosisActivities
     from activities.health import HealthActivities
     from activities.kube import KubeActivities
+    from activities.slack import SlackActivities
 
     kube = KubeActivities(api_client)
     health = HealthActivities(api_client, prometheus_url, alertmanager_url)
+    diagnosis = DiagnosisActivities(api_client, prometheus_url)
     audit = AuditActivities(audit_store)
+    slack = SlackActivities(slack_client, slack_threads)
     return [
         kube.describe_target,
         kube.rollout_restart,
@@ -96,6 +109,16 @@ def build_activities(api_client: Any, prometheus_url: str | None, alertmanager_u
         health.check_node_ready,
         health.check_promql,
         health.check_alert_resolved,
+        diagnosis.diagnose_recent_rollout,
+        diagnosis.diagnose_container_status,
+        diagnosis.diagnose_kube_events,
+        diagnosis.diagnose_node_conditions,
+        diagnosis.diagnose_promql,
+        diagnosis.assess,
+        slack.post_approval_request,
+        slack.update_approval_message,
+        slack.post_notice,
+        slack.resolve_approvers,
         audit.audit_write,
     ]
 
@@ -110,6 +133,8 @@ class Engine:
     client: Client | None = None
     audit: Any = None
     playbooks: Any = None
+    slack_client: Any = None
+    slack_threads: Any = None
     temporal_address: str = ""
     ui_url: str = ""
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -158,9 +183,29 @@ class Engine:
         except RuntimeError as err:
             raise StartupError(f"refusing to start: cannot reach Temporal at {self.temporal_address}: {err}") from None
         self.audit = AuditStore(s.audit_path)
+        self._slack()
         self._worker = self._build_worker(api_client)
         self._server = self._build_intake()
         return self
+
+    def _slack(self) -> None:
+        """Slack is optional: without a bot token approvals are given from the CLI, and the
+        playbooks that ask for approval say so in their audit trail."""
+        from remediator.slack import SlackThreads, make_client
+
+        s = self.settings
+        self.slack_threads = SlackThreads(s.state_dir / "slack.db")
+        if s.slack_bot_token:
+            self.slack_client = make_client(s)
+            log.info("Slack Web API at %s", s.slack_api_url)
+        else:
+            needs = [p.playbook.name for p in self.playbooks.playbooks if p.playbook.slack is not None]
+            if needs:
+                log.warning(
+                    "no Slack bot token: approval requests and notices of %s cannot be posted; "
+                    "approve or reject from the CLI (remediator approve RUN --as USER)",
+                    ", ".join(needs),
+                )
 
     def _kube_client(self) -> Any:
         s = self.settings
@@ -194,7 +239,9 @@ class Engine:
             self.client,
             task_queue=s.task_queue,
             workflows=[RemediationWorkflow],
-            activities=build_activities(api_client, s.prometheus_url, s.alertmanager_url, self.audit),
+            activities=build_activities(
+                api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads
+            ),
             activity_executor=self._executor,
         )
 

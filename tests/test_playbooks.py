@@ -158,12 +158,72 @@ def test_shipped_playbooks_handle_the_real_alerts(labels, playbook, target, acti
     assert rendered.target.name == target.name and rendered.target.namespace == target.namespace
 
 
-def test_crashlooping_chooses_between_rollback_and_restart_on_recent_rollout():
+def test_crashlooping_chooses_between_rollback_and_restart_on_evidence():
     playbook = load_directory(PLAYBOOKS).by_name("kube-pod-crashlooping").playbook
+    assert [(d.name, d.check) for d in playbook.diagnosis] == [
+        ("recent_rollout", "recent_rollout"),
+        ("container_status", "container_status"),
+        ("kube_events", "kube_events"),
+    ]
+    assert playbook.diagnosis[0].recent_rollout.within.total_seconds() == 1800
+    assert playbook.diagnosis[2].kube_events.type == "Warning"
+    assert playbook.confidence.weights == {"recent_rollout": 0.5, "container_status": 0.3, "kube_events": 0.2}
     first, second = playbook.steps
-    assert first.rollback is not None and first.when.rollout_within.total_seconds() == 1800
-    assert second.rollout_restart is not None and second.when.no_rollout_within.total_seconds() == 1800
+    assert first.rollback is not None and first.when == "evidence.recent_rollout.signal"
+    assert second.rollout_restart is not None and second.when == "!evidence.recent_rollout.signal"
+    # a rollback on weak evidence asks a person; a restart never does
+    assert first.approval.below == 0.6 and second.approval == "never"
     assert first.health.check == second.health.check == "rollout_status"
+    slack = playbook.slack
+    assert (slack.channel, slack.approvers.usergroups, slack.oncall_usergroup) == ("#sre-oncall", ["S0ONCALL"], "S0ONCALL")
+    assert (slack.approval_timeout.total_seconds(), slack.approval_deadline.total_seconds()) == (600, 1800)
+
+
+def test_typed_when_still_loads(tmp_path: Path):
+    path = write(
+        tmp_path,
+        """
+        name: typed-when
+        match: ['alertname="KubePodCrashLooping"']
+        target: {kind: Deployment, namespace: prod, name: checkout}
+        steps:
+          - {name: undo, when: {rollout_within: 30m}, rollback: {}}
+          - {name: restart, when: {no_rollout_within: 30m}, rollout_restart: {}}
+        """,
+    )
+    first, second = load_playbook(path).playbook.steps
+    assert first.when.rollout_within.total_seconds() == 1800
+    assert second.when.no_rollout_within.total_seconds() == 1800
+
+
+def test_node_drain_always_asks_a_person():
+    playbook = load_directory(PLAYBOOKS).by_name("kube-node-not-ready").playbook
+    assert [(s.name, s.approval) for s in playbook.steps] == [("cordon", "never"), ("drain", "always")]
+    assert [d.check for d in playbook.diagnosis] == ["node_conditions", "kube_events", "container_status"]
+    assert playbook.confidence.expression == "evidence.node.error == null && !evidence.node.signal ? 1.0 : 0.0"
+    assert playbook.slack.approvers.usergroups == ["S0ONCALL"]
+
+
+def test_throttling_scale_asks_below_half_with_promql_evidence():
+    loaded = load_directory(PLAYBOOKS).by_name("cpu-throttling-high")
+    step = loaded.playbook.steps[0]
+    assert step.approval.below == 0.5
+    assert loaded.playbook.confidence.weights == {"deployment_throttled": 0.7, "nodes": 0.3}
+    _, rendered = render(loaded, alert_with(THROTTLING_LABELS))
+    query = rendered.diagnosis[0].promql.query
+    pods = 'pod=~"checkout-[bcdfghjklmnpqrstvwxz2456789]{1,10}-[bcdfghjklmnpqrstvwxz2456789]{5}"'
+    assert query == (
+        f'sum(increase(container_cpu_cfs_throttled_periods_total{{namespace="shop", {pods}, container!=""}}[5m])) '
+        f'/ sum(increase(container_cpu_cfs_periods_total{{namespace="shop", {pods}, container!=""}}[5m]))'
+    )
+    assert (rendered.diagnosis[0].promql.op, rendered.diagnosis[0].promql.threshold) == (">", 0.25)
+
+
+def test_replicas_mismatch_gathers_evidence_without_approval():
+    playbook = load_directory(PLAYBOOKS).by_name("kube-deployment-replicas-mismatch").playbook
+    assert [d.check for d in playbook.diagnosis] == ["node_conditions", "kube_events", "container_status"]
+    assert playbook.steps[0].approval == "never" and playbook.confidence is None
+    assert playbook.slack.channel == "#sre-oncall"
 
 
 def test_node_drain_never_forces_or_deletes_local_data():
@@ -223,8 +283,9 @@ INVALID_CASES = {
     ],
     "unknown-action.yaml": [
         "10: steps[0].restart: unknown field 'restart' (did you mean 'rollout_restart'?)",
-        "12: steps[1].reboot: unknown field 'reboot'; a step takes name, when, one action (rollout_restart, "
-        "scale, rollback, cordon, uncordon, drain, delete_pod), health, retries, on_failure and timeout",
+        "12: steps[1].reboot: unknown field 'reboot'; a step takes name, when, approval, one action "
+        "(rollout_restart, scale, rollback, cordon, uncordon, drain, delete_pod), health, retries, on_failure "
+        "and timeout",
     ],
     "unknown-param.yaml": [
         "11: steps[0].scale.replica: unknown field 'replica' (did you mean 'replicas'?)",
@@ -258,6 +319,31 @@ INVALID_CASES = {
     ],
     "empty.yaml": [
         "1: the file is empty; expected a playbook with name, match, target and steps",
+    ],
+    "bad-cel.yaml": [
+        "8: confidence.expression: CEL syntax error: unexpected end of expression (expected ':')",
+        "11: steps[0].when: CEL syntax error: unexpected character '&' at column 34",
+        "14: steps[1].when: unknown name 'evidnce' (did you mean 'evidence'?); CEL expressions can use evidence "
+        "and alert",
+    ],
+    "undeclared-evidence.yaml": [
+        "12: confidence.weights.container_status: evidence 'container_status' is not declared in diagnosis; "
+        "declared: recent_rollout, events",
+        "15: steps[0].when: evidence.recent_rolout is not declared in diagnosis (did you mean 'recent_rollout'?); "
+        "declared: recent_rollout, events",
+        '18: steps[1].when: evidence["kube_events"] is not declared in diagnosis (did you mean \'events\'?); '
+        "declared: recent_rollout, events",
+    ],
+    "wrong-evidence.yaml": [
+        "6: diagnosis[0].recent_rollout: evidence check recent_rollout cannot examine a Node; it works on Deployment",
+        "8: diagnosis[1].node_condition: unknown field 'node_condition' (did you mean 'node_conditions'?)",
+        "9: diagnosis[2]: exactly one evidence check is required, one of: recent_rollout, container_status, "
+        "kube_events, node_conditions, promql",
+        "14: diagnosis[3].promql.query: unknown name 'lables' (did you mean 'labels'?); templates can use labels, "
+        "annotations and alert",
+    ],
+    "approval-without-slack.yaml": [
+        "11: steps[1].approval: steps drain need approval: slack.channel and slack.approvers are required",
     ],
     # every problem of a file is reported, in line order
     "many-problems.yaml": [
@@ -297,7 +383,8 @@ def test_directory_reports_every_file_and_duplicate_names():
     )
     problems = validate_path(INVALID)
     assert len(problems) == sum(len(v) for v in INVALID_CASES.values())
-    assert problems[0] == f"{INVALID}/bad-duration.yaml:" + INVALID_CASES["bad-duration.yaml"][0]
+    first = sorted(INVALID_CASES)[0]
+    assert problems[0] == f"{INVALID}/{first}:" + INVALID_CASES[first][0]
 
 
 def test_missing_and_empty_paths(tmp_path: Path):

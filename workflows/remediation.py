@@ -23,8 +23,10 @@ Deterministic: only ``workflow.now()``, timers, activities and signals; no I/O.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -34,6 +36,19 @@ with workflow.unsafe.imports_passed_through():
     from remediator.models import (
         AlertRef,
         AlertSignal,
+        ApprovalDecision,
+        ApprovalMessage,
+        ApprovalOutcome,
+        ApprovalRequest,
+        AssessInput,
+        Assessment,
+        DecisionResult,
+        DiagnosisInput,
+        Evidence,
+        Notice,
+        NoticeResult,
+        ResolveApproversInput,
+        ResolveApproversResult,
         AuditEvent,
         AuditWriteInput,
         DescribeTargetInput,
@@ -51,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from remediator.durations import format_duration as fmt
     from remediator.kube import NON_RETRYABLE_ERROR_TYPES
-    from remediator.playbook import Step
+    from remediator.playbook import ApprovalBelow, Step
     from remediator.temporal import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
 
 # Error types an activity raises that retrying cannot fix (remediator.kube).
@@ -72,6 +87,21 @@ HEALTH_RETRY = RetryPolicy(
 )
 AUDIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 VERIFY_POLL = timedelta(seconds=5)
+SLACK_NON_RETRYABLE = ["SlackNotConfigured", "SlackPermanentError"]
+# An approval request is retried until the run stops waiting: a Slack outage never loses it.
+SLACK_REQUEST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=SLACK_NON_RETRYABLE,
+)
+SLACK_NOTICE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=20,
+    non_retryable_error_types=SLACK_NON_RETRYABLE,
+)
 
 
 class StepFailed(Exception):
@@ -105,6 +135,12 @@ class RemediationWorkflow:
         self._undo: list[UndoAction] = []
         self._state: TargetState | None = None
         self._run_pending: RunInfo | None = None
+        self._evidence: list[Evidence] = []
+        self._assessment: Assessment | None = None
+        self._waiting: ApprovalRequest | None = None
+        self._authorized: set[str] = set()
+        self._decisions: dict[str, ApprovalDecision] = {}
+        self._timeline: list[str] = []
 
     # ------------------------------------------------------------------ messages
 
@@ -127,7 +163,41 @@ class RemediationWorkflow:
             steps=self._steps,
             alerts=sorted(self._seen),
             simulate=self._inp.simulate,
+            confidence=self._assessment.confidence if self._assessment else None,
+            evidence=self._evidence,
+            waiting=self._waiting,
         )
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: ApprovalDecision) -> DecisionResult:
+        """A human's Approve/Reject for the step that is waiting (Slack button, Socket Mode or CLI)."""
+        decided = decision.model_copy(update={"decided_at": workflow.now()})
+        self._decisions[decision.request_id] = decided
+        verb = "approved" if decision.decision == "approve" else "rejected"
+        return DecisionResult(
+            request_id=decision.request_id,
+            decision=decision.decision,
+            user_id=decision.user_id,
+            message=f"{verb} by {decision.user_id}; step {self._waiting.step_index + 1 if self._waiting else '?'} {'runs now' if verb == 'approved' else 'will not run'}",
+        )
+
+    @decide.validator
+    def _validate_decision(self, decision: ApprovalDecision) -> None:
+        """Refuse, before anything is written to history: a second decision, a decision for a
+        request that is not waiting, or a user who is not an approver of this playbook."""
+        earlier = self._decisions.get(decision.request_id)
+        if earlier is not None:
+            verb = "approved" if earlier.decision == "approve" else "rejected"
+            raise ValueError(f"already decided: {verb} by {earlier.user_id} via {earlier.via}")
+        waiting = self._waiting
+        if waiting is None:
+            raise ValueError("no step of this run is waiting for approval")
+        if decision.request_id != waiting.request_id:
+            raise ValueError(f"stale request {decision.request_id}: the run waits on {waiting.request_id}")
+        if decision.user_id not in self._authorized:
+            raise ValueError(
+                f"{decision.user_id} is not an approver of playbook {self._inp.playbook.name}"
+            )
 
     # ------------------------------------------------------------------ run
 
@@ -166,6 +236,8 @@ class RemediationWorkflow:
                 self._finish("refused" if failure.refused else "failed", str(failure))
         if self._outcome == "running":
             await self._verify()
+            if self._outcome == "not_healed":
+                await self._notify("not_healed", f"{inp.target.key} is not healed: {self._reason}")
 
         self._phase = "done" if inp.playbook.cooldown <= timedelta(0) else "cooldown"
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(self._outcome)])
@@ -200,7 +272,9 @@ class RemediationWorkflow:
         self._event("decision", f"target {inp.target.key}: {self._state.summary}", state=self._state.model_dump(mode="json"))
         if not self._state.exists:
             self._finish("refused", f"{inp.target.key} does not exist")
+            await self._notify("failed", f"{inp.target.key} does not exist; nothing was changed")
             return
+        await self._diagnose()
         self._phase = "remediating"
         for index, step in enumerate(inp.playbook.steps):
             if self._alerts_resolved() and inp.playbook.on_resolved == "stop":
@@ -210,21 +284,29 @@ class RemediationWorkflow:
                 self._finish("resolved", "the alert resolved before the remaining steps ran")
                 return
             self._current = index
-            skip = self._skip_reason(step)
+            skip = self._skip_reason(index, step)
             if skip:
                 self._steps[index].status = "skipped"
                 self._steps[index].message = skip
                 self._event("decision", f"step {index + 1} ({step.name}) skipped: {skip}", step=index)
                 continue
+            approval = await self._approval(index, step)
+            if approval is False:
+                return
             try:
                 await self._run_step(index, step)
             except StepFailed as failure:
                 record = self._steps[index]
                 record.status = "refused" if failure.refused else "failed"
                 record.message = str(failure)
+                if approval is not True:
+                    await self._update_message(*approval, "failed", f"step {index + 1} ran and failed: {failure}")
+                title = f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} "
                 if failure.refused:
                     self._finish("refused", f"step {index + 1} ({step.name}) refused: {failure}")
+                    await self._notify("safety_refusal", title + f"was refused for safety: {failure}")
                     return
+                await self._notify("health_failed", title + f"failed: {failure} (on_failure: {step.on_failure})")
                 if step.on_failure == "continue":
                     self._event("decision", f"step {index + 1} ({step.name}) failed; on_failure: continue", step=index)
                     continue
@@ -235,7 +317,267 @@ class RemediationWorkflow:
                     return
                 self._finish("failed", f"step {index + 1} ({step.name}) failed: {failure}")
                 return
+            if approval is not True:
+                await self._update_message(*approval, "executed", f"step {index + 1} ran: {self._steps[index].message}")
         self._current = None
+
+    async def _diagnose(self) -> None:
+        """Gather every piece of evidence concurrently, then turn it into a confidence."""
+        pb = self._inp.playbook
+        conditions = [s.when if isinstance(s.when, str) else None for s in pb.steps]
+        if not pb.diagnosis and pb.confidence is None and not any(conditions):
+            return
+        self._phase = "diagnosing"
+        primary = next(iter(self._firing.values()), None)
+
+        async def gather(d) -> Evidence:
+            try:
+                return await workflow.execute_activity(
+                    f"diagnose_{d.check}",
+                    DiagnosisInput(target=self._inp.target, name=d.name, check=d.check, params=getattr(d, d.check).model_dump(mode="json"), alert=primary),
+                    result_type=Evidence,
+                    start_to_close_timeout=d.timeout,
+                    retry_policy=HEALTH_RETRY,
+                )
+            except ActivityError as err:
+                message = _cause_message(err)
+                return Evidence(name=d.name, check=d.check, signal=False, summary=f"could not be gathered: {message}", error=message)
+
+        self._evidence = list(await asyncio.gather(*(gather(d) for d in pb.diagnosis)))
+        for ev in self._evidence:
+            self._event(
+                "evidence",
+                f"{ev.name} ({ev.check}): {ev.summary}",
+                name=ev.name, check=ev.check, signal=ev.signal, value=ev.value, error=ev.error,
+            )
+        try:
+            self._assessment = await workflow.execute_activity(
+                "assess",
+                AssessInput(
+                    evidence=self._evidence,
+                    confidence=pb.confidence.model_dump(mode="json", exclude_none=True) if pb.confidence else None,
+                    conditions=conditions,
+                    alert=primary,
+                ),
+                result_type=Assessment,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=HEALTH_RETRY,
+            )
+        except ActivityError as err:
+            # Fail closed: no confidence means humans decide, and no condition holds.
+            message = _cause_message(err)
+            self._assessment = Assessment(
+                confidence=0.0,
+                reason=f"could not assess the evidence: {message}",
+                conditions=[False if c else None for c in conditions],
+                condition_reasons=[f"could not be evaluated: {message}" if c else "" for c in conditions],
+            )
+        a = self._assessment
+        self._event("decision", f"confidence {a.confidence:.2f}: {a.reason}", confidence=a.confidence, conditions=a.conditions, condition_reasons=a.condition_reasons)
+
+    async def _approval(self, index: int, step: Step) -> bool | tuple[ApprovalRequest, ApprovalMessage | None]:
+        """Apply the step's approval policy. True: no approval needed. False: not approved (the run
+        ends ``needs_human``). A (request, message) pair: approved, the message to update later."""
+        policy = step.approval
+        if policy == "never":
+            return True
+        confidence = self._assessment.confidence if self._assessment else None
+        if isinstance(policy, ApprovalBelow):
+            if confidence is not None and confidence >= policy.below:
+                self._event("decision", f"step {index + 1} ({step.name}): confidence {confidence:.2f} is not below {policy.below:.2f}; no approval needed", step=index)
+                return True
+            reason = f"confidence {confidence if confidence is not None else 0:.2f} is below {policy.below:.2f}"
+        else:
+            reason = "the playbook asks for approval of this step every time"
+        return await self._ask(index, step, reason, confidence)
+
+    async def _ask(self, index: int, step: Step, reason: str, confidence: float | None) -> bool | tuple[ApprovalRequest, ApprovalMessage | None]:
+        inp = self._inp
+        slack = inp.playbook.slack
+        assert slack is not None  # the playbook model requires it for steps that need approval
+        info = workflow.info()
+        members = set(slack.approvers.users)
+        if slack.approvers.usergroups:
+            try:
+                resolved = await workflow.execute_activity(
+                    "resolve_approvers",
+                    ResolveApproversInput(usergroups=slack.approvers.usergroups),
+                    result_type=ResolveApproversResult,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=HEALTH_RETRY,
+                )
+                for users in resolved.members.values():
+                    members.update(users)
+                problems = resolved.errors
+            except ActivityError as err:
+                problems = [_cause_message(err)]
+            if problems:
+                self._event("approval", "could not expand approver user groups; only users named directly can approve: " + "; ".join(problems), step=index)
+        self._authorized = members
+        now = workflow.now()
+        primary = next(iter(self._firing.values()), None)
+        request = ApprovalRequest(
+            request_id=f"{info.run_id}/step-{index}",
+            run_id=info.run_id,
+            workflow_id=info.workflow_id,
+            step_index=index,
+            step_name=step.name,
+            action=step.action,
+            params=step.params.model_dump(mode="json"),
+            change=_describe_change(step, inp.target),
+            target=inp.target,
+            playbook=inp.playbook.name,
+            alert=primary,
+            evidence=self._evidence,
+            confidence=confidence,
+            reason=reason,
+            channel=slack.channel,
+            approvers=slack.approvers.users,
+            approver_groups=slack.approvers.usergroups,
+            oncall_usergroup=slack.oncall_usergroup,
+            temporal_url=self._temporal_url(),
+            audit_url=self._audit_url(),
+            requested_at=now,
+            escalate_at=now + slack.approval_timeout,
+            deadline=now + slack.approval_deadline,
+        )
+        self._waiting = request
+        self._phase = "awaiting_approval"
+        self._event(
+            "approval",
+            f"step {index + 1} ({step.name}) waits for approval: {reason}",
+            step=index, request_id=request.request_id, approvers=sorted(members),
+            escalate_at=request.escalate_at.isoformat(), deadline=request.deadline.isoformat(),
+        )
+        await self._flush()
+        post = workflow.start_activity(
+            "post_approval_request",
+            request,
+            result_type=ApprovalMessage,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=SLACK_REQUEST_RETRY,
+        )
+        message: ApprovalMessage | None = None
+        posting = True
+        escalated = False
+        rid = request.request_id
+        while rid not in self._decisions and workflow.now() < request.deadline:
+            until = request.deadline if escalated else request.escalate_at
+            try:
+                await workflow.wait_condition(
+                    lambda: rid in self._decisions or (posting and post.done()),
+                    timeout=max(until - workflow.now(), timedelta(milliseconds=1)),
+                )
+            except asyncio.TimeoutError:
+                pass
+            if posting and post.done():
+                posting = False
+                try:
+                    message = post.result()
+                    self._event("approval", f"approval request posted to Slack {message.channel} (ts {message.ts})", step=index, channel=message.channel, ts=message.ts, posted=message.posted)
+                except ActivityError as err:
+                    self._event("approval", f"could not post the approval request to Slack: {_cause_message(err)}; the run keeps waiting (remediator approve/reject works)", step=index)
+                await self._flush()
+                continue
+            if rid in self._decisions:
+                break
+            if not escalated and workflow.now() >= request.escalate_at:
+                escalated = True
+                text = f"no decision within {fmt(slack.approval_timeout)}; escalated to the on-call"
+                self._event("approval", text, step=index)
+                if message is not None:
+                    await self._update_message(request, message, "escalated", text)
+                await self._notify("approval_escalation", f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} still waits for approval", mention=slack.oncall_usergroup)
+        if posting:
+            post.cancel()
+        self._waiting = None
+        self._phase = "remediating"
+        decision = self._decisions.get(rid)
+        record = self._steps[index]
+        if decision is None:
+            text = f"no decision by the deadline ({fmt(slack.approval_deadline)}); the step did not run"
+            self._event("approval", text, step=index, request_id=rid, decision=None)
+            record.status, record.message = "skipped", text
+            if message is not None:
+                await self._update_message(request, message, "expired", text)
+            await self._notify("approval_timeout", f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} was not approved in time; it did not run", mention=slack.oncall_usergroup)
+            self._finish("needs_human", f"step {index + 1} ({step.name}) was not approved by its deadline; it did not run")
+            return False
+        verb = "approved" if decision.decision == "approve" else "rejected"
+        assert decision.decided_at is not None
+        text = f"{verb} by <@{decision.user_id}> at {decision.decided_at.strftime('%Y-%m-%d %H:%M:%SZ')} via {decision.via}"
+        self._event(
+            "approval",
+            f"step {index + 1} ({step.name}) {verb} by {decision.user_id} via {decision.via}" + (f": {decision.comment}" if decision.comment else ""),
+            step=index, request_id=rid, decision=decision.decision, user_id=decision.user_id, user_name=decision.user_name, via=decision.via,
+        )
+        if decision.decision == "reject":
+            record.status, record.message = "skipped", f"rejected by {decision.user_id}"
+            if message is not None:
+                await self._update_message(request, message, "rejected", text + "; the step did not run")
+            await self._notify("approval_rejected", f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} was rejected by <@{decision.user_id}>; it did not run")
+            self._finish("needs_human", f"step {index + 1} ({step.name}) was rejected by {decision.user_id}; it did not run")
+            return False
+        if message is not None:
+            await self._update_message(request, message, "approved", text + f"; running step {index + 1}")
+        return (request, message)
+
+    async def _update_message(self, request: ApprovalRequest, message: ApprovalMessage | None, status: str, text: str) -> None:
+        if message is None:
+            return
+        try:
+            await workflow.execute_activity(
+                "update_approval_message",
+                ApprovalOutcome(request=request, message=message, status=status, text=text),  # type: ignore[arg-type]
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SLACK_NOTICE_RETRY,
+            )
+        except ActivityError as err:
+            self._event("notice", f"could not update the Slack approval message: {_cause_message(err)}")
+
+    async def _notify(self, kind: str, title: str, mention: str | None = None) -> None:
+        """Post one escalation notice to the playbook's Slack channel (folded into the target's thread)."""
+        slack = self._inp.playbook.slack
+        if slack is None:
+            return
+        info = workflow.info()
+        notice = Notice(
+            event_key=f"{info.run_id}/{self._seq:05d}-{kind}",
+            kind=kind,  # type: ignore[arg-type]
+            channel=slack.channel,
+            target=self._inp.target,
+            run_id=info.run_id,
+            workflow_id=info.workflow_id,
+            playbook=self._inp.playbook.name,
+            title=title,
+            timeline=self._timeline[-20:],
+            mention=mention,
+            alert=next(iter(self._firing.values()), None),
+            temporal_url=self._temporal_url(),
+            audit_url=self._audit_url(),
+        )
+        try:
+            result = await workflow.execute_activity(
+                "post_notice",
+                notice,
+                result_type=NoticeResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SLACK_NOTICE_RETRY,
+            )
+            self._event("notice", f"Slack notice ({kind}) posted: {title}", notice_kind=kind, channel=result.channel, ts=result.ts, thread_ts=result.thread_ts)
+        except ActivityError as err:
+            self._event("notice", f"could not post the Slack notice ({kind}): {_cause_message(err)}", notice_kind=kind)
+
+    def _temporal_url(self) -> str:
+        info = workflow.info()
+        if not self._inp.ui_url:
+            return ""
+        return f"{self._inp.ui_url.rstrip('/')}/namespaces/{info.namespace}/workflows/{quote(info.workflow_id, safe='')}/{info.run_id}/history"
+
+    def _audit_url(self) -> str:
+        if not self._inp.public_url:
+            return ""
+        return f"{self._inp.public_url.rstrip('/')}/runs/{workflow.info().run_id}"
 
     async def _run_step(self, index: int, step: Step) -> None:
         record = self._steps[index]
@@ -471,9 +813,16 @@ class RemediationWorkflow:
     def _alerts_resolved(self) -> bool:
         return bool(self._firing) and all(k in self._resolved for k in self._firing)
 
-    def _skip_reason(self, step: Step) -> str | None:
+    def _skip_reason(self, index: int, step: Step) -> str | None:
         if step.when is None:
             return None
+        if isinstance(step.when, str):
+            a = self._assessment
+            holds = a.conditions[index] if a and index < len(a.conditions) else False
+            if holds:
+                return None
+            why = a.condition_reasons[index] if a and index < len(a.condition_reasons) else "not evaluated"
+            return f"condition {step.when!r} is false: {why}"
         last = self._state.last_rollout if self._state else None
         if last is None:
             return "the target's last rollout time is unknown" if step.when.rollout_within else None
@@ -500,6 +849,9 @@ class RemediationWorkflow:
 
     def _event(self, kind: str, message: str, **data: Any) -> None:
         self._seq += 1
+        if kind not in ("run_started", "alert"):
+            offset = int((workflow.now() - workflow.info().start_time).total_seconds())
+            self._timeline.append(f"+{fmt(timedelta(seconds=offset))} {message}")
         if self._inp.simulate:
             data["simulated_cluster"] = True
         self._buffer.append(
@@ -544,6 +896,30 @@ class RemediationWorkflow:
     def _log(self, msg: str, *args: Any) -> None:
         # In --simulate mode the process's log filter prefixes every line with [simulated cluster].
         workflow.logger.info(msg, *args)
+
+
+def _cause_message(err: ActivityError) -> str:
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+
+
+def _describe_change(step: Step, target) -> str:
+    """What a step will change, in the words of the kubectl command it mirrors."""
+    obj = f"{target.kind.lower()} {target.namespace + '/' if target.namespace else ''}{target.name}"
+    p = step.params
+    if step.action == "rollout_restart":
+        return f"restart every pod of {obj} (kubectl rollout restart)"
+    if step.action == "scale":
+        size = f"to {p.replicas} replicas" if p.replicas is not None else f"by {int(p.delta):+d} replicas"
+        return f"scale {obj} {size}, within {p.min_replicas}..{p.max_replicas} (kubectl scale)"
+    if step.action == "rollback":
+        where = "the previous revision" if p.to_revision == 0 else f"revision {p.to_revision}"
+        return f"roll {obj} back to {where} (kubectl rollout undo)"
+    if step.action == "drain":
+        return f"cordon {obj} and evict its pods through the Eviction API (kubectl drain)"
+    if step.action == "delete_pod":
+        return f"delete pod {target.namespace}/{p.pod} of {obj} (kubectl delete pod)"
+    return f"{step.action} {obj} (kubectl {step.action})"
 
 
 def _human(delta: timedelta) -> str:

@@ -283,18 +283,22 @@ class Emulator:
 
     # ------------------------------------------------------------------ faults
 
-    def fault_crashloop_image(self, image: str) -> None:
+    def fault_crashloop_image(self, image: str, reason: str = "Error") -> None:
         """Every container running ``image`` (now or later) crash-loops: CrashLoopBackOff, restartCount
-        growing about once a second, BackOff events, pod not Ready."""
+        growing about once a second, BackOff events, pod not Ready. ``reason`` is the last
+        termination's reason (``Error`` exit code 1, ``OOMKilled`` exit code 137)."""
         with self.store.lock:
             self.faults.crashloop_images.add(image)
+            if reason != "Error":
+                self.faults.crash_image_reasons[image] = reason
             self.controllers.reconcile()
 
-    def fault_crashloop_pods(self, namespace: str, label_selector: str) -> int:
-        """The pods matching now crash-loop; their replacements are healthy, so a restart heals.
+    def fault_crashloop_pods(self, namespace: str, label_selector: str, reason: str = "Error") -> int:
+        """The pods matching now crash-loop (terminating with ``reason``, as for
+        ``fault_crashloop_image``); their replacements are healthy, so a restart heals.
         Returns how many pods were affected."""
         with self.store.lock:
-            count = self.controllers.crashloop_selected_pods(namespace, label_selector)
+            count = self.controllers.crashloop_selected_pods(namespace, label_selector, reason)
             self.controllers.reconcile()
             return count
 

@@ -50,6 +50,8 @@ MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 POD_TEMPLATE_HASH = "pod-template-hash"
 CONTROLLER_REVISION_HASH = "controller-revision-hash"
 CRASH_RESTART_SECONDS = 1.0
+CRASH_EXIT_CODES = {"Error": 1, "OOMKilled": 137}
+"""Exit code the kubelet reports with each termination reason (OOMKilled: SIGKILL, 128 + 9)."""
 
 
 @dataclass
@@ -68,6 +70,9 @@ class Faults:
 
     crashloop_images: set[str] = field(default_factory=set)
     crashloop_pod_uids: set[str] = field(default_factory=set)
+    crash_image_reasons: dict[str, str] = field(default_factory=dict)
+    crash_pod_reasons: dict[str, str] = field(default_factory=dict)
+    """Termination reason of a crash-looping image / pod UID when not ``Error`` (e.g. ``OOMKilled``)."""
     stalled_deployments: set[tuple[str, str]] = field(default_factory=set)
     stalled_replicaset_uids: set[str] = field(default_factory=set)
     nodes_not_ready: dict[str, str] = field(default_factory=dict)
@@ -76,6 +81,8 @@ class Faults:
     def clear(self) -> None:
         self.crashloop_images.clear()
         self.crashloop_pod_uids.clear()
+        self.crash_image_reasons.clear()
+        self.crash_pod_reasons.clear()
         self.stalled_deployments.clear()
         self.stalled_replicaset_uids.clear()
         self.nodes_not_ready.clear()
@@ -832,7 +839,10 @@ class Controllers:
                             "message": f"back-off {min(10 * 2 ** (restarts - 1), 300)}s restarting failed "
                                        f"container={c['name']} pod={pod['metadata']['name']}_"
                                        f"{pod['metadata']['namespace']}({uid})"}}
-                        last = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now_iso(),
+                        reason = (self.faults.crash_pod_reasons.get(uid)
+                                  or self.faults.crash_image_reasons.get(c.get("image", "")) or "Error")
+                        last = {"terminated": {"exitCode": CRASH_EXIT_CODES.get(reason, 1), "reason": reason,
+                                               "startedAt": now_iso(),
                                                "finishedAt": now_iso(), "containerID": self._container_id(uid, c)}}
                         if prev and prev.get("restartCount") == restarts and prev.get("lastState"):
                             last = prev["lastState"]
@@ -915,6 +925,8 @@ class Controllers:
             if key[0] not in live:
                 del self._crash_since[key]
         self.faults.crashloop_pod_uids &= live
+        for uid in set(self.faults.crash_pod_reasons) - live:
+            del self.faults.crash_pod_reasons[uid]
 
     # ------------------------------------------------------------------ disruption
 
@@ -994,9 +1006,10 @@ class Controllers:
 
     # ------------------------------------------------------------------ faults
 
-    def crashloop_selected_pods(self, namespace: str, label_selector: str) -> int:
-        """Mark the pods matching now as crash-looping; returns how many."""
+    def crashloop_selected_pods(self, namespace: str, label_selector: str, reason: str = "Error") -> int:
+        """Mark the pods matching now as crash-looping, terminating with ``reason``; returns how many."""
         match = parse_label_selector(label_selector)
         pods = self.store.list(POD, namespace, where=lambda p: match(p["metadata"].get("labels") or {}))
         self.faults.crashloop_pod_uids.update(p["metadata"]["uid"] for p in pods)
+        self.faults.crash_pod_reasons.update((p["metadata"]["uid"], reason) for p in pods)
         return len(pods)

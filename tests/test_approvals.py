@@ -1,0 +1,345 @@
+"""Approvals, evidence and escalation through the real workflow: a Temporal dev server, every
+real activity, the Kubernetes API emulator and the Slack Web API emulator over HTTP.
+
+Deadlines and escalation run on a time-skipping dev server, so the 10-minute and 30-minute
+timers pass in moments; everything else uses the session's ordinary dev server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import pytest_asyncio
+from slack_sdk import WebClient
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from remediator.audit import AuditStore
+from remediator.emulator import Emulator
+from remediator.models import (
+    AlertRef,
+    AlertSignal,
+    ApprovalDecision,
+    RemediationInput,
+    RemediationStatus,
+    TargetRef,
+)
+from remediator.playbook import Playbook, PlaybookRef
+from remediator.runtime import build_activities
+from remediator.slack import SlackThreads
+from remediator.slack_emulator import SlackEmulator
+from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
+from workflows.remediation import RemediationWorkflow
+
+CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
+SLACK = {
+    "channel": "#sre-oncall",
+    "approvers": {"users": ["U0BOB"], "usergroups": ["S0ONCALL"]},
+    "oncall_usergroup": "S0ONCALL",
+    "approval_timeout": "10m",
+    "approval_deadline": "30m",
+}
+
+
+@pytest.fixture
+def emulator():
+    emu = Emulator().start()
+    emu.seed_demo()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def slack():
+    with SlackEmulator() as s:
+        s.add_channel("sre-oncall")
+        for uid, name in (("U0ALICE", "alice"), ("U0BOB", "bob"), ("U0MALLORY", "mallory")):
+            s.add_user(uid, name)
+        s.add_usergroup("S0ONCALL", "oncall", ["U0ALICE"])
+        yield s
+
+
+@pytest.fixture
+def audit(tmp_path):
+    return AuditStore(tmp_path / "audit.db")
+
+
+def activities(emulator, audit, slack, tmp_path, prometheus_url=None):
+    client = WebClient(base_url=slack.url, token=slack.bot_token)
+    return build_activities(emulator.api_client(), prometheus_url, None, audit, client, SlackThreads(tmp_path / "slack.db"))
+
+
+@pytest.fixture
+async def worker(client, emulator, audit, slack, tmp_path):
+    queue = f"test-{uuid.uuid4()}"
+    with ThreadPoolExecutor(16) as pool:
+        async with Worker(
+            client, task_queue=queue, workflows=[RemediationWorkflow],
+            activities=activities(emulator, audit, slack, tmp_path), activity_executor=pool,
+        ):
+            yield queue
+
+
+def playbook(steps, **extra) -> Playbook:
+    return Playbook.model_validate(
+        {
+            "name": "approve-test",
+            "match": ['alertname="KubePodCrashLooping"'],
+            "target": {"kind": "Deployment", "namespace": "prod", "name": "checkout"},
+            "steps": steps,
+            "verification_window": "1s",
+            "cooldown": "0s",
+            "slack": SLACK,
+            **extra,
+        }
+    )
+
+
+RESTART = {"name": "restart", "approval": "always", "rollout_restart": {}, "health": {"rollout_status": {}, "timeout": "20s", "interval": "200ms"}}
+
+
+async def start(client, queue, pb: Playbook):
+    alert = AlertRef(
+        fingerprint="c0ffee",
+        starts_at=datetime(2026, 11, 21, 5, tzinfo=timezone.utc),
+        status="firing",
+        labels={"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": "checkout-abc-xyz"},
+        generator_url="http://prometheus.example/graph?g0.expr=x",
+    )
+    return await client.start_workflow(
+        RemediationWorkflow.run,
+        RemediationInput(
+            target=CHECKOUT, playbook=pb, playbook_ref=PlaybookRef(name=pb.name, path="inline.yaml", sha256="ab" * 32),
+            ui_url="http://temporal-ui.example", public_url="http://remediator.example",
+        ),
+        id=f"remediation/deployment/prod/checkout-{uuid.uuid4().hex[:8]}",
+        task_queue=queue,
+        start_signal="alert",
+        start_signal_args=[AlertSignal(alert=alert, playbook=pb.name, received_at=datetime.now(timezone.utc))],
+    )
+
+
+async def waiting(handle, timeout: float = 30) -> RemediationStatus:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await handle.query("status", result_type=RemediationStatus)
+        if status.waiting is not None:
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the run never waited for approval: {status}")
+
+
+def approval_posts(slack: SlackEmulator) -> list:
+    return [
+        c for c in slack.calls("chat.postMessage")
+        if (c.params.get("metadata") or {}).get("event_type") == "remediator_approval_request"
+    ]
+
+
+def restart_patches(emu: Emulator) -> list:
+    return [r for r in emu.requests(method="PATCH") if r.path.endswith("/deployments/checkout")]
+
+
+def decision(status: RemediationStatus, user: str, verb: str = "approve") -> ApprovalDecision:
+    return ApprovalDecision(request_id=status.waiting.request_id, decision=verb, user_id=user, via="slack")
+
+
+async def test_approval_by_a_group_member_resumes_the_exact_step(client, worker, emulator, slack):
+    emulator.clear_requests()
+    handle = await start(client, worker, playbook([RESTART]))
+    status = await waiting(handle)
+    assert status.phase == "awaiting_approval" and status.current_step == 0
+    assert restart_patches(emulator) == []  # nothing happens to the target while it waits
+    # One Block Kit message with the evidence, the change, links and the two buttons.
+    await _until(lambda: len(approval_posts(slack)) == 1)
+    post = approval_posts(slack)[0].params
+    text = str(post["blocks"])
+    assert "kubectl rollout restart" in text and "remediator_approve" in text and "remediator_reject" in text
+    assert "http://temporal-ui.example/namespaces/default/workflows/" in text
+    assert "http://remediator.example/runs/" in text and "prometheus.example" in text
+
+    result = await handle.execute_update(RemediationWorkflow.decide, decision(status, "U0ALICE"))
+    assert "approved by U0ALICE" in result.message
+    outcome = await handle.result()
+    assert [s.status for s in outcome.steps] == ["succeeded"]
+    assert len(restart_patches(emulator)) == 1
+    assert len(approval_posts(slack)) == 1
+    # The message was rewritten in place: who approved, no buttons left.
+    approval = next(m for m in slack.messages("sre-oncall") if (m.get("metadata") or {}).get("event_type") == "remediator_approval_request")
+    assert "U0ALICE" in str(approval["blocks"])
+    assert "remediator_approve" not in str(approval["blocks"])
+
+
+async def test_reject_stops_the_step_and_the_run_needs_a_human(client, worker, emulator, slack, audit):
+    emulator.clear_requests()
+    handle = await start(client, worker, playbook([RESTART]))
+    status = await waiting(handle)
+    await handle.execute_update(RemediationWorkflow.decide, decision(status, "U0BOB", "reject"))
+    outcome = await handle.result()
+    assert outcome.outcome == "needs_human"
+    assert "rejected by U0BOB" in outcome.reason
+    assert restart_patches(emulator) == []
+    kinds = [e.data.get("notice_kind") for e in audit.events(handle.result_run_id) if e.kind == "notice"]
+    assert kinds == ["approval_rejected"]
+
+
+async def test_unauthorised_stale_and_second_decisions_are_refused(client, worker, emulator, slack, audit):
+    handle = await start(client, worker, playbook([RESTART]))
+    status = await waiting(handle)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(RemediationWorkflow.decide, decision(status, "U0MALLORY"))
+    assert "not an approver" in str(refused.value.cause)
+    stale = ApprovalDecision(request_id=status.waiting.request_id + "x", decision="approve", user_id="U0BOB", via="slack")
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(RemediationWorkflow.decide, stale)
+    assert "stale request" in str(refused.value.cause)
+    still = await handle.query("status", result_type=RemediationStatus)
+    assert still.waiting is not None and restart_patches(emulator) == []
+    await handle.execute_update(RemediationWorkflow.decide, decision(status, "U0BOB"))
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(RemediationWorkflow.decide, decision(status, "U0ALICE", "reject"))
+    assert "already decided: approved by U0BOB" in str(refused.value.cause)
+    await handle.result()
+    approvals = [e for e in audit.events(handle.result_run_id) if e.kind == "approval" and e.data.get("decision")]
+    assert [(e.data["decision"], e.data["user_id"]) for e in approvals] == [("approve", "U0BOB")]
+
+
+async def test_high_confidence_needs_no_approval_low_confidence_asks(client, worker, emulator, slack):
+    """The same playbook twice: evidence decides whether a human is asked."""
+    steps = [dict(RESTART, approval={"below": 0.5}, name="restart")]
+    evidence = {
+        "diagnosis": [{"name": "rollout", "recent_rollout": {"within": "30m"}}],
+        "confidence": {"expression": "evidence.rollout.signal ? 0.9 : 0.2"},
+    }
+    # The seed's last rollout is seconds old: evidence.rollout.signal is true, confidence 0.9.
+    handle = await start(client, worker, playbook(steps, **evidence))
+    outcome = await handle.result()
+    assert outcome.steps[0].status == "succeeded"
+    assert approval_posts(slack) == []
+    low = dict(evidence, diagnosis=[{"name": "rollout", "recent_rollout": {"within": "0s"}}])
+    handle = await start(client, worker, playbook(steps, **low))
+    status = await waiting(handle)
+    assert status.confidence == pytest.approx(0.2)
+    assert "confidence 0.20 is below 0.50" in status.waiting.reason
+    await handle.execute_update(RemediationWorkflow.decide, decision(status, "U0BOB", "reject"))
+    assert (await handle.result()).outcome == "needs_human"
+
+
+async def test_diagnosis_checks_run_concurrently(client, emulator, audit, slack, tmp_path):
+    """Three PromQL evidence checks against a Prometheus API that answers after 1 s: all three
+    requests are in flight at the same time (the phase lasts about the slowest, not the sum)."""
+    server, seen = _slow_prometheus(delay=1.0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        queue = f"test-{uuid.uuid4()}"
+        pb = playbook(
+            [{"name": "restart", "rollout_restart": {}}],
+            diagnosis=[{"name": f"q{i}", "promql": {"query": f"up{{i='{i}'}}", "op": ">", "threshold": 0}} for i in range(3)],
+            confidence={"weights": {"q0": 1, "q1": 1, "q2": 1}},
+        )
+        with ThreadPoolExecutor(16) as pool:
+            async with Worker(
+                client, task_queue=queue, workflows=[RemediationWorkflow],
+                activities=activities(emulator, audit, slack, tmp_path, prometheus_url=url), activity_executor=pool,
+            ):
+                handle = await start(client, queue, pb)
+                await handle.result()
+        assert len(seen) == 3
+        assert max(seen) == 3, f"requests in flight at once: {seen}"
+        evidence = [e for e in audit.events(handle.result_run_id) if e.kind == "evidence"]
+        assert sorted(e.data["name"] for e in evidence) == ["q0", "q1", "q2"]
+        assert all(e.data["signal"] for e in evidence)
+    finally:
+        server.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def skipping_env():
+    env = await WorkflowEnvironment.start_time_skipping_v2(
+        dev_server_existing_path=temporal_cli_path(),
+        dev_server_extra_args=["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"],
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+async def test_no_answer_escalates_then_expires_with_skipped_time(skipping_env, emulator, audit, slack, tmp_path):
+    client = skipping_env.client
+    queue = f"test-{uuid.uuid4()}"
+    emulator.clear_requests()
+    with ThreadPoolExecutor(16) as pool:
+        async with Worker(
+            client, task_queue=queue, workflows=[RemediationWorkflow],
+            activities=activities(emulator, audit, slack, tmp_path), activity_executor=pool,
+        ):
+            handle = await start(client, queue, playbook([RESTART]))
+            outcome = await handle.result()
+    assert outcome.outcome == "needs_human"
+    assert "not approved by its deadline" in outcome.reason
+    assert restart_patches(emulator) == []
+    assert len(approval_posts(slack)) == 1
+    messages = slack.messages("sre-oncall")
+    approval = next(m for m in messages if (m.get("metadata") or {}).get("event_type") == "remediator_approval_request")
+    # The escalation mentions the on-call group in the approval's thread, once.
+    mentions = [m for m in messages if m.get("thread_ts") == approval["ts"] and "<!subteam^S0ONCALL>" in m.get("text", "")]
+    assert len(mentions) == 1
+    # The message was rewritten in place: no buttons, the outcome stated.
+    assert "remediator_approve" not in str(approval["blocks"])
+    assert "deadline" in str(approval["blocks"]).lower() or "expired" in str(approval["blocks"]).lower()
+    kinds = [e.data.get("notice_kind") for e in audit.events(handle.result_run_id) if e.kind == "notice" and e.data.get("ts")]
+    assert kinds == ["approval_escalation", "approval_timeout"]
+
+
+async def _until(predicate, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def _slow_prometheus(delay: float):
+    """A Prometheus HTTP API stand-in that answers every query with one sample after ``delay``
+    seconds and records how many queries were in flight when each arrived."""
+    lock = threading.Lock()
+    state = {"inflight": 0}
+    seen: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            with lock:
+                state["inflight"] += 1
+                seen.append(state["inflight"])
+            time.sleep(delay)
+            with lock:
+                # The last request to arrive sees every earlier one still in flight.
+                seen[-1] = max(seen[-1], state["inflight"])
+                state["inflight"] -= 1
+            body = b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[0,"1"]}]}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
