@@ -300,7 +300,7 @@ class RemediationWorkflow:
                 record.status = "refused" if failure.refused else "failed"
                 record.message = str(failure)
                 if approval is not True:
-                    await self._update_message(*approval, "failed", f"step {index + 1} ran and failed: {failure}")
+                    await self._update_message(*approval, "failed", f"{self._decided_line(approval[0])}; the step ran and failed: {failure}")
                 title = f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} "
                 if failure.refused:
                     self._finish("refused", f"step {index + 1} ({step.name}) refused: {failure}")
@@ -318,7 +318,7 @@ class RemediationWorkflow:
                 self._finish("failed", f"step {index + 1} ({step.name}) failed: {failure}")
                 return
             if approval is not True:
-                await self._update_message(*approval, "executed", f"step {index + 1} ran: {self._steps[index].message}")
+                await self._update_message(*approval, "executed", f"{self._decided_line(approval[0])}; the step ran: {self._steps[index].message}")
         self._current = None
 
     async def _diagnose(self) -> None:
@@ -504,8 +504,7 @@ class RemediationWorkflow:
             self._finish("needs_human", f"step {index + 1} ({step.name}) was not approved by its deadline; it did not run")
             return False
         verb = "approved" if decision.decision == "approve" else "rejected"
-        assert decision.decided_at is not None
-        text = f"{verb} by <@{decision.user_id}> at {decision.decided_at.strftime('%Y-%m-%d %H:%M:%SZ')} via {decision.via}"
+        text = self._decided_line(request)
         self._event(
             "approval",
             f"step {index + 1} ({step.name}) {verb} by {decision.user_id} via {decision.via}" + (f": {decision.comment}" if decision.comment else ""),
@@ -521,6 +520,13 @@ class RemediationWorkflow:
         if message is not None:
             await self._update_message(request, message, "approved", text + f"; running step {index + 1}")
         return (request, message)
+
+    def _decided_line(self, request: ApprovalRequest) -> str:
+        """``approved by <@U1> at 2026-11-21 05:56:13Z via slack``: who and when, for the message."""
+        d = self._decisions[request.request_id]
+        verb = "approved" if d.decision == "approve" else "rejected"
+        at = d.decided_at.strftime("%Y-%m-%d %H:%M:%SZ") if d.decided_at else "?"
+        return f"{verb} by <@{d.user_id}> at {at} via {d.via}"
 
     async def _update_message(self, request: ApprovalRequest, message: ApprovalMessage | None, status: str, text: str) -> None:
         if message is None:
