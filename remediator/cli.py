@@ -288,3 +288,7 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 
+
+
+if __name__ == "__main__":  # python -m remediator.cli
+    app()

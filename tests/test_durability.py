@@ -50,14 +50,14 @@ cooldown: 0s
 class WorkerProcess:
     """``python worker.py`` as a child process with its own intake port."""
 
-    def __init__(self, tmp: Path, temporal: str, kubeconfig: Path) -> None:
+    def __init__(self, tmp: Path, temporal: str, kubeconfig: Path, extra: list[str] = ()) -> None:
         self.port = free_port()
         self.log = tmp / f"worker-{self.port}.log"
         args = [
             sys.executable, str(ROOT / "worker.py"),
             "--temporal-address", temporal, "--kubeconfig", str(kubeconfig), "--no-auth",
             "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(tmp / "state"),
-            "--playbook-dir", str(tmp / "playbooks"),
+            "--playbook-dir", str(tmp / "playbooks"), *extra,
         ]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -208,3 +208,69 @@ async def test_temporal_restarted_mid_run_continues_at_the_same_step(tmp_path, c
         worker.stop()
     assert result.outcome == "healed", result.reason
     assert len(restart_patches(emu)) == 1
+
+
+APPROVAL_PLAYBOOK = PLAYBOOK.replace("    rollout_restart: {}", "    approval: always\n    rollout_restart: {}") + """\
+slack:
+  channel: "#sre-oncall"
+  approvers: {users: [U0BOB]}
+  approval_timeout: 10m
+  approval_deadline: 1h
+"""
+
+
+async def test_worker_killed_while_waiting_for_approval_then_cli_approval_resumes_it(tmp_path, cluster, temporal):
+    from remediator.audit import AuditStore
+    from remediator.slack_emulator import SlackEmulator
+
+    emu, kubeconfig = cluster
+    (tmp_path / "playbooks" / "durability.yaml").write_text(APPROVAL_PLAYBOOK)
+    with SlackEmulator() as slack:
+        slack.add_channel("sre-oncall")
+        slack.add_user("U0BOB", "bob")
+        extra = ["--slack-bot-token", slack.bot_token, "--slack-api-url", slack.url]
+        client = await connect(temporal.address)
+        handle = client.get_workflow_handle(workflow_id_for("deployment/prod/checkout"), result_type=RemediationResult)
+
+        async def waiting():
+            try:
+                return (await handle.query("status", result_type=RemediationStatus)).waiting
+            except Exception:
+                return None
+
+        first = WorkerProcess(tmp_path, temporal.address, kubeconfig, extra)
+        try:
+            assert first.post("firing").status_code == 200
+            await wait_for(waiting, what="the approval request")
+            await wait_for(lambda: _async(len(slack.calls("chat.postMessage")) == 1), what="the Slack message")
+            first.kill()
+        finally:
+            first.stop()
+        assert restart_patches(emu) == []
+        second = WorkerProcess(tmp_path, temporal.address, kubeconfig, extra)
+        try:
+            run_id = AuditStore(tmp_path / "state" / "audit.db").list_runs()[0].run_id
+            cli = subprocess.run(
+                [sys.executable, "-m", "remediator.cli", "approve", run_id[:8], "--as", "U0BOB",
+                 "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )
+            assert cli.returncode == 0, cli.stdout + cli.stderr
+            assert "approved by U0BOB" in cli.stdout
+            refused = subprocess.run(
+                [sys.executable, "-m", "remediator.cli", "reject", run_id[:8], "--as", "U0MALLORY",
+                 "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )
+            assert refused.returncode != 0
+            result = await finish_healed(temporal, second)
+        finally:
+            second.stop()
+        assert result.outcome == "healed", result.reason
+        assert len(restart_patches(emu)) == 1
+        approvals = [c for c in slack.calls("chat.postMessage") if (c.params.get("metadata") or {}).get("event_type") == "remediator_approval_request"]
+        assert len(approvals) == 1
+
+
+async def _async(value):
+    return value
