@@ -263,7 +263,7 @@ class SlackActivities:
     def _require_client(self) -> WebClient:
         if self._client is None:
             raise ApplicationError(
-                "Slack is not configured: set --slack-bot-token (REMEDIATOR_SLACK_BOT_TOKEN)",
+                "Slack is not configured: set --slack-bot-token (SLACK_BOT_TOKEN)",
                 type="SlackNotConfigured", non_retryable=True,
             )
         return self._client

@@ -239,12 +239,13 @@ def reject(
 def demo(
     state_dir: Path = typer.Option(Path(".state/demo"), "--state-dir", help="Where the demo keeps its state (wiped first)."),
     keep_running: bool = typer.Option(False, help="Keep everything running after the demo until Ctrl-C."),
+    auto_approve: Optional[bool] = typer.Option(None, "--auto-approve/--no-auto-approve", help="Run the approval command for you (default: when not attached to a terminal)."),
 ) -> None:
     """Run the local demo: emulated cluster, embedded Temporal, real Prometheus and Alertmanager."""
     from remediator.demo import DemoError, run_demo
 
     try:
-        code = run_demo(state_dir, keep_running=keep_running)
+        code = run_demo(state_dir, keep_running=keep_running, auto_approve=auto_approve)
     except DemoError as err:
         raise fail(str(err))
     raise typer.Exit(code)

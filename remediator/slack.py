@@ -204,7 +204,7 @@ def make_client(settings: Settings, timeout: int = 15) -> WebClient:
     """
     if not settings.slack_bot_token:
         raise SlackNotConfigured(
-            "Slack is not configured: set --slack-bot-token (REMEDIATOR_SLACK_BOT_TOKEN) to a bot token (xoxb-...)"
+            "Slack is not configured: set --slack-bot-token (SLACK_BOT_TOKEN) to a bot token (xoxb-...)"
         )
     return WebClient(
         token=settings.slack_bot_token,

@@ -32,11 +32,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
+
+from remediator.httpserve import LoopbackHTTPServer
 
 # Block Kit limits (docs.slack.dev/reference/block-kit): checked on chat.postMessage/update.
 MAX_BLOCKS = 50
@@ -276,9 +278,7 @@ def _validate_button(e: Any, p: str) -> list[str]:
 # --------------------------------------------------------------------------- emulator
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(LoopbackHTTPServer):
     emulator: SlackEmulator
 
 

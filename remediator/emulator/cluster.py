@@ -14,12 +14,12 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from remediator.httpserve import LoopbackHTTPServer
 from remediator.emulator.controllers import (
     NAMESPACE,
     NODE,
@@ -35,9 +35,7 @@ from remediator.emulator.store import Store, now_iso
 FAULT_TYPES = ("crashloop_image", "crashloop_pods", "stall_rollout", "node_not_ready", "api_error", "clear")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(LoopbackHTTPServer):
     emulator: Emulator
 
 
