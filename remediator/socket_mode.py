@@ -114,7 +114,11 @@ class SocketModeRunner:
             socket.close()
             raise
         self._socket = socket
-        log.info("Slack Socket Mode connected (session %s)", socket.session_id())
+        if socket.is_connected():
+            log.info("Slack Socket Mode connected (session %s)", socket.session_id())
+        else:
+            # slack_sdk logs the cause and its session monitor keeps reconnecting.
+            log.warning("Slack Socket Mode could not connect yet; retrying every %ss", socket.ping_interval)
 
     def stop(self) -> None:
         """Close the connection and stop slack_sdk's threads; decisions in flight still finish

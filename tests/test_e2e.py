@@ -20,11 +20,11 @@ pytestmark = [
 ]
 
 
-def test_demo_heals_the_crashlooping_deployment_from_a_real_alert(tmp_path, capsys):
+def test_demo_heals_the_crashlooping_deployment_and_the_node_with_a_cli_approval(tmp_path, capsys):
     from remediator.demo import run_demo
 
     state = tmp_path / "demo"
-    code = run_demo(state, timeout=240)
+    code = run_demo(state, timeout=240, auto_approve=True)
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
 
@@ -44,5 +44,22 @@ def test_demo_heals_the_crashlooping_deployment_from_a_real_alert(tmp_path, caps
     assert request["method"] == "PATCH" and request["content_type"] == "application/json-patch+json"
     assert any(e.kind == "health" and e.data.get("healthy") for e in events)
     assert all(e.data.get("simulated_cluster") for e in events)
-    # The readable timeline was printed at the end of the demo.
-    assert "audit trail" in out and "rollback" in out
+    # High confidence from the evidence: nobody was asked.
+    assert not any(e.kind == "approval" for e in events)
+    assert [e.data["name"] for e in events if e.kind == "evidence"] == ["recent_rollout", "container_status", "kube_events"]
+
+    # Scenario 2: KubeNodeNotReady, cordon, then the drain waited for a human, approved from the CLI.
+    (node_run,) = store.list_runs(target="node/worker-2")
+    assert node_run.outcome == "healed" and node_run.alertname == "KubeNodeNotReady"
+    events = store.events(node_run.run_id)
+    approvals = [e for e in events if e.kind == "approval"]
+    assert [e.data.get("decision") for e in approvals if "decision" in e.data] == ["approve"]
+    decided = next(e for e in approvals if e.data.get("decision"))
+    assert decided.data["user_id"] == "U0DEMO" and decided.data["via"] == "cli"
+    assert sum(1 for e in approvals if e.data.get("ts")) == 1  # one Slack message for the request
+    kinds = [e.kind for e in events]
+    assert kinds.index("approval") < max(i for i, e in enumerate(events) if e.kind == "mutation" and "drained" in e.message)
+    evictions = [r for e in events if e.kind == "mutation" for r in e.data.get("requests", []) if r["path"].endswith("/eviction")]
+    assert evictions and all(r["method"] == "POST" for r in evictions)
+    # The readable timelines were printed.
+    assert "rollback" in out and "approved by U0DEMO" in out and "both healed" in out

@@ -43,13 +43,11 @@ from remediator.models import (
     ApprovalDecision,
     ApprovalRequest,
     RemediationInput,
-    RemediationResult,
     RemediationStatus,
     TargetRef,
 )
 from remediator.playbook import Playbook, PlaybookRef
 from remediator.runtime import build_activities
-from activities.slack import SlackActivities
 from remediator.slack import SlackThreads, make_client
 from remediator.slack_emulator import SlackEmulator, block_actions_payload, signed_interaction
 from remediator.slack_interactivity import INTERACTIVITY_PATH, MAX_BODY_BYTES, router
@@ -100,20 +98,14 @@ def slack_client(slack):
 
 @pytest.fixture
 async def worker(client, emulator, audit, slack_client, tmp_path):
-    """The real workflow with the real Kubernetes, audit and Slack activities."""
+    """The real workflow with every real activity (Kubernetes, audit, Slack), as the worker runs it."""
     queue = f"test-{uuid.uuid4()}"
-    slack_acts = SlackActivities(slack_client, SlackThreads(tmp_path / "slack.db"))
     with ThreadPoolExecutor(16) as pool:
         async with Worker(
             client,
             task_queue=queue,
             workflows=[RemediationWorkflow],
-            activities=build_activities(emulator.api_client(), None, None, audit) + [
-                slack_acts.post_approval_request,
-                slack_acts.update_approval_message,
-                slack_acts.post_notice,
-                slack_acts.resolve_approvers,
-            ],
+            activities=build_activities(emulator.api_client(), None, None, audit, slack_client, SlackThreads(tmp_path / "slack.db")),
             activity_executor=pool,
         ):
             yield queue
