@@ -5,15 +5,13 @@ from ``remediator.kube.load_api_client`` and the optional Prometheus URL. Before
 mutating step the workflow runs one activity per ``diagnosis`` entry of the playbook,
 concurrently, then ``assess`` once. Activity names:
 
-======================  ===================================================================
-diagnose_recent_rollout   the Deployment's revision and when its ReplicaSet was created
-diagnose_container_status the target's pods' ``containerStatuses`` (waiting and last
-                          termination reasons, exit codes, restart counts)
-diagnose_kube_events      v1 Events of the target and of its pods newer than ``since``
-diagnose_node_conditions  conditions of the target Node, or of the nodes running its pods
-diagnose_promql           a Prometheus instant query compared with a threshold
-assess                    confidence and each step's CEL ``when`` (pure, no I/O)
-======================  ===================================================================
+* ``diagnose_recent_rollout`` - the Deployment's revision and when its ReplicaSet was created;
+* ``diagnose_container_status`` - the target's pods' ``containerStatuses`` (waiting and last
+  termination reasons, exit codes, restart counts);
+* ``diagnose_kube_events`` - v1 Events of the target and of its pods newer than ``since``;
+* ``diagnose_node_conditions`` - conditions of the target Node, or of the nodes running its pods;
+* ``diagnose_promql`` - a Prometheus instant query compared with a threshold;
+* ``assess`` - the confidence and each step's CEL ``when`` (pure, no I/O; ``assess_evidence``).
 
 Every ``diagnose_*`` takes a ``DiagnosisInput`` and returns an ``Evidence`` whose ``signal``
 means what the check's model says (remediator.playbook, e.g. ``ContainerStatusEvidence``).
@@ -84,6 +82,11 @@ def _parse_time(text: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _n(count: int, noun: str) -> str:
+    """``3 pods``, ``1 pod``."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _ago(delta: timedelta) -> str:
@@ -186,7 +189,8 @@ class DiagnosisActivities:
         return json.loads(data) if data else {}
 
     def _read(self, target: TargetRef) -> dict[str, Any]:
-        """The target as the API server sent it; a 404 is a KubePermanentError."""
+        """The target as the API server sent it. Raises the client's ApiException (a 404
+        included), classified by the caller's ``api_errors``."""
         if target.kind == "Node":
             return self._body(self.core.read_node(target.name, _preload_content=False))
         read = {
@@ -342,16 +346,18 @@ class DiagnosisActivities:
                 "exit_codes": dict(exit_codes),
                 "crashing": crashing[:LISTED],
             }
-            what = "containers" if len(crashing) != 1 else "container"
             if not pods:
                 summary = "no pods"
             elif not crashing:
-                summary = f"{len(pods)} pods, no container crashing ({restarts} restarts)"
+                summary = f"{_n(len(pods), 'pod')}, no container crashing ({_n(restarts, 'restart')})"
             else:
                 by_reason = ", ".join(
                     f"{r} {n}" for r, n in Counter(c["reason"] or c["waiting"] or "unknown" for c in crashing).most_common()
                 )
-                summary = f"{len(crashing)} {what} crashing in {len(pods)} pods ({by_reason}; {restarts} restarts)"
+                summary = (
+                    f"{_n(len(crashing), 'container')} crashing in {_n(len(pods), 'pod')} "
+                    f"({by_reason}; {_n(restarts, 'restart')})"
+                )
                 if oom:
                     summary += "; OOMKilled points at a memory limit, not the code"
             return Evidence(name=input.name, check=input.check, signal=signal, value=value, summary=summary)
@@ -429,7 +435,7 @@ class DiagnosisActivities:
             window = format_duration(params.since)
             if counted:
                 top = ", ".join(f"{r} x{n}" for r, n in reasons.most_common(3))
-                summary = f"{len(counted)} {kind}events in the last {window}: {top}"
+                summary = f"{_n(len(counted), kind + 'event')} in the last {window}: {top}"
             else:
                 summary = f"no {kind}events in the last {window}"
             value = {

@@ -124,7 +124,14 @@ class SocketModeRunner:
         """Close the connection and stop slack_sdk's threads; decisions in flight still finish
         on the loop."""
         socket, self._socket = self._socket, None
-        if socket is not None:
+        if socket is None:
+            return
+        try:
+            socket.close()
+        except AttributeError:
+            # slack_sdk 3.x race: when Slack hangs up while we close, its receive thread drops
+            # the socket between close()'s check and its use. A second close() finds no socket
+            # and goes on to stop the client's threads, which the first one did not reach.
             socket.close()
 
     # Called by slack_sdk on one of its worker threads, once per envelope.

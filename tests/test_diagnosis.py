@@ -269,7 +269,7 @@ def test_kube_events_of_a_node(emulator):
     emulator.clear_requests()
     evidence = gather(diagnosis.diagnose_kube_events, WORKER_2, {"type": "any"})
     assert evidence.signal is True and evidence.value["reasons"] == {"NodeNotReady": 1}
-    assert evidence.summary == "1 events in the last 15m: NodeNotReady x1"
+    assert evidence.summary == "1 event in the last 15m: NodeNotReady x1"
     assert [(r.path, r.query.get("fieldSelector")) for r in emulator.requests()] == [
         ("/api/v1/events", "involvedObject.kind=Node,involvedObject.name=worker-2")
     ]
