@@ -147,7 +147,7 @@ def audit_list(
     alertname: Optional[str] = typer.Option(None, help="Only runs started by this alertname."),
     target: Optional[str] = typer.Option(None, help="Only this target, e.g. deployment/prod/checkout."),
     playbook: Optional[str] = typer.Option(None, help="Only this playbook."),
-    outcome: Optional[str] = typer.Option(None, help="healed, not_healed, failed, refused, rolled_back, resolved, running."),
+    outcome: Optional[str] = typer.Option(None, help="healed, not_healed, failed, refused, rolled_back, resolved, needs_human, running."),
     since: Optional[str] = typer.Option(None, help="Started at or after: a duration ago (1h) or an RFC 3339 time."),
     until: Optional[str] = typer.Option(None, help="Started before: a duration ago or an RFC 3339 time."),
     limit: int = typer.Option(50, min=1),
