@@ -168,7 +168,7 @@ def _decide(run: str, decision: str, identity: str, comment: str, temporal_addre
     """Shared body of ``approve`` and ``reject``: the same Update, validator and audit as a Slack click."""
     from temporalio.service import RPCError
 
-    from remediator.approvals import DecisionRefused, submit_decision
+    from remediator.approvals import DecisionRefused, TemporalUnavailable, submit_decision
     from remediator.audit import AuditStore
     from remediator.models import ApprovalDecision, RemediationStatus
     from remediator.temporal import connect
@@ -199,7 +199,7 @@ def _decide(run: str, decision: str, identity: str, comment: str, temporal_addre
         request, result = asyncio.run(go())
     except DecisionRefused as err:
         raise fail(f"refused: {err}", code=3)
-    except (RPCError, RuntimeError, OSError) as err:
+    except (TemporalUnavailable, RPCError, RuntimeError, OSError) as err:
         raise fail(f"cannot reach Temporal at {temporal_address}: {err}")
     console.print(f"step {request.step_index + 1} ({request.step_name}) of {row.target}: {result.message}", highlight=False)
 

@@ -251,6 +251,11 @@ class Engine:
         s = self.settings
         assert self.client is not None
         app = create_app(s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url)
+        if s.slack_signing_secret:
+            from remediator import slack_interactivity
+
+            app.include_router(slack_interactivity.router(s, self.client, self.audit, self.slack_client))
+            log.info("Slack interactivity endpoint: POST /slack/interactivity")
         config = uvicorn.Config(app, host=s.listen_host, port=s.listen_port, log_level="warning", lifespan="off")
         return uvicorn.Server(config)
 
@@ -260,9 +265,18 @@ class Engine:
         log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
         log.info("worker polling task queue %r on %s", self.settings.task_queue, self.temporal_address)
         worker_task = asyncio.create_task(self._worker.run())
+        socket_mode = None
+        if self.settings.slack_app_token:
+            from remediator.socket_mode import SocketModeRunner
+
+            socket_mode = SocketModeRunner(self.settings, self.client, self.audit, self.slack_client, asyncio.get_running_loop())
+            await asyncio.to_thread(socket_mode.start)
+            log.info("Slack Socket Mode connected")
         try:
             await self._server.serve()
         finally:
+            if socket_mode is not None:
+                await asyncio.to_thread(socket_mode.stop)
             await self._worker.shutdown()
             await asyncio.gather(worker_task, return_exceptions=True)
 
