@@ -1,0 +1,140 @@
+"""The command line as a user runs it: real processes, exit codes and the exact messages read.
+
+A user's mistake ends with a message and exit code 2 (1 for ``validate`` finding problems),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from remediator.audit import AuditStore
+from remediator.models import AuditEvent, AuditWriteInput, RunInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "remediator.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120
+    )
+
+
+def no_traceback(p: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_validate_accepts_the_shipped_playbooks():
+    p = run("validate", "playbooks")
+    assert p.returncode == 0 and p.stdout.strip() == "playbooks: ok"
+
+
+def test_validate_prints_file_line_field_and_fails():
+    p = run("validate", "tests/fixtures/playbooks/invalid/bad-duration.yaml")
+    assert p.returncode == 1
+    assert p.stderr.strip() == (
+        "tests/fixtures/playbooks/invalid/bad-duration.yaml:13: steps[0].health.timeout: "
+        "expected a duration such as 30s, 5m or 1h, got 'soon'"
+    )
+
+
+def test_validate_missing_path():
+    p = run("validate", "no/such/dir")
+    assert p.returncode == 2
+    assert "no/such/dir: no such file or directory" in p.stderr
+    no_traceback(p)
+
+
+def test_schema_is_json_schema_for_playbooks():
+    p = run("schema")
+    assert p.returncode == 0
+    schema = json.loads(p.stdout)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert {"match", "target", "steps", "slack", "diagnosis"} <= set(schema["properties"])
+
+
+def worker(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # HOME without ~/.kube/config and no KUBECONFIG: no cluster is configured.
+    base = {"HOME": str(tmp_path), "KUBECONFIG": "", "KUBERNETES_SERVICE_HOST": ""}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "worker.py"), "--state-dir", str(tmp_path / "state"), *args],
+        cwd=ROOT, env={**os.environ, "COLUMNS": "200", **base, **(env or {})}, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_worker_without_a_cluster_refuses_and_says_how_to_run_the_demo(tmp_path):
+    p = worker(tmp_path, "--no-auth")
+    assert p.returncode == 2
+    assert "refusing to start" in p.stderr
+    assert "make demo" in p.stderr and "--simulate" in p.stderr
+    no_traceback(p)
+    assert not (tmp_path / "state" / "temporal.db").exists()  # refused before starting Temporal
+
+
+def test_worker_refuses_an_invalid_playbook_and_names_it(tmp_path):
+    bad = tmp_path / "playbooks"
+    bad.mkdir()
+    (bad / "broken.yaml").write_text((ROOT / "tests/fixtures/playbooks/invalid/bad-duration.yaml").read_text())
+    p = worker(tmp_path, "--no-auth", "--simulate", "--playbook-dir", str(bad))
+    assert p.returncode == 2
+    assert f"{bad / 'broken.yaml'}:13: steps[0].health.timeout" in p.stderr
+    no_traceback(p)
+
+
+def test_worker_requires_credentials_unless_told_otherwise(tmp_path):
+    p = worker(tmp_path)
+    assert p.returncode == 2
+    assert "the intake needs credentials" in p.stderr
+    no_traceback(p)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = AuditStore(tmp_path / "audit.db")
+    t0 = datetime(2026, 11, 21, 5, 0, tzinfo=timezone.utc)
+    for run_id, alertname, outcome in (("aaaa1111-run", "KubePodCrashLooping", "healed"), ("bbbb2222-run", "KubeNodeNotReady", "needs_human")):
+        s.write(
+            AuditWriteInput(
+                run_id=run_id,
+                run=RunInfo(
+                    run_id=run_id, workflow_id=f"remediation/x/{run_id}", alertname=alertname, namespace="prod",
+                    target="deployment/prod/checkout", playbook="p", playbook_path="playbooks/p.yaml",
+                    playbook_sha256="ab" * 32, simulate=False, started_at=t0, outcome=outcome, ended_at=t0,
+                ),
+                events=[AuditEvent(key="00001-outcome", at=t0, kind="outcome", message=f"{outcome}: because", data={"outcome": outcome})],
+            )
+        )
+    return tmp_path
+
+
+def test_audit_list_filters_and_show_prints_the_timeline(store):
+    p = run("audit", "list", "--outcome", "needs_human", "--state-dir", str(store))
+    assert p.returncode == 0
+    assert "bbbb2222" in p.stdout and "aaaa1111" not in p.stdout
+    p = run("audit", "show", "aaaa", "--state-dir", str(store))
+    assert p.returncode == 0 and "healed: because" in p.stdout
+    p = run("audit", "show", "aaaa", "-o", "json", "--state-dir", str(store))
+    assert json.loads(p.stdout)["run"]["outcome"] == "healed"
+    p = run("audit", "show", "zzzz", "--state-dir", str(store))
+    assert p.returncode == 2 and "no audited run matches 'zzzz'" in p.stderr
+    no_traceback(p)
+
+
+def test_audit_without_a_state_dir_says_where_it_looked(tmp_path):
+    p = run("audit", "list", "--state-dir", str(tmp_path / "nothing"))
+    assert p.returncode == 2 and "no audit trail at" in p.stderr
+    no_traceback(p)
+
+
+def test_approve_an_unknown_run(store):
+    p = run("approve", "zzzz", "--as", "U1", "--state-dir", str(store))
+    assert p.returncode == 2 and "no audited run matches 'zzzz'" in p.stderr
+    no_traceback(p)
