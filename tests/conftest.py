@@ -8,6 +8,8 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from remediator.audit import AuditStore
+from remediator.emulator import Emulator
 from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
 
 
@@ -29,3 +31,20 @@ async def temporal_env():
 @pytest.fixture
 def client(temporal_env):
     return temporal_env.client
+
+
+@pytest.fixture
+def emulator():
+    """The Kubernetes API emulator on loopback, seeded with the demo workload (remediator.emulator)."""
+    emu = Emulator().start()
+    emu.seed_demo()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def audit(tmp_path):
+    """An empty audit store in the test's temporary directory."""
+    return AuditStore(tmp_path / "audit.db")

@@ -41,16 +41,6 @@ MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 
 
 @pytest.fixture
-def emulator():
-    emu = Emulator().start()
-    emu.seed_demo()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
 def kubectl_emulator(tmp_path):
     """A second emulator seeded like ``emulator``, and a function running kubectl against it."""
     emu = Emulator().start()

@@ -23,7 +23,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from remediator.audit import AuditStore
 from remediator.emulator import Emulator
 from remediator.models import (
     AlertRef,
@@ -51,16 +50,6 @@ SLACK = {
 
 
 @pytest.fixture
-def emulator():
-    emu = Emulator().start()
-    emu.seed_demo()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
 def slack():
     with SlackEmulator() as s:
         s.add_channel("sre-oncall")
@@ -68,11 +57,6 @@ def slack():
             s.add_user(uid, name)
         s.add_usergroup("S0ONCALL", "oncall", ["U0ALICE"])
         yield s
-
-
-@pytest.fixture
-def audit(tmp_path):
-    return AuditStore(tmp_path / "audit.db")
 
 
 def activities(emulator, audit, slack, tmp_path, prometheus_url=None):

@@ -48,16 +48,6 @@ def _missing_prometheus() -> str | None:
 NO_PROMETHEUS = _missing_prometheus()
 
 
-@pytest.fixture
-def emulator():
-    emu = Emulator().start()
-    emu.seed_demo()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
 def gather(fn, target: TargetRef = CHECKOUT, params: dict | None = None, name: str | None = None) -> Evidence:
     check = fn.__name__.removeprefix("diagnose_")
     return ActivityEnvironment().run(

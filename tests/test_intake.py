@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import json
 import socket
@@ -23,7 +22,8 @@ from typing import Any, AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
+
+from tests.support import serve
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -86,28 +86,6 @@ class StandInRemediation:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextlib.asynccontextmanager
-async def serve(app) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
-    # proto IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
-    # says TCP; without it each response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def payload(namespace: str, *, alerts: list[dict[str, Any]] | None = None, **fields: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ What reached the run is read from the workflow itself: its ``status`` query and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import time
@@ -24,7 +23,8 @@ from typing import Any, AsyncIterator, Callable
 
 import httpx
 import pytest
-import uvicorn
+
+from tests.support import serve
 from slack_sdk import WebClient
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -32,9 +32,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from remediator.approvals import BadButtonValue, DecisionRefused, parse_button_value, submit_decision
-from remediator.audit import AuditStore
 from remediator.config import Settings
-from remediator.emulator import Emulator
 from remediator.intake import create_app
 from remediator.loader import load_directory
 from remediator.models import (
@@ -65,16 +63,6 @@ CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 
 
 @pytest.fixture
-def emulator():
-    emu = Emulator().start()
-    emu.seed_demo()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
 def slack():
     emu = SlackEmulator(signing_secret=SECRET, bot_token=BOT_TOKEN).start()
     emu.add_user(ALICE, "alice")
@@ -84,11 +72,6 @@ def slack():
         yield emu
     finally:
         emu.stop()
-
-
-@pytest.fixture
-def audit(tmp_path):
-    return AuditStore(tmp_path / "audit.db")
 
 
 @pytest.fixture
@@ -119,26 +102,6 @@ def settings(slack: SlackEmulator, **extra: Any) -> Settings:
         slack_api_url=slack.url,
         **extra,
     )
-
-
-@contextlib.asynccontextmanager
-async def serve(app) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 PLAYBOOK_YAML = """\

@@ -26,14 +26,12 @@ from remediator.slack_emulator import block_actions_payload
 from remediator.socket_mode import SocketModeRunner
 
 # Shared with the HTTP endpoint's tests: the same run, worker, Slack emulator and assertions.
-from test_slack_interactivity import (  # noqa: F401 - fixtures are used by name
+from tests.test_slack_interactivity import (  # noqa: F401 - fixtures are used by name
     ALICE,
     BOT_TOKEN,
     MALLORY,
     accepted_decisions,
     assert_untouched,
-    audit,
-    emulator,
     slack,
     slack_client,
     until,

@@ -14,30 +14,14 @@ from datetime import datetime, timezone
 import pytest
 from temporalio.worker import Worker
 
-from remediator.audit import AuditStore
 from remediator.emulator import Emulator
-from remediator.models import AlertRef, AlertSignal, RemediationInput, RemediationResult, RemediationStatus, TargetRef
+from remediator.models import AlertRef, AlertSignal, RemediationInput, RemediationStatus, TargetRef
 from remediator.playbook import Playbook, PlaybookRef
 from remediator.runtime import build_activities
 from remediator.temporal import workflow_id_for
 from workflows.remediation import RemediationWorkflow
 
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
-
-
-@pytest.fixture
-def emulator():
-    emu = Emulator().start()
-    emu.seed_demo()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
-def audit(tmp_path):
-    return AuditStore(tmp_path / "audit.db")
 
 
 @pytest.fixture
