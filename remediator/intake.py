@@ -133,6 +133,36 @@ class _Outcome:
         }
 
 
+class BodyRefused(Exception):
+    """A request body refused before parsing: ``status`` 400 (bad Content-Length) or 413."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read a request body of at most ``limit`` bytes, checking Content-Length first and counting
+    while streaming (chunked bodies too), so an oversized body is never held in memory.
+
+    Raises:
+        BodyRefused: 400 for a malformed Content-Length, 413 over ``limit``.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise BodyRefused(400, f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise BodyRefused(413, f"body of {int(declared)} bytes is over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyRefused(413, f"body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     metrics.INTAKE_REQUESTS.labels(code=str(status)).inc()
     return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -390,17 +420,10 @@ def create_app(
         if not _is_json(content_type):
             return _error(415, f"Content-Type must be application/json, got {content_type or 'none'}")
 
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                return _error(400, f"invalid Content-Length {declared!r}")
-            if int(declared) > MAX_BODY_BYTES:
-                return _error(413, f"body of {int(declared)} bytes is over the limit of {MAX_BODY_BYTES} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return _error(413, f"body is over the limit of {MAX_BODY_BYTES} bytes")
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyRefused as err:
+            return _error(err.status, err.message)
 
         try:
             data = json.loads(body)

@@ -25,7 +25,6 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import kubernetes.client
@@ -34,6 +33,8 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from temporalio.exceptions import ApplicationError
+
+from remediator.errors import ClassifiedError
 
 SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 SERVICE_TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -53,35 +54,8 @@ class KubeConfigError(Exception):
     """No usable kubeconfig or in-cluster configuration; the message says what was tried."""
 
 
-class KubeError(Exception):
-    """Base of the classified API errors. ``type_name`` is the ApplicationError type."""
-
-    non_retryable: bool = True
-
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-
-    @property
-    def type_name(self) -> str:
-        return type(self).__name__
-
-    def to_application_error(self) -> ApplicationError:
-        """The ``ApplicationError`` that fails the activity (``type`` = class name).
-
-        The caller raises it ``from`` the original exception so the cause is kept.
-        """
-        delay = timedelta(seconds=self.retry_after) if self.retry_after else None
-        details = [{"status": self.status}] if self.status is not None else []
-        return ApplicationError(
-            self.message,
-            *details,
-            type=self.type_name,
-            non_retryable=self.non_retryable,
-            next_retry_delay=delay,
-        )
+class KubeError(ClassifiedError):
+    """Base of the classified Kubernetes API errors. ``type_name`` is the ApplicationError type."""
 
 
 class KubePermanentError(KubeError):

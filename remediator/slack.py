@@ -24,7 +24,7 @@ import json
 import re
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.error import URLError
@@ -35,7 +35,8 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
-from temporalio.exceptions import ApplicationError
+
+from remediator.errors import ClassifiedError
 
 if TYPE_CHECKING:
     from remediator.config import Settings
@@ -87,33 +88,17 @@ class SlackNotConfigured(Exception):
     """No bot token was configured; the message says which setting to set."""
 
 
-class SlackError(Exception):
-    """Base of the classified Slack errors. ``error``: Slack's code (``channel_not_found``)."""
-
-    non_retryable: bool = True
+class SlackError(ClassifiedError):
+    """Base of the classified Slack errors. ``error``: Slack's code (``channel_not_found``);
+    the ApplicationError's details are ``{"error", "status"}``."""
 
     def __init__(self, message: str, *, error: str | None = None, status: int | None = None,
                  retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, status=status, retry_after=retry_after)
         self.error = error
-        self.status = status
-        self.retry_after = retry_after
 
-    @property
-    def type_name(self) -> str:
-        return type(self).__name__
-
-    def to_application_error(self) -> ApplicationError:
-        """The ``ApplicationError`` that fails the activity (``type`` = class name, details
-        ``{"error", "status"}``, ``next_retry_delay`` = Retry-After when Slack gave one)."""
-        return ApplicationError(
-            self.message,
-            {"error": self.error, "status": self.status},
-            type=self.type_name,
-            non_retryable=self.non_retryable,
-            next_retry_delay=timedelta(seconds=self.retry_after) if self.retry_after else None,
-        )
+    def details(self) -> list[Any]:
+        return [{"error": self.error, "status": self.status}]
 
 
 class SlackPermanentError(SlackError):

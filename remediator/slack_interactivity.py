@@ -52,6 +52,7 @@ from temporalio.client import Client
 from remediator.approvals import BadButtonValue, DecisionRefused, TemporalUnavailable, parse_button_value, submit_decision
 from remediator.audit import AuditStore
 from remediator.config import ConfigError, Settings
+from remediator.intake import BodyRefused, read_body
 from remediator.models import ApprovalDecision, DecisionResult
 from remediator.slack import APPROVE_ACTION_ID, REJECT_ACTION_ID
 
@@ -312,21 +313,14 @@ def router(settings: Settings, client: Client, audit: AuditStore | None, slack_c
     @api.post(INTERACTIVITY_PATH)
     async def interactivity(request: Request) -> Response:
         received = asyncio.get_running_loop().time()
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                return _error(400, f"invalid Content-Length {declared!r}")
-            if int(declared) > MAX_BODY_BYTES:
-                return _error(413, f"body of {int(declared)} bytes is over the limit of {MAX_BODY_BYTES} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return _error(413, f"body is over the limit of {MAX_BODY_BYTES} bytes")
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyRefused as err:
+            return _error(err.status, err.message)
 
         refused = check_signature(
             verifier,
-            bytes(body),
+            body,
             request.headers.get("x-slack-request-timestamp"),
             request.headers.get("x-slack-signature"),
         )
@@ -335,7 +329,7 @@ def router(settings: Settings, client: Client, audit: AuditStore | None, slack_c
             return _error(401, refused)
 
         try:
-            payload = parse_form_payload(bytes(body))
+            payload = parse_form_payload(body)
         except ValueError as err:
             return _error(400, str(err))
 
