@@ -38,7 +38,8 @@ from remediator.loader import load_directory
 from remediator.models import AlertSignal, AuditEvent, AuditWriteInput, RemediationInput
 from remediator.temporal import SA_OUTCOME, SA_PLAYBOOK, SA_TARGET, workflow_id_for
 
-FIXTURE = Path("/work/shared/fixtures/alertmanager/firing-single.json")
+# A payload a real Alertmanager sent (copied from shared/fixtures/alertmanager).
+FIXTURE = Path(__file__).parent / "fixtures" / "alertmanager" / "firing-single.json"
 TOKEN = "s3cret-token"
 BASIC = "alertmanager:pa55:word"
 

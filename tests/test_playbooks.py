@@ -36,8 +36,8 @@ PLAYBOOKS = ROOT / "playbooks"
 FIXTURES = ROOT / "tests" / "fixtures" / "playbooks"
 INVALID = FIXTURES / "invalid"
 RULES = ROOT / "deploy" / "prometheus" / "kube-prometheus-rules.yml"
-# shared/ sits beside the checkout, here and in CI
-FIRING_SINGLE = ROOT.parent / "shared" / "fixtures" / "alertmanager" / "firing-single.json"
+# A payload a real Alertmanager sent (copied from shared/fixtures/alertmanager).
+FIRING_SINGLE = Path(__file__).parent / "fixtures" / "alertmanager" / "firing-single.json"
 
 
 def alert_from(message: dict, index: int = 0) -> AlertRef:
