@@ -201,7 +201,7 @@ def _decide(run: str, decision: str, identity: str, comment: str, temporal_addre
         raise fail(f"refused: {err}", code=3)
     except (TemporalUnavailable, RPCError, RuntimeError, OSError) as err:
         raise fail(f"cannot reach Temporal at {temporal_address}: {err}")
-    console.print(f"step {request.step_index + 1} ({request.step_name}) of {row.target}: {result.message}", highlight=False)
+    console.print(f"step {request.step_index + 1} ({request.step_name}) of {row.target}: {result.message}", highlight=False, soft_wrap=True)
 
 
 TEMPORAL_ADDRESS = typer.Option("127.0.0.1:7233", "--temporal-address", envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal (the worker's).")

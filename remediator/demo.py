@@ -14,11 +14,12 @@ Scenario 1, high confidence: a bad release of ``checkout`` crash-loops; Promethe
 KubePodCrashLooping, the playbook's evidence says the Deployment changed minutes ago, so it
 rolls back without asking; the alert resolves.
 
-Scenario 2, a human decides: node ``worker-2`` goes NotReady; KubeNodeNotReady fires; the
-playbook cordons it and asks for approval before draining. The demo shows the Slack message
-and the ``remediator approve`` command; run it yourself (``--approve-as`` tells whom), or let
-the demo run it when it is not attached to a terminal. Then the drain runs, the node's kubelet
-comes back, the alert resolves.
+Scenario 2, low confidence, a human decides: a bad release of ``prod/cart`` is OOMKilled.
+The evidence (rolled out recently, but the containers run out of memory, which undoing the
+code may not fix) gives a confidence below the playbook's threshold, so the rollback waits for
+approval. The demo shows the Slack message and the ``remediator approve`` command; run it
+yourself, or let the demo run it when it is not attached to a terminal (``--auto-approve``).
+Then the rollback runs and the alert resolves.
 
 Each run's audit timeline is printed at the end of its scenario.
 """
@@ -40,7 +41,8 @@ console = Console()
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "kube-prometheus-rules.yml"
 BAD_IMAGE = "registry.example/checkout:1.5.0"
-NODE = "worker-2"
+CART_GOOD = "registry.example/cart:2.3.0"
+CART_OOM = "registry.example/cart:2.4.0"
 APPROVER = "U0DEMO"
 
 
@@ -126,20 +128,22 @@ async def _demo(state_dir: Path, keep_running: bool, timeout: float, auto_approv
         console.rule("scenario 1: a bad release (high confidence, no human needed)")
         console.print(f"prod/checkout runs {container['image']} (revision {revision}); shipping {BAD_IMAGE}, which crash-loops", highlight=False)
         emu.fault_crashloop_image(BAD_IMAGE)
-        _set_image(engine, container["name"])
+        _set_image(engine, "checkout", container["name"], BAD_IMAGE)
         console.print("Prometheus fires KubePodCrashLooping, Alertmanager delivers it, the workflow remediates:")
         first = await _follow(engine, "remediation/deployment/prod/checkout", timeout)
         _timeline(engine, "deployment/prod/checkout", state_dir)
 
         # ---------------------------------------------------------------- scenario 2
-        console.rule(f"scenario 2: node {NODE} goes NotReady (draining needs a human)")
-        emu.fault_node_not_ready(NODE)
-        console.print(f"the kubelet on {NODE} stopped reporting; KubeNodeNotReady will fire", highlight=False)
+        console.rule("scenario 2: a release that runs out of memory (low confidence, a human decides)")
+        _create_cart(emu)
+        console.print(f"prod/cart runs {CART_GOOD}; shipping {CART_OOM}, whose containers are OOMKilled", highlight=False)
+        emu.fault_crashloop_image(CART_OOM, reason="OOMKilled")
+        _set_image(engine, "cart", "cart", CART_OOM)
         second = await _follow(
-            engine, f"remediation/node/{NODE}", timeout,
-            on_waiting=lambda status: _ask_human(status, slack, settings, state_dir, engine, auto_approve, emu),
+            engine, "remediation/deployment/prod/cart", timeout,
+            on_waiting=lambda status: _ask_human(status, slack, state_dir, engine, auto_approve),
         )
-        _timeline(engine, f"node/{NODE}", state_dir)
+        _timeline(engine, "deployment/prod/cart", state_dir)
 
         healed = first == "healed" and second == "healed"
         console.rule("[green]both healed[/]" if healed else f"[red]scenario 1: {first}, scenario 2: {second}[/]")
@@ -156,17 +160,38 @@ async def _demo(state_dir: Path, keep_running: bool, timeout: float, auto_approv
         slack.stop()
 
 
-def _set_image(engine, container: str) -> None:
-    """Ship the bad release as ``kubectl set image`` would: a strategic-merge patch of the template."""
+def _set_image(engine, name: str, container: str, image: str) -> None:
+    """Ship a release as ``kubectl set image`` would: a strategic-merge patch of the pod template."""
     from kubernetes import client
 
     apps = client.AppsV1Api(engine.emulator.api_client())
     apps.patch_namespaced_deployment(
-        "checkout", "prod", {"spec": {"template": {"spec": {"containers": [{"name": container, "image": BAD_IMAGE}]}}}}
+        name, "prod", {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
     )
 
 
-async def _ask_human(status, slack, settings: Settings, state_dir: Path, engine, auto_approve: bool, emu) -> None:
+def _create_cart(emu) -> None:
+    """A second Deployment, prod/cart, healthy at its first revision."""
+    labels = {"app": "cart"}
+    emu.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "cart", "namespace": "prod", "labels": labels},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "cart", "image": CART_GOOD, "resources": {"limits": {"memory": "256Mi"}}}]},
+                },
+            },
+        }
+    )
+    emu.wait_until(lambda e: (e.get("Deployment", "cart", "prod").get("status") or {}).get("availableReplicas") == 2, timeout=30)
+
+
+async def _ask_human(status, slack, state_dir: Path, engine, auto_approve: bool) -> None:
     """Show the Slack approval request and the CLI fallback; run it when nobody is at the terminal."""
     request = status.waiting
     for _ in range(50):
@@ -174,7 +199,7 @@ async def _ask_human(status, slack, settings: Settings, state_dir: Path, engine,
             break
         await asyncio.sleep(0.1)
     posted = [m for m in slack.messages("sre-oncall") if (m.get("metadata") or {}).get("event_type") == "remediator_approval_request"]
-    console.print(f"\n[bold]Slack #sre-oncall[/] (emulated) — the approval request, as the on-call sees it:")
+    console.print("\n[bold]Slack #sre-oncall[/] (emulated) — the approval request, as the on-call sees it:")
     for line in _message_lines(posted[-1] if posted else {}):
         console.print("  │ " + line, highlight=False, markup=False)
     command = [
@@ -226,7 +251,6 @@ async def _follow(engine, workflow_id: str, timeout: float, on_waiting=None) -> 
     shown: set[str] = set()
     status: RemediationStatus | None = None
     asked = False
-    repaired = False
     with console.status("waiting for the alert (Prometheus evaluates, Alertmanager groups)...") as spinner:
         while time.monotonic() < deadline:
             try:
@@ -255,10 +279,6 @@ async def _follow(engine, workflow_id: str, timeout: float, on_waiting=None) -> 
                 spinner.update("waiting for the approval...")
             if status.phase == "verifying":
                 spinner.update("steps done; waiting for the alert to resolve (verification window)...")
-                if workflow_id.startswith("remediation/node/") and not repaired:
-                    repaired = True
-                    console.print(f"  (the node's kubelet is back: {NODE} reports Ready again)", highlight=False)
-                    engine.emulator.clear_faults()
             if status.outcome != "running":
                 console.print(f"  outcome: {status.outcome}: {status.reason}", highlight=False, markup=False)
                 return status.outcome

@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-def test_demo_heals_the_crashlooping_deployment_and_the_node_with_a_cli_approval(tmp_path, capsys):
+def test_demo_heals_both_releases_the_low_confidence_one_after_a_cli_approval(tmp_path, capsys):
     from remediator.demo import run_demo
 
     state = tmp_path / "demo"
@@ -48,18 +48,19 @@ def test_demo_heals_the_crashlooping_deployment_and_the_node_with_a_cli_approval
     assert not any(e.kind == "approval" for e in events)
     assert [e.data["name"] for e in events if e.kind == "evidence"] == ["recent_rollout", "container_status", "kube_events"]
 
-    # Scenario 2: KubeNodeNotReady, cordon, then the drain waited for a human, approved from the CLI.
-    (node_run,) = store.list_runs(target="node/worker-2")
-    assert node_run.outcome == "healed" and node_run.alertname == "KubeNodeNotReady"
-    events = store.events(node_run.run_id)
+    # Scenario 2: an OOMKilled release of prod/cart; low confidence, the rollback waited for a
+    # human and was approved from the CLI.
+    (cart,) = store.list_runs(target="deployment/prod/cart")
+    assert cart.outcome == "healed" and cart.alertname == "KubePodCrashLooping"
+    events = store.events(cart.run_id)
+    confidence = next(e for e in events if e.kind == "decision" and "confidence" in e.data)
+    assert confidence.data["confidence"] == pytest.approx(0.6)
     approvals = [e for e in events if e.kind == "approval"]
-    assert [e.data.get("decision") for e in approvals if "decision" in e.data] == ["approve"]
-    decided = next(e for e in approvals if e.data.get("decision"))
-    assert decided.data["user_id"] == "U0DEMO" and decided.data["via"] == "cli"
+    decided = [e for e in approvals if e.data.get("decision")]
+    assert [(e.data["decision"], e.data["user_id"], e.data["via"]) for e in decided] == [("approve", "U0DEMO", "cli")]
     assert sum(1 for e in approvals if e.data.get("ts")) == 1  # one Slack message for the request
-    kinds = [e.kind for e in events]
-    assert kinds.index("approval") < max(i for i, e in enumerate(events) if e.kind == "mutation" and "drained" in e.message)
-    evictions = [r for e in events if e.kind == "mutation" for r in e.data.get("requests", []) if r["path"].endswith("/eviction")]
-    assert evictions and all(r["method"] == "POST" for r in evictions)
+    first_mutation = next(i for i, e in enumerate(events) if e.kind == "mutation")
+    assert events.index(decided[0]) < first_mutation  # nothing changed before the approval
     # The readable timelines were printed.
     assert "rollback" in out and "approved by U0DEMO" in out and "both healed" in out
+    assert "confidence 0.60 is below 0.70" in out

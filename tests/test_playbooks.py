@@ -167,12 +167,12 @@ def test_crashlooping_chooses_between_rollback_and_restart_on_evidence():
     ]
     assert playbook.diagnosis[0].recent_rollout.within.total_seconds() == 1800
     assert playbook.diagnosis[2].kube_events.type == "Warning"
-    assert playbook.confidence.weights == {"recent_rollout": 0.5, "container_status": 0.3, "kube_events": 0.2}
+    assert playbook.confidence.weights == {"recent_rollout": 0.4, "container_status": 0.4, "kube_events": 0.2}
     first, second = playbook.steps
     assert first.rollback is not None and first.when == "evidence.recent_rollout.signal"
     assert second.rollout_restart is not None and second.when == "!evidence.recent_rollout.signal"
     # a rollback on weak evidence asks a person; a restart never does
-    assert first.approval.below == 0.6 and second.approval == "never"
+    assert first.approval.below == 0.7 and second.approval == "never"
     assert first.health.check == second.health.check == "rollout_status"
     slack = playbook.slack
     assert (slack.channel, slack.approvers.usergroups, slack.oncall_usergroup) == ("#sre-oncall", ["S0ONCALL"], "S0ONCALL")
