@@ -4,18 +4,24 @@ Started by the intake with signal-with-start on the workflow ID ``remediation/<t
 (remediator.temporal.workflow_id_for), so at most one remediation runs per target: later
 alerts for the same target arrive as ``alert`` signals and are attached to this run.
 
-The run, in order (every decision goes to the audit trail through the ``audit_write``
+The run, in order (every decision goes to the audit trail through the ``audit_write`` local
 activity, with deterministic event keys so retries write nothing twice):
 
 1. record the run and its first alert(s); read the target once (``describe_target``);
-2. for each step: evaluate ``when``, record the intent, run the action (a mutating
-   activity that does what kubectl does), record the exact change, then poll the step's
-   health check until it passes, fails for good or times out; retry the step up to
-   ``retries`` times; on failure ``stop``, ``continue`` or ``rollback`` (run the undo actions
-   of this run's changes, newest first);
-3. verify: wait up to the playbook's ``verification_window`` for every attached alert to
+2. diagnose: gather the playbook's evidence concurrently (``diagnose_<check>`` activities),
+   then ``assess`` turns it into a confidence and evaluates the steps' CEL conditions;
+3. for each step: evaluate ``when``; apply its approval policy — when approval is needed,
+   post one Slack message (``post_approval_request``) and wait durably for the ``decide``
+   Update (its validator refuses unauthorised users, stale requests and second decisions),
+   escalating at ``approval_timeout`` and giving up (``needs_human``) at
+   ``approval_deadline``; record the intent, run the action (a mutating activity that does
+   what kubectl does), record the exact change, then poll the step's health check until it
+   passes, fails for good or times out; retry the step up to ``retries`` times; on failure
+   ``stop``, ``continue`` or ``rollback`` (run the undo actions of this run's changes,
+   newest first) and post a Slack notice;
+4. verify: wait up to the playbook's ``verification_window`` for every attached alert to
    resolve (resolved notification, or the Alertmanager API) -> ``healed`` / ``not_healed``;
-4. cool down: stay alive for the playbook's ``cooldown`` so further alerts for the target
+5. cool down: stay alive for the playbook's ``cooldown`` so further alerts for the target
    are recorded and start nothing, then return.
 
 Deterministic: only ``workflow.now()``, timers, activities and signals; no I/O.
@@ -33,6 +39,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from remediator.durations import format_duration as fmt
+    from remediator.kube import NON_RETRYABLE_ERROR_TYPES
     from remediator.models import (
         AlertRef,
         AlertSignal,
@@ -42,32 +50,36 @@ with workflow.unsafe.imports_passed_through():
         ApprovalRequest,
         AssessInput,
         Assessment,
-        DecisionResult,
-        DiagnosisInput,
-        Evidence,
-        Notice,
-        NoticeResult,
-        ResolveApproversInput,
-        ResolveApproversResult,
         AuditEvent,
         AuditWriteInput,
+        DecisionResult,
         DescribeTargetInput,
+        DiagnosisInput,
+        Evidence,
         HealthInput,
         HealthResult,
         MutationInput,
         MutationResult,
+        Notice,
+        NoticeResult,
         RemediationInput,
         RemediationResult,
         RemediationStatus,
+        ResolveApproversInput,
+        ResolveApproversResult,
         RunInfo,
         StepRecord,
         TargetState,
         UndoAction,
     )
-    from remediator.durations import format_duration as fmt
-    from remediator.kube import NON_RETRYABLE_ERROR_TYPES
     from remediator.playbook import ApprovalBelow, Step
-    from remediator.temporal import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
+    from remediator.temporal import (
+        SA_ALERTNAME,
+        SA_NAMESPACE,
+        SA_OUTCOME,
+        SA_PLAYBOOK,
+        SA_TARGET,
+    )
 
 # Error types an activity raises that retrying cannot fix (remediator.kube).
 NON_RETRYABLE = list(NON_RETRYABLE_ERROR_TYPES)

@@ -566,8 +566,8 @@ class Handler(BaseHTTPRequestHandler):
                     parse_error = bad_request("the server could not parse the request body as JSON")
                 elif method in ("POST", "PUT", "PATCH"):
                     parse_error = unsupported_media_type() if method == "PATCH" else ApiError(
-                        415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
-                        f"media types include: application/json, application/yaml")
+                        415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                        "media types include: application/json, application/yaml")
         if path.startswith("/_emulator/") or path == "/metrics":
             self._admin(emu, method, path, query, body)
             return
