@@ -457,13 +457,17 @@ class AuditStore:
     # ------------------------------------------------------------------ reads
 
     def handled_by(self, dedup_key: str) -> str | None:
-        """The run ID that first recorded this alert firing (``fingerprint@startsAt``), or None.
+        """The run ID that took this alert firing (``fingerprint@startsAt``) to remediate, or None.
 
-        An indexed lookup on ``alert`` events; called by the intake for every alert.
+        A firing that a run only recorded during its cooldown (disposition ``cooldown``) was not
+        remediated, so it does not count: once the cooldown is over, the same firing may start
+        a remediation. An indexed lookup on ``alert`` events; called by the intake for every alert.
         """
         with self._lock:
             row = self._conn.execute(
-                "SELECT run_id FROM events WHERE dedup_key = ? ORDER BY seq LIMIT 1", (dedup_key,)
+                "SELECT run_id FROM events WHERE dedup_key = ?"
+                " AND coalesce(json_extract(data, '$.disposition'), '') != 'cooldown' ORDER BY seq LIMIT 1",
+                (dedup_key,),
             ).fetchone()
         return row[0] if row else None
 

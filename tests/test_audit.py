@@ -351,6 +351,25 @@ def test_handled_by_uses_dedup_key_index(store):
     assert "USING INDEX events_dedup_key" in " ".join(r[-1] for r in plan)
 
 
+def test_a_firing_only_recorded_during_cooldown_is_not_handled(store):
+    """Suppressed by a run's cooldown is not remediated: after the cooldown it may start one."""
+    alert = alert_ref()
+    store.write(
+        AuditWriteInput(
+            run_id="run-a",
+            events=[
+                AuditEvent(
+                    key="00007-alert", at=T0, kind="alert", message="recorded, no new remediation: cooling down",
+                    data={"dedup_key": alert.dedup_key, "status": "firing", "disposition": "cooldown"},
+                )
+            ],
+        )
+    )
+    assert store.handled_by(alert.dedup_key) is None
+    store.write(AuditWriteInput(run_id="run-b", events=start_events(alert, T0 + timedelta(hours=1))))
+    assert store.handled_by(alert.dedup_key) == "run-b"
+
+
 def test_record_intake_and_query(store):
     a = alert_ref("aaaa", "HighErrorRate")
     b = alert_ref("bbbb", "KubePodCrashLooping")
