@@ -263,6 +263,18 @@ def _log() -> Any:
 # --------------------------------------------------------------------------- activities
 
 
+def _unchanged(message: str, resource_version: str, state: dict[str, Any]) -> MutationResult:
+    """The object already is as wanted: nothing was sent, state before equals after."""
+    return MutationResult(
+        changed=False,
+        message=message,
+        resource_version_before=resource_version,
+        resource_version_after=resource_version,
+        state_before=state,
+        state_after=state,
+    )
+
+
 class KubeActivities:
     """The Kubernetes activities, sharing one ApiClient.
 
@@ -450,14 +462,7 @@ class KubeActivities:
             before = {"restartedAt": annotations.get(RESTARTED_AT), "generation": obj["metadata"].get("generation")}
             rv = str(obj["metadata"].get("resourceVersion", ""))
             if annotations.get(RESTARTED_AT) == value:
-                return MutationResult(
-                    changed=False,
-                    message=f"{target.key} already restarted at {value}",
-                    resource_version_before=rv,
-                    resource_version_after=rv,
-                    state_before=before,
-                    state_after=before,
-                )
+                return _unchanged(f"{target.key} already restarted at {value}", rv, before)
             body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: value}}}}}
             request, after_obj = self._patch(target, body, STRATEGIC_MERGE_PATCH)
             after = {"restartedAt": value, "generation": after_obj.get("metadata", {}).get("generation")}
@@ -605,14 +610,7 @@ class KubeActivities:
                 )
             rs_template = (rs.get("spec") or {}).get("template") or {}
             if equal_ignore_hash(rs_template, template):
-                return MutationResult(
-                    changed=False,
-                    message=f"skipped rollback (current template already matches revision {revision})",
-                    resource_version_before=rv,
-                    resource_version_after=rv,
-                    state_before=before,
-                    state_after=before,
-                )
+                return _unchanged(f"skipped rollback (current template already matches revision {revision})", rv, before)
             new_template = copy.deepcopy(rs_template)
             labels = (new_template.get("metadata") or {}).get("labels")
             if labels is not None:
@@ -727,14 +725,7 @@ class KubeActivities:
         before = {"unschedulable": current}
         verb = "cordoned" if desired else "uncordoned"
         if current == desired:
-            return MutationResult(
-                changed=False,
-                message=f"node/{target.name} already {verb}",
-                resource_version_before=rv,
-                resource_version_after=rv,
-                state_before=before,
-                state_after=before,
-            )
+            return _unchanged(f"node/{target.name} already {verb}", rv, before)
         body = {"spec": {"unschedulable": True if desired else None}}
         request, after = self._patch(target, body, STRATEGIC_MERGE_PATCH)
         return MutationResult(

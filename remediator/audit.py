@@ -555,29 +555,45 @@ class AuditStore:
                 " json_extract(e.data, '$.labels.alertname'))))"
             )
             args += [alertname, alertname]
-        for column, value in (
-            ("target", target),
-            ("playbook", playbook),
-            ("outcome", outcome),
-            ("namespace", namespace),
-        ):
+        rows = self._select(
+            "runs", where, args,
+            {"target": target, "playbook": playbook, "outcome": outcome, "namespace": namespace},
+            "started_at", since, until, "started_at DESC, rowid DESC", limit,
+        )
+        return [_run_row(r) for r in rows]
+
+    def _select(
+        self,
+        table: str,
+        where: list[str],
+        args: list[Any],
+        equal: dict[str, Any],
+        time_column: str,
+        since: datetime | None,
+        until: datetime | None,
+        order: str,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        """``SELECT *`` from ``table`` with ``where`` plus ``column = value`` for each non-None
+        value of ``equal``, ``since <= time_column < until``, newest first, at most ``limit``."""
+        where, args = list(where), list(args)
+        for column, value in equal.items():
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
         if since is not None:
-            where.append("started_at >= ?")
+            where.append(f"{time_column} >= ?")
             args.append(format_time(since))
         if until is not None:
-            where.append("started_at < ?")
+            where.append(f"{time_column} < ?")
             args.append(format_time(until))
-        sql = "SELECT * FROM runs"
+        sql = f"SELECT * FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        sql += f" ORDER BY {order} LIMIT ?"
         args.append(max(0, limit))
         with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
-        return [_run_row(r) for r in rows]
+            return self._conn.execute(sql, args).fetchall()
 
     def intake_records(
         self,
@@ -589,27 +605,9 @@ class AuditStore:
     ) -> list[IntakeRow]:
         """Intake records, newest first, filtered like ``list_runs``; ``since``/``until``
         bound ``at``."""
-        where: list[str] = []
-        args: list[Any] = []
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind)
-        if alertname is not None:
-            where.append("alertname = ?")
-            args.append(alertname)
-        if since is not None:
-            where.append("at >= ?")
-            args.append(format_time(since))
-        if until is not None:
-            where.append("at < ?")
-            args.append(format_time(until))
-        sql = "SELECT * FROM intake"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY at DESC, seq DESC LIMIT ?"
-        args.append(max(0, limit))
-        with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
+        rows = self._select(
+            "intake", [], [], {"kind": kind, "alertname": alertname}, "at", since, until, "at DESC, seq DESC", limit
+        )
         return [
             IntakeRow(
                 seq=r["seq"],

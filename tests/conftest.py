@@ -3,11 +3,15 @@ download) and a Kubernetes API emulator per test, both on loopback."""
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from remediator import procs
 from remediator.audit import AuditStore
 from remediator.emulator import Emulator
 from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
@@ -48,3 +52,31 @@ def emulator():
 def audit(tmp_path):
     """An empty audit store in the test's temporary directory."""
     return AuditStore(tmp_path / "audit.db")
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    """A real Prometheus (Debian's) scraping one seeded emulator's /metrics every second,
+    with data in; skipped with the install hint when the binary is missing."""
+    try:
+        procs.prometheus_binary()
+    except procs.BinaryNotFoundError as exc:
+        pytest.skip(str(exc))
+    emu = Emulator().start()
+    emu.seed_demo()
+    prom = procs.start_prometheus(
+        tmp_path_factory.mktemp("prom"), scrape_targets={"kube-state-metrics": f"127.0.0.1:{emu.port}"}
+    )
+    try:
+        query = 'kube_deployment_status_replicas_available{deployment="checkout"}'
+        for _ in range(120):
+            answer = httpx.get(f"{prom.url}/api/v1/query", params={"query": query}, timeout=5).json()
+            if answer["data"]["result"]:
+                break
+            time.sleep(0.25)
+        else:
+            pytest.fail(f"Prometheus never scraped the emulator:\n{prom.log_tail()}")
+        yield prom
+    finally:
+        prom.stop()
+        emu.stop()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import textwrap
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.diagnosis import DiagnosisActivities, assess_evidence
-from remediator import cel, procs
+from remediator import cel
 from remediator.emulator import Emulator
 from remediator.loader import PlaybookError, load_playbook, render
 from remediator.models import AlertRef, AssessInput, DiagnosisInput, Evidence, TargetRef
@@ -37,15 +36,6 @@ READY_DEADLINE = 30.0
 """Seconds: upper bound of set-up waits that normally end in about a second."""
 
 
-def _missing_prometheus() -> str | None:
-    try:
-        procs.prometheus_binary()
-    except procs.BinaryNotFoundError as exc:
-        return str(exc)
-    return None
-
-
-NO_PROMETHEUS = _missing_prometheus()
 
 
 def gather(fn, target: TargetRef = CHECKOUT, params: dict | None = None, name: str | None = None) -> Evidence:
@@ -321,31 +311,6 @@ def test_node_conditions_without_scheduled_pods(emulator):
 
 
 # --------------------------------------------------------------------------- promql
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory):
-    """A real Prometheus scraping one emulator's /metrics every second, with data in."""
-    if NO_PROMETHEUS:
-        pytest.skip(NO_PROMETHEUS)
-    emu = Emulator().start()
-    emu.seed_demo()
-    prom = procs.start_prometheus(
-        tmp_path_factory.mktemp("prom"), scrape_targets={"kube-state-metrics": f"127.0.0.1:{emu.port}"}
-    )
-    try:
-        query = 'kube_deployment_status_replicas_available{deployment="checkout"}'
-        for _ in range(int(READY_DEADLINE * 4)):
-            answer = httpx.get(f"{prom.url}/api/v1/query", params={"query": query}, timeout=5).json()
-            if answer["data"]["result"]:
-                break
-            time.sleep(0.25)
-        else:
-            pytest.fail(f"Prometheus never scraped the emulator:\n{prom.log_tail()}")
-        yield prom
-    finally:
-        prom.stop()
-        emu.stop()
 
 
 PROMQL_PLAYBOOK = """

@@ -44,7 +44,6 @@ def _missing(find) -> str | None:
     return None
 
 
-NO_PROMETHEUS = _missing(procs.prometheus_binary)
 NO_ALERTMANAGER = _missing(procs.alertmanager_binary)
 
 
@@ -156,30 +155,6 @@ def test_node_ready(emulator):
 
 
 # --------------------------------------------------------------------------- PromQL
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory):
-    """A real Prometheus scraping one emulator's /metrics every second, with data in."""
-    if NO_PROMETHEUS:
-        pytest.skip(NO_PROMETHEUS)
-    emu = Emulator().start()
-    emu.seed_demo()
-    workdir = tmp_path_factory.mktemp("prom")
-    prom = procs.start_prometheus(workdir, scrape_targets={"kube-state-metrics": f"127.0.0.1:{emu.port}"})
-    try:
-        query = 'kube_deployment_status_replicas_available{deployment="checkout"}'
-        for _ in range(int(READY_DEADLINE * 4)):
-            answer = httpx.get(f"{prom.url}/api/v1/query", params={"query": query}, timeout=5).json()
-            if answer["data"]["result"]:
-                break
-            time.sleep(0.25)
-        else:
-            pytest.fail(f"Prometheus never scraped the emulator:\n{prom.log_tail()}")
-        yield prom
-    finally:
-        prom.stop()
-        emu.stop()
 
 
 @pytest.mark.e2e
