@@ -1,16 +1,17 @@
 """The ``audit_write`` activity: the workflow's only way to write the audit trail.
 
 Registered by worker.py with the process's one ``AuditStore``; runs on the worker's thread pool
-(SQLite is a blocking client). Called by workflows/remediation.py with events whose keys are
-deterministic, so Temporal's retries of this activity never write an event twice.
+(SQLite is a blocking client). Called by workflows/remediation.py as a regular activity: the
+events it carries are its input, recorded in the workflow's history when it is scheduled, so
+every retry (after a crash, a timeout, a lost completion) writes exactly the same thing, and
+the store keeps the first write of each key.
 """
 
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from remediator.audit import AuditEventInvalid, AuditKeyConflict, AuditStore
+from remediator.audit import AuditStore
 from remediator.models import AuditWriteInput
 
 
@@ -24,13 +25,8 @@ class AuditActivities:
     def audit_write(self, inp: AuditWriteInput) -> None:
         """Append ``inp.events`` and upsert ``inp.run`` (``AuditStore.write``), idempotently.
 
-        Raises:
-            ApplicationError: non-retryable, type ``AuditEventInvalid`` (an event that cannot be
-                recorded as given) or ``AuditKeyConflict`` (a key reused for a different event);
-                retrying would give the same answer. SQLite errors such as a busy database are
-                left as they are, so Temporal retries them.
+        Every error is left retryable (a locked or full disk, an unreadable file, even an event
+        the store refuses): the workflow's policy retries without limit, so the run waits for
+        the audit trail rather than failing, and never acts before its intent is recorded.
         """
-        try:
-            self._store.write(inp)
-        except (AuditEventInvalid, AuditKeyConflict) as e:
-            raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from e
+        self._store.write(inp)

@@ -14,11 +14,15 @@ drain              ``kubectl drain`` with evictions (pkg/drain/drain.go, filters
 delete_pod         ``kubectl delete pod`` with a UID precondition
 =================  ==========================================================================
 
-Every action reads the object first, refuses what kubectl refuses (``SafetyRefusal``),
-sends nothing when the object is already in the desired state (``changed=False``) and
-records every mutating request exactly as sent. Retries of one activity (same
-``request_id``) never apply a relative change twice: what an attempt decided is
-heartbeated before it is sent and reused by the next attempt.
+Every change is planned before it is sent: ``plan_mutation`` reads the object, refuses what
+kubectl refuses (``SafetyRefusal``) and fixes the concrete change (``MutationPlan``: absolute
+replicas, the rollback's revision and patch, the pod UID...); the workflow records the plan
+in its history and in the audit trail, then runs the action's activity with it. That
+activity re-reads the object and sends the planned request only when the object still shows
+the planned starting point: an object that already shows the change was changed by an
+earlier attempt whose completion was lost (``already_applied``, nothing sent again), and one
+that shows neither is refused. So a retried scale or rollback never applies twice, whenever
+the worker died. Every mutating request is recorded exactly as sent.
 
 Reads use the typed APIs with ``_preload_content=False`` so the object is seen exactly as
 the API server sent it (no field dropped by model conversion); patches choose their type
@@ -28,6 +32,7 @@ with ``_content_type=``. All API errors go through ``remediator.kube.api_errors`
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -51,6 +56,8 @@ from remediator.models import (
     DescribeTargetInput,
     KubeRequest,
     MutationInput,
+    MutationPlan,
+    MutationPlanInput,
     MutationResult,
     TargetRef,
     TargetState,
@@ -232,16 +239,6 @@ def _check_kind(action: str, target: TargetRef) -> None:
         )
 
 
-def _previous_attempt(request_id: str) -> dict[str, Any] | None:
-    """What an earlier attempt of this activity heartbeated before sending, if anything."""
-    if not activity.in_activity():
-        return None
-    for detail in activity.info().heartbeat_details or ():
-        if isinstance(detail, dict) and detail.get("request_id") == request_id:
-            return detail
-    return None
-
-
 def _heartbeat(detail: Any) -> None:
     if activity.in_activity():
         activity.heartbeat(detail)
@@ -263,16 +260,37 @@ def _log() -> Any:
 # --------------------------------------------------------------------------- activities
 
 
-def _unchanged(message: str, resource_version: str, state: dict[str, Any]) -> MutationResult:
-    """The object already is as wanted: nothing was sent, state before equals after."""
-    return MutationResult(
-        changed=False,
-        message=message,
-        resource_version_before=resource_version,
-        resource_version_after=resource_version,
-        state_before=state,
-        state_after=state,
-    )
+def _cordon_body(desired: bool) -> dict[str, Any]:
+    """kubectl's cordon/uncordon patch: ``true``, or ``null`` to delete the omitempty field."""
+    return {"spec": {"unschedulable": True if desired else None}}
+
+
+def _restarted_at(spec: dict[str, Any]) -> str | None:
+    return (((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
+
+
+def _refuse_paused_restart(target: TargetRef, spec: dict[str, Any]) -> None:
+    if target.kind == "Deployment" and spec.get("paused"):
+        raise SafetyRefusal("can't restart paused deployment (run rollout resume first)")
+
+
+def _refuse_paused_rollback(deployment: dict[str, Any]) -> None:
+    if (deployment.get("spec") or {}).get("paused"):
+        raise SafetyRefusal(
+            "you cannot rollback a paused deployment; resume it first with "
+            "'kubectl rollout resume' and try again"
+        )
+
+
+def template_sha256(template: dict[str, Any]) -> str:
+    """sha256 of a pod template as kubectl's rollback compares templates (``equalIgnoreHash``):
+    without the ``pod-template-hash`` label, nil and empty alike. Hex digest."""
+    t = copy.deepcopy(template)
+    labels = (t.get("metadata") or {}).get("labels")
+    if labels:
+        labels.pop(POD_TEMPLATE_HASH, None)
+    text = json.dumps(_semantic(t), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class KubeActivities:
@@ -434,6 +452,81 @@ class KubeActivities:
                 owned.append(rs)
         return owned
 
+    # ------------------------------------------------------------------ plan
+
+    @activity.defn
+    def plan_mutation(self, input: MutationPlanInput) -> MutationPlan:
+        """Decide the concrete change of one action from one read of the target; sends nothing.
+
+        The workflow calls this before every mutating activity; the plan is recorded in its
+        history and in the audit trail, then handed to the action's activity, which applies
+        exactly that change (see ``MutationPlan``): an absolute replica count, the revision and
+        the very JSON patch of a rollback, the ``restartedAt`` value, the pod UID, whether the
+        node was already cordoned. kubectl's refusals are raised here, before anything is sent.
+
+        Raises:
+            ApplicationError: ``SafetyRefusal`` with kubectl's refusals (paused rollout, no
+                rollout history, pods a drain would refuse...); ``KubePermanentError`` for an
+                unknown action, a kind the action does not act on, or invalid params; API
+                errors as classified.
+        """
+        target = input.target
+        with api_errors(f"plan {input.action} {target.key}"):
+            planner = self._planners().get(input.action)
+            if planner is None:
+                raise KubePermanentError(f"unknown action {input.action!r}; known: {', '.join(sorted(self._planners()))}")
+            _check_kind(input.action, target)
+            return planner(input)
+
+    def _planners(self) -> dict[str, Callable[[MutationPlanInput], MutationPlan]]:
+        return {
+            "rollout_restart": self._plan_rollout_restart,
+            "scale": self._plan_scale,
+            "rollback": self._plan_rollback,
+            "cordon": lambda i: self._plan_cordon(i, True),
+            "uncordon": lambda i: self._plan_cordon(i, False),
+            "drain": self._plan_drain,
+            "delete_pod": self._plan_delete_pod,
+        }
+
+    def _apply(self, action: str, input: MutationInput, apply: Callable[[MutationPlan], MutationResult]) -> MutationResult:
+        """Apply ``input.plan``; a run started before plans existed sends params instead, and
+        gets a plan made here first."""
+        target = input.target
+        with api_errors(f"{action} {target.key}"):
+            _check_kind(action, target)
+            plan = input.plan
+            if plan is None:
+                now = input.now or datetime.now(timezone.utc)
+                plan = self._planners()[action](MutationPlanInput(target=target, action=action, params=input.params, now=now))
+            if plan.action != action or plan.target != target:
+                raise KubePermanentError(f"{action} {target.key} was given a plan for {plan.action} {plan.target.key}")
+            if plan.noop:
+                return MutationResult(
+                    changed=False,
+                    message=plan.message,
+                    resource_version_before=plan.resource_version,
+                    resource_version_after=plan.resource_version,
+                    state_before=plan.state_before,
+                    state_after=plan.state_before,
+                )
+            return apply(plan)
+
+    @staticmethod
+    def _already(plan: MutationPlan, resource_version: str, state_after: dict[str, Any], message: str) -> MutationResult:
+        """The target already shows the planned change: an earlier attempt of this activity
+        applied it (its completion was lost to a crash or a timeout). Nothing is sent again."""
+        return MutationResult(
+            changed=True,
+            already_applied=True,
+            message=f"{message} (found applied by an earlier attempt; nothing sent again)",
+            resource_version_before=plan.resource_version,
+            resource_version_after=resource_version,
+            state_before=plan.state_before,
+            state_after=state_after,
+            undo=plan.undo,
+        )
+
     # ------------------------------------------------------------------ rollout_restart
 
     @activity.defn
@@ -442,110 +535,177 @@ class KubeActivities:
 
         Strategic-merge patch
         ``{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":T}}}}}``
-        with T = ``input.now`` in RFC 3339 (kubectl stamps ``time.Now()``; the workflow's time
-        makes a retried attempt send the same change). Nothing is sent when the template
-        already carries T. No undo: a restart cannot be taken back.
+        with T from the plan (the workflow's time in RFC 3339; kubectl stamps ``time.Now()``).
+        Nothing is sent when the template already carries T. No undo: a restart cannot be
+        taken back.
 
         Raises:
             ApplicationError: ``SafetyRefusal`` "can't restart paused deployment (run rollout
                 resume first)" (kubectl objectrestarter.go); API errors as classified.
         """
+        return self._apply("rollout_restart", input, self._apply_rollout_restart)
+
+    def _plan_rollout_restart(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        with api_errors(f"rollout_restart {target.key}"):
-            _check_kind("rollout_restart", target)
-            obj = self._get(target)
-            spec = obj.get("spec") or {}
-            if target.kind == "Deployment" and spec.get("paused"):
-                raise SafetyRefusal("can't restart paused deployment (run rollout resume first)")
-            value = rfc3339(input.now)
-            annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
-            before = {"restartedAt": annotations.get(RESTARTED_AT), "generation": obj["metadata"].get("generation")}
-            rv = str(obj["metadata"].get("resourceVersion", ""))
-            if annotations.get(RESTARTED_AT) == value:
-                return _unchanged(f"{target.key} already restarted at {value}", rv, before)
-            body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: value}}}}}
-            request, after_obj = self._patch(target, body, STRATEGIC_MERGE_PATCH)
-            after = {"restartedAt": value, "generation": after_obj.get("metadata", {}).get("generation")}
-            return MutationResult(
-                changed=True,
-                message=f"{target.kind.lower()}.apps/{target.name} restarted",
-                requests=[request],
-                resource_version_before=rv,
-                resource_version_after=str(after_obj.get("metadata", {}).get("resourceVersion", "")),
-                state_before=before,
-                state_after=after,
-            )
+        obj = self._get(target)
+        spec = obj.get("spec") or {}
+        _refuse_paused_restart(target, spec)
+        value = rfc3339(input.now)
+        current = _restarted_at(spec)
+        rv = str(obj["metadata"].get("resourceVersion", ""))
+        before = {"restartedAt": current, "generation": obj["metadata"].get("generation")}
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: value}}}}}
+        return MutationPlan(
+            action="rollout_restart",
+            target=target,
+            params=input.params,
+            noop=current == value,
+            message=(
+                f"{target.key} already restarted at {value}"
+                if current == value
+                else f"restart every pod of {target.key}: {RESTARTED_AT}={value} on its pod template (kubectl rollout restart)"
+            ),
+            change={"restartedAt": value},
+            precondition={"restartedAt": current},
+            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=body)],
+            resource_version=rv,
+            state_before=before,
+        )
+
+    def _apply_rollout_restart(self, plan: MutationPlan) -> MutationResult:
+        target = plan.target
+        obj = self._get(target)
+        spec = obj.get("spec") or {}
+        value = plan.change["restartedAt"]
+        rv = str(obj["metadata"].get("resourceVersion", ""))
+        if _restarted_at(spec) == value:
+            state = {"restartedAt": value, "generation": obj["metadata"].get("generation")}
+            return self._already(plan, rv, state, f"{target.key} already restarted at {value}")
+        _refuse_paused_restart(target, spec)
+        request, after = self._patch(target, plan.requests[0].body, STRATEGIC_MERGE_PATCH)
+        return MutationResult(
+            changed=True,
+            message=f"{target.kind.lower()}.apps/{target.name} restarted",
+            requests=[request],
+            resource_version_before=rv,
+            resource_version_after=str(after.get("metadata", {}).get("resourceVersion", "")),
+            state_before=plan.state_before,
+            state_after={"restartedAt": value, "generation": after.get("metadata", {}).get("generation")},
+        )
 
     # ------------------------------------------------------------------ scale
 
     @activity.defn
     def scale(self, input: MutationInput) -> MutationResult:
-        """``kubectl scale`` through the scale subresource, bounded by min/max replicas.
+        """``kubectl scale --current-replicas=FROM --replicas=TO`` through the scale subresource.
 
-        ``params`` (ScaleParams): ``replicas`` (absolute) or ``delta`` (relative to the
-        current ``spec.replicas``), clamped into [``min_replicas``, ``max_replicas``]; the
-        message says when it clamped. Sends ``PATCH .../scale`` with the merge patch
-        ``{"spec":{"replicas":N}}`` as kubectl's scaler does (pkg/scale/scale.go
-        ``ScaleSimple`` without preconditions). Nothing is sent when already at N. A retried
-        attempt reuses the N and previous replicas heartbeated by the first, so a delta is
-        never applied twice. Undo: scale back to the previous replicas.
+        The plan reads ``spec.replicas`` (FROM) and fixes TO: ``replicas`` (absolute) or
+        ``delta`` (relative to FROM), clamped into [``min_replicas``, ``max_replicas``] (the
+        message says when it clamped). Applying it does what kubectl's scaler does with a
+        precondition (pkg/scale/scale.go ``ScaleSimple``): ``GET .../scale``, check that
+        ``spec.replicas`` is still FROM, ``PUT .../scale`` with that Scale object (its
+        ``resourceVersion`` makes the write conditional) and ``spec.replicas`` = TO. A retry
+        that finds TO already set sends nothing, so a delta is never applied twice. Undo:
+        scale back to FROM.
 
         Raises:
-            ApplicationError: ``KubePermanentError`` for bad params or kinds; API errors.
+            ApplicationError: ``SafetyRefusal`` "Expected replicas to be FROM, was N" (kubectl's
+                ``PreconditionError``) when something else changed the replicas since the plan;
+                ``KubePermanentError`` for bad params or kinds; API errors as classified (409 on
+                a concurrent write is retried and re-checked).
         """
+        return self._apply("scale", input, self._apply_scale)
+
+    def _plan_scale(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        with api_errors(f"scale {target.key}"):
-            _check_kind("scale", target)
-            params = _params(ScaleParams, input.params, "scale")
-            obj = self._get(target)
-            rv = str(obj["metadata"].get("resourceVersion", ""))
-            current = int((obj.get("spec") or {}).get("replicas", 1))
-            earlier = _previous_attempt(input.request_id)
-            if earlier and earlier.get("action") == "scale":
-                desired, previous, note = int(earlier["replicas"]), int(earlier["previous"]), earlier.get("note", "")
-            else:
-                if params.replicas is not None:
-                    wanted = _as_int(params.replicas, "replicas")
-                else:
-                    wanted = current + _as_int(params.delta, "delta")
-                desired = min(max(wanted, params.min_replicas), params.max_replicas)
-                previous = current
-                note = ""
-                if desired != wanted:
-                    bound = "max_replicas" if wanted > params.max_replicas else "min_replicas"
-                    note = f" (clamped from {wanted} to {bound} {desired})"
-            undo = UndoAction(
+        params = _params(ScaleParams, input.params, "scale")
+        scale = self._get_scale(target)
+        rv = str(scale["metadata"].get("resourceVersion", ""))
+        current = int((scale.get("spec") or {}).get("replicas", 0))
+        wanted = _as_int(params.replicas, "replicas") if params.replicas is not None else current + _as_int(params.delta, "delta")
+        desired = min(max(wanted, params.min_replicas), params.max_replicas)
+        note = ""
+        if desired != wanted:
+            bound = "max_replicas" if wanted > params.max_replicas else "min_replicas"
+            note = f" (clamped from {wanted} to {bound} {desired})"
+        body = copy.deepcopy(scale)
+        body.setdefault("spec", {})["replicas"] = desired
+        return MutationPlan(
+            action="scale",
+            target=target,
+            params=input.params,
+            noop=current == desired,
+            message=(
+                f"{target.key} already at {desired} replicas{note}"
+                if current == desired
+                else f"scale {target.key} from {current} to {desired} replicas{note} "
+                f"(kubectl scale --current-replicas={current} --replicas={desired})"
+            ),
+            change={"replicas": desired},
+            precondition={"replicas": current},
+            requests=[KubeRequest(method="PUT", path=self._path(target, "scale"), body=body)],
+            resource_version=rv,
+            state_before={"replicas": current},
+            undo=UndoAction(
                 action="scale",
-                params={"replicas": previous, "min_replicas": previous, "max_replicas": max(previous, 1)},
-                description=f"scale {target.key} back to {previous} replicas",
+                params={"replicas": current, "min_replicas": current, "max_replicas": max(current, 1)},
+                description=f"scale {target.key} back to {current} replicas",
+            ),
+        )
+
+    def _apply_scale(self, plan: MutationPlan) -> MutationResult:
+        target = plan.target
+        desired, expected = int(plan.change["replicas"]), int(plan.precondition["replicas"])
+        scale = self._get_scale(target)
+        rv = str(scale["metadata"].get("resourceVersion", ""))
+        actual = int((scale.get("spec") or {}).get("replicas", 0))
+        if actual == desired:
+            return self._already(plan, rv, {"replicas": actual}, f"{target.key} already at {desired} replicas")
+        if actual != expected:
+            raise SafetyRefusal(
+                f"scale {target.key}: Expected replicas to be {expected}, was {actual}: the replicas changed "
+                f"since the plan to scale to {desired}; nothing sent"
             )
-            before = {"replicas": current}
-            if current == desired:
-                changed_earlier = bool(earlier) and previous != desired
-                return MutationResult(
-                    changed=changed_earlier,
-                    message=f"{target.key} already at {desired} replicas{note}",
-                    resource_version_before=rv,
-                    resource_version_after=rv,
-                    state_before={"replicas": previous},
-                    state_after={"replicas": desired},
-                    undo=undo if changed_earlier else None,
-                )
-            _heartbeat(
-                {"request_id": input.request_id, "action": "scale", "replicas": desired, "previous": previous, "note": note}
+        scale.setdefault("spec", {})["replicas"] = desired
+        request, updated = self._put_scale(target, scale)
+        return MutationResult(
+            changed=True,
+            message=f"{target.kind.lower()}.apps/{target.name} scaled from {expected} to {desired}",
+            requests=[request],
+            resource_version_before=rv,
+            resource_version_after=str(updated.get("metadata", {}).get("resourceVersion", "")),
+            state_before=plan.state_before,
+            state_after={"replicas": (updated.get("spec") or {}).get("replicas", desired)},
+            undo=plan.undo,
+        )
+
+    def _get_scale(self, target: TargetRef) -> dict[str, Any]:
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment_scale,
+            "StatefulSet": self.apps.read_namespaced_stateful_set_scale,
+        }[target.kind]
+        return self._call(f"GET {target.key}/scale", read, target.name, target.namespace)
+
+    def _put_scale(self, target: TargetRef, scale: dict[str, Any]) -> tuple[KubeRequest, dict[str, Any]]:
+        # Like kubectl's scale client, no Content-Type header (the API server reads JSON). Sent
+        # through the ApiClient's own request path: the typed replace_*_scale methods validate
+        # the body into a V1Scale model and re-encode it, which would not be the Scale as read.
+        path = self._path(target, "scale")
+        request = KubeRequest(method="PUT", path=path, body=scale)
+        _log().info("PUT %s %s", path, json.dumps(scale))
+        with api_errors(f"PUT {target.key}/scale"):
+            params = self.api_client.param_serialize(
+                method="PUT",
+                resource_path=path,
+                query_params=[("fieldManager", FIELD_MANAGER)],
+                header_params={"Accept": JSON},
+                body=scale,
+                auth_settings=["BearerToken"],
             )
-            body = {"spec": {"replicas": desired}}
-            request, scale_obj = self._patch(target, body, MERGE_PATCH, sub="scale")
-            return MutationResult(
-                changed=True,
-                message=f"{target.kind.lower()}.apps/{target.name} scaled from {current} to {desired}{note}",
-                requests=[request],
-                resource_version_before=rv,
-                resource_version_after=str(scale_obj.get("metadata", {}).get("resourceVersion", "")),
-                state_before=before,
-                state_after={"replicas": (scale_obj.get("spec") or {}).get("replicas", desired)},
-                undo=undo,
-            )
+            response = self.api_client.call_api(*params)
+            response.read()
+            updated = self.api_client.response_deserialize(response, {"200": "object", "201": "object"}).data
+        return request, updated if isinstance(updated, dict) else {}
 
     # ------------------------------------------------------------------ rollback
 
@@ -553,116 +713,111 @@ class KubeActivities:
     def rollback(self, input: MutationInput) -> MutationResult:
         """``kubectl rollout undo`` for a Deployment (kubectl rollback.go ``DeploymentRollbacker``).
 
-        Lists the ReplicaSets the Deployment controls, picks ``to_revision`` (0: the second
-        highest revision, i.e. the previous one), then sends kubectl's JSON patch: replace
-        ``/spec/template`` with that ReplicaSet's template minus the ``pod-template-hash``
-        label, and replace ``/metadata/annotations`` with the Deployment's own
-        revision-bookkeeping annotations plus the ReplicaSet's other annotations.
+        The plan lists the ReplicaSets the Deployment controls, picks ``to_revision`` (0: the
+        second highest revision, i.e. the previous one) and builds kubectl's JSON patch:
+        replace ``/spec/template`` with that ReplicaSet's template minus the
+        ``pod-template-hash`` label, and replace ``/metadata/annotations`` with the
+        Deployment's own revision-bookkeeping annotations plus the ReplicaSet's other
+        annotations. It is a no-op ("skipped rollback (current template already matches
+        revision N)") when the template already matches.
 
-        Skips (``changed=False``, "skipped rollback (current template already matches
-        revision N)") when the template already matches. A retried attempt reuses the
-        revision chosen by the first (heartbeated), because after a successful rollback
-        "previous" would name the bad revision again. Undo: roll back to the revision that
-        was current before.
+        Applying it re-reads the Deployment: a template that already equals the planned one
+        means an earlier attempt rolled back (nothing is sent; "previous" would now name the
+        bad revision again, which is why the revision is fixed in the plan); a template and
+        revision still as planned get the patch; anything else is refused. Undo: roll back to
+        the revision that was current before.
 
         Raises:
             ApplicationError: ``SafetyRefusal`` with kubectl's messages: 'no rollout history
                 found for deployment "x"', "unable to find specified revision N in history",
                 "you cannot rollback a paused deployment; resume it first with 'kubectl rollout
-                resume' and try again" (kubectl 1.32's wording); API errors as classified.
+                resume' and try again" (kubectl 1.32's wording), or when the Deployment changed
+                since the plan; API errors as classified.
         """
+        return self._apply("rollback", input, self._apply_rollback)
+
+    def _plan_rollback(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        with api_errors(f"rollback {target.key}"):
-            _check_kind("rollback", target)
-            params = _params(RollbackParams, input.params, "rollback")
-            deployment = self._get(target)
-            meta = deployment["metadata"]
-            rv = str(meta.get("resourceVersion", ""))
-            current_revision = _revision_of(deployment)
-            template = (deployment.get("spec") or {}).get("template") or {}
-            before = {"revision": current_revision}
-
-            earlier = _previous_attempt(input.request_id)
-            if earlier and earlier.get("action") == "rollback":
-                # An earlier attempt chose and maybe sent this patch: finish its decision.
-                patch = earlier["patch"]
-                revision = int(earlier["revision"])
-                undo = UndoAction(**earlier["undo"]) if earlier.get("undo") else None
-                if equal_ignore_hash(patch[0]["value"], template):
-                    return MutationResult(
-                        changed=True,
-                        message=f"rolled back to revision {revision} (by an earlier attempt)",
-                        requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=JSON_PATCH, body=patch)],
-                        resource_version_before=rv,
-                        resource_version_after=rv,
-                        state_before={"revision": earlier.get("previous_revision")},
-                        state_after=before,
-                        undo=undo,
-                    )
-                return self._send_rollback(input, deployment, patch, revision, earlier.get("previous_revision"), undo)
-
-            rs = self._revision_replica_set(target, deployment, params.to_revision)
-            revision = _revision_of(rs)
-            if (deployment.get("spec") or {}).get("paused"):
-                raise SafetyRefusal(
-                    "you cannot rollback a paused deployment; resume it first with "
-                    "'kubectl rollout resume' and try again"
-                )
-            rs_template = (rs.get("spec") or {}).get("template") or {}
-            if equal_ignore_hash(rs_template, template):
-                return _unchanged(f"skipped rollback (current template already matches revision {revision})", rv, before)
-            new_template = copy.deepcopy(rs_template)
-            labels = (new_template.get("metadata") or {}).get("labels")
-            if labels is not None:
-                labels.pop(POD_TEMPLATE_HASH, None)
-                if not labels:
-                    del new_template["metadata"]["labels"]
-            annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k in ANNOTATIONS_TO_SKIP}
-            for k, v in ((rs.get("metadata") or {}).get("annotations") or {}).items():
-                if k not in ANNOTATIONS_TO_SKIP:
-                    annotations[k] = v
-            patch = [
-                {"op": "replace", "path": "/spec/template", "value": _go_encoded_template(new_template)},
-                {"op": "replace", "path": "/metadata/annotations", "value": dict(sorted(annotations.items()))},
-            ]
-            undo = None
-            if current_revision is not None:
-                undo = UndoAction(
-                    action="rollback",
-                    params={"to_revision": current_revision},
-                    description=f"roll {target.key} back to revision {current_revision}",
-                )
-            _heartbeat(
-                {
-                    "request_id": input.request_id,
-                    "action": "rollback",
-                    "revision": revision,
-                    "previous_revision": current_revision,
-                    "patch": patch,
-                    "undo": undo.model_dump() if undo else None,
-                }
+        params = _params(RollbackParams, input.params, "rollback")
+        deployment = self._get(target)
+        meta = deployment["metadata"]
+        rv = str(meta.get("resourceVersion", ""))
+        current_revision = _revision_of(deployment)
+        template = (deployment.get("spec") or {}).get("template") or {}
+        rs = self._revision_replica_set(target, deployment, params.to_revision)
+        revision = _revision_of(rs)
+        _refuse_paused_rollback(deployment)
+        rs_template = (rs.get("spec") or {}).get("template") or {}
+        precondition = {"revision": current_revision, "template_sha256": template_sha256(template)}
+        before = {"revision": current_revision}
+        if equal_ignore_hash(rs_template, template):
+            return MutationPlan(
+                action="rollback", target=target, params=input.params, noop=True,
+                message=f"skipped rollback (current template already matches revision {revision})",
+                change={"revision": revision}, precondition=precondition, resource_version=rv, state_before=before,
             )
-            return self._send_rollback(input, deployment, patch, revision, current_revision, undo)
+        new_template = copy.deepcopy(rs_template)
+        labels = (new_template.get("metadata") or {}).get("labels")
+        if labels is not None:
+            labels.pop(POD_TEMPLATE_HASH, None)
+            if not labels:
+                del new_template["metadata"]["labels"]
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k in ANNOTATIONS_TO_SKIP}
+        for k, v in ((rs.get("metadata") or {}).get("annotations") or {}).items():
+            if k not in ANNOTATIONS_TO_SKIP:
+                annotations[k] = v
+        patch = [
+            {"op": "replace", "path": "/spec/template", "value": _go_encoded_template(new_template)},
+            {"op": "replace", "path": "/metadata/annotations", "value": dict(sorted(annotations.items()))},
+        ]
+        undo = None
+        if current_revision is not None:
+            undo = UndoAction(
+                action="rollback",
+                params={"to_revision": current_revision},
+                description=f"roll {target.key} back to revision {current_revision}",
+            )
+        flag = f" --to-revision={params.to_revision}" if params.to_revision else ""
+        return MutationPlan(
+            action="rollback",
+            target=target,
+            params=input.params,
+            message=f"roll {target.key} back from revision {current_revision} to revision {revision} (kubectl rollout undo{flag})",
+            change={"revision": revision, "patch": patch},
+            precondition=precondition,
+            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=JSON_PATCH, body=patch)],
+            resource_version=rv,
+            state_before=before,
+            undo=undo,
+        )
 
-    def _send_rollback(
-        self,
-        input: MutationInput,
-        deployment: dict[str, Any],
-        patch: list[dict[str, Any]],
-        revision: int | None,
-        previous_revision: int | None,
-        undo: UndoAction | None,
-    ) -> MutationResult:
-        request, after = self._patch(input.target, patch, JSON_PATCH)
+    def _apply_rollback(self, plan: MutationPlan) -> MutationResult:
+        target = plan.target
+        deployment = self._get(target)
+        rv = str(deployment["metadata"].get("resourceVersion", ""))
+        template = (deployment.get("spec") or {}).get("template") or {}
+        current_revision = _revision_of(deployment)
+        revision, patch = plan.change["revision"], plan.change["patch"]
+        if equal_ignore_hash(patch[0]["value"], template):
+            state = {"revision": current_revision, "template_revision": revision}
+            return self._already(plan, rv, state, f"{target.key} already rolled back to revision {revision}")
+        _refuse_paused_rollback(deployment)
+        expected = plan.precondition
+        if current_revision != expected.get("revision") or template_sha256(template) != expected.get("template_sha256"):
+            raise SafetyRefusal(
+                f"rollback of {target.key} to revision {revision}: the Deployment changed since the rollback "
+                f"was planned (revision {expected.get('revision')}, now {current_revision}); nothing sent"
+            )
+        request, after = self._patch(target, patch, JSON_PATCH)
         return MutationResult(
             changed=True,
-            message=f"deployment.apps/{input.target.name} rolled back to revision {revision}",
+            message=f"deployment.apps/{target.name} rolled back to revision {revision}",
             requests=[request],
-            resource_version_before=str(deployment["metadata"].get("resourceVersion", "")),
+            resource_version_before=rv,
             resource_version_after=str(after.get("metadata", {}).get("resourceVersion", "")),
-            state_before={"revision": previous_revision},
+            state_before=plan.state_before,
             state_after={"revision": _revision_of(after), "template_revision": revision},
-            undo=undo,
+            undo=plan.undo,
         )
 
     def _revision_replica_set(self, target: TargetRef, deployment: dict[str, Any], to_revision: int) -> dict[str, Any]:
@@ -692,10 +847,10 @@ class KubeActivities:
     def cordon(self, input: MutationInput) -> MutationResult:
         """``kubectl cordon``: strategic-merge patch ``{"spec":{"unschedulable":true}}``.
 
-        As kubectl's CordonHelper, nothing is sent when the Node is already unschedulable.
-        Undo: uncordon.
+        As kubectl's CordonHelper, nothing is sent when the Node is already unschedulable
+        (the plan is then a no-op, or an earlier attempt did it). Undo: uncordon.
         """
-        return self._cordon(input, True)
+        return self._apply("cordon", input, self._apply_cordon)
 
     @activity.defn
     def uncordon(self, input: MutationInput) -> MutationResult:
@@ -705,29 +860,49 @@ class KubeActivities:
         ``unschedulable`` (an omitempty bool), which deletes the field: hence ``null``, not
         ``false``. Nothing is sent when the Node is already schedulable. Undo: cordon.
         """
-        return self._cordon(input, False)
+        return self._apply("uncordon", input, self._apply_cordon)
 
-    def _cordon(self, input: MutationInput, desired: bool) -> MutationResult:
-        action = "cordon" if desired else "uncordon"
+    def _plan_cordon(self, input: MutationPlanInput, desired: bool) -> MutationPlan:
         target = input.target
-        with api_errors(f"{action} {target.key}"):
-            _check_kind(action, target)
-            result = self._cordon_node(target, desired)
-            if result.changed:
-                opposite = "uncordon" if desired else "cordon"
-                result.undo = UndoAction(action=opposite, description=f"{opposite} {target.key}")
-            return result
+        action, opposite = ("cordon", "uncordon") if desired else ("uncordon", "cordon")
+        node = self._get(target)
+        current = bool((node.get("spec") or {}).get("unschedulable", False))
+        verb = "cordoned" if desired else "uncordoned"
+        return MutationPlan(
+            action=action,
+            target=target,
+            params=input.params,
+            noop=current == desired,
+            message=f"node/{target.name} already {verb}" if current == desired else f"{action} node/{target.name} (kubectl {action})",
+            change={"unschedulable": desired},
+            precondition={"unschedulable": current},
+            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=_cordon_body(desired))],
+            resource_version=str(node["metadata"].get("resourceVersion", "")),
+            state_before={"unschedulable": current},
+            undo=UndoAction(action=opposite, description=f"{opposite} {target.key}"),
+        )
+
+    def _apply_cordon(self, plan: MutationPlan) -> MutationResult:
+        result = self._cordon_node(plan.target, bool(plan.change["unschedulable"]))
+        if not result.changed:
+            return self._already(plan, result.resource_version_after, result.state_after, result.message)
+        result.undo = plan.undo
+        return result
 
     def _cordon_node(self, target: TargetRef, desired: bool) -> MutationResult:
+        """GET the Node, PATCH ``spec.unschedulable`` unless it already is ``desired`` (kubectl
+        CordonHelper.UpdateIfRequired)."""
         node = self._get(target)
         rv = str(node["metadata"].get("resourceVersion", ""))
         current = bool((node.get("spec") or {}).get("unschedulable", False))
         before = {"unschedulable": current}
         verb = "cordoned" if desired else "uncordoned"
         if current == desired:
-            return _unchanged(f"node/{target.name} already {verb}", rv, before)
-        body = {"spec": {"unschedulable": True if desired else None}}
-        request, after = self._patch(target, body, STRATEGIC_MERGE_PATCH)
+            return MutationResult(
+                changed=False, message=f"node/{target.name} already {verb}", resource_version_before=rv,
+                resource_version_after=rv, state_before=before, state_after=before,
+            )
+        request, after = self._patch(target, _cordon_body(desired), STRATEGIC_MERGE_PATCH)
         return MutationResult(
             changed=True,
             message=f"node/{target.name} {verb}",
@@ -749,17 +924,20 @@ class KubeActivities:
         DaemonSet pods (skipped with ``ignore_daemonsets``, refused otherwise), mirror pods
         (skipped), emptyDir pods (refused unless ``delete_emptydir_data``), pods with no
         controller (refused unless ``force``); finished pods pass every filter and are
-        evicted, as kubectl does. Any refusal is raised before anything is sent: the filters
-        run once before cordoning, and again after it as kubectl does (if a pod that arrived
-        in between is refused, the cordon this call made is undone before refusing).
+        evicted, as kubectl does. The plan runs the filters first, so a refusal comes before
+        anything is sent; they run again after cordoning, as kubectl does, and if a pod that
+        arrived in between is refused, the cordon is undone before refusing.
 
         Each pod gets ``POST pods/{name}/eviction`` with a policy/v1 Eviction
         (``deleteOptions.gracePeriodSeconds`` when ``grace_period_seconds`` >= 0). A 429
         (PodDisruptionBudget) is retried every ``eviction_retry_delay`` seconds until
-        ``timeout``, heartbeating; a pod is never deleted instead. 404 means already gone.
-        Then waits until every evicted pod is gone (404 or a new UID, kubectl waitForDelete).
+        ``timeout``, heartbeating; a pod is never deleted instead. 404 means already gone; a
+        pod already terminating (an earlier attempt evicted it) is waited for, not evicted
+        again. Then waits until every evicted pod is gone (404 or a new UID, kubectl
+        waitForDelete).
 
-        Undo: uncordon, when this call cordoned the Node.
+        Undo: uncordon, when the Node was schedulable when the drain was planned, whichever
+        attempt cordoned it.
 
         Raises:
             ApplicationError: ``SafetyRefusal`` with kubectl's filter errors, e.g.
@@ -768,47 +946,82 @@ class KubeActivities:
                 and the undo) when evictions or deletions did not finish in ``timeout``;
                 API errors as classified.
         """
+        return self._apply("drain", input, self._apply_drain)
+
+    def _plan_drain(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        with api_errors(f"drain {target.key}"):
-            _check_kind("drain", target)
-            params = _params(DrainParams, input.params, "drain")
-            timeout = params.timeout.total_seconds()
-            deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
+        params = _params(DrainParams, input.params, "drain")
+        node = self._get(target)
+        was_unschedulable = bool((node.get("spec") or {}).get("unschedulable", False))
+        pods, warnings = self._pods_for_deletion(target.name, params)  # refuse before anything is sent
+        names = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods]
+        requests = [] if was_unschedulable else [
+            KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=_cordon_body(True))
+        ]
+        for pod in pods:
+            requests.append(self._eviction_request(pod, params.grace_period_seconds))
+        message = (
+            f"drain node/{target.name}: " + ("" if was_unschedulable else "cordon it, then ")
+            + f"evict {len(pods)} pod(s) through the Eviction API (kubectl drain)"
+            + (f": {', '.join(names)}" if names else "")
+            + ("; Warning: " + "; ".join(warnings) if warnings else "")
+        )
+        nothing = was_unschedulable and not pods
+        return MutationPlan(
+            action="drain",
+            target=target,
+            params=input.params,
+            noop=nothing,
+            message=f"node/{target.name} already cordoned, with no pod to evict" if nothing else message,
+            change={"unschedulable": True, "evict": names},
+            precondition={"unschedulable": was_unschedulable},
+            requests=requests,
+            resource_version=str(node["metadata"].get("resourceVersion", "")),
+            state_before={"unschedulable": was_unschedulable, "pods": [p["metadata"]["name"] for p in pods]},
+            undo=None if was_unschedulable else UndoAction(action="uncordon", description=f"uncordon {target.key}"),
+        )
 
-            self._pods_for_deletion(target.name, params)  # refuse before sending anything
-            cordon = self._cordon_node(target, True)
-            requests = list(cordon.requests)
-            undo = (
-                UndoAction(action="uncordon", description=f"uncordon {target.key}") if cordon.changed else None
-            )
-            try:
-                pods, warnings = self._pods_for_deletion(target.name, params)
-            except SafetyRefusal:
-                if cordon.changed:
-                    self._cordon_node(target, False)
-                raise
-            for warning in warnings:
-                _log().warning("drain %s: %s", target.name, warning)
+    def _apply_drain(self, plan: MutationPlan) -> MutationResult:
+        target = plan.target
+        params = _params(DrainParams, plan.params, "drain")
+        timeout = params.timeout.total_seconds()
+        deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
+        undo = plan.undo
 
-            progress = {"node": target.name, "pods": len(pods), "evicted": 0, "gone": 0}
-            _heartbeat(progress)
-            evicted = self._evict_all(pods, params, deadline, timeout, requests, undo, progress)
-            self._wait_for_delete(evicted, deadline, timeout, requests, undo, progress)
+        self._pods_for_deletion(target.name, params)  # refuse before this attempt sends anything
+        cordon = self._cordon_node(target, True)
+        requests = list(cordon.requests)
+        try:
+            pods, warnings = self._pods_for_deletion(target.name, params)
+        except SafetyRefusal:
+            if undo is not None:
+                self._cordon_node(target, False)
+            raise
+        for warning in warnings:
+            _log().warning("drain %s: %s", target.name, warning)
 
-            names = ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods)
-            message = f"node/{target.name} drained: {len(pods)} pod(s) evicted" + (f" ({names})" if names else "")
-            if warnings:
-                message += "; Warning: " + "; ".join(warnings)
-            return MutationResult(
-                changed=cordon.changed or bool(pods),
-                message=message,
-                requests=requests,
-                resource_version_before=cordon.resource_version_before,
-                resource_version_after=cordon.resource_version_after,
-                state_before={**cordon.state_before, "pods": [p["metadata"]["name"] for p in pods]},
-                state_after={"unschedulable": True, "evicted": [p["metadata"]["name"] for p in evicted]},
-                undo=undo,
-            )
+        progress = {"node": target.name, "pods": len(pods), "evicted": 0, "gone": 0}
+        _heartbeat(progress)
+        evicted = self._evict_all(pods, params, deadline, timeout, requests, undo, progress)
+        self._wait_for_delete(evicted, deadline, timeout, requests, undo, progress)
+
+        names = ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods)
+        message = f"node/{target.name} drained: {len(pods)} pod(s) evicted" + (f" ({names})" if names else "")
+        if warnings:
+            message += "; Warning: " + "; ".join(warnings)
+        result = MutationResult(
+            changed=True,
+            message=message,
+            requests=requests,
+            resource_version_before=cordon.resource_version_before,
+            resource_version_after=cordon.resource_version_after,
+            state_before=plan.state_before,
+            state_after={"unschedulable": True, "evicted": [p["metadata"]["name"] for p in evicted]},
+            undo=undo,
+        )
+        if not requests:
+            return self._already(plan, cordon.resource_version_after, result.state_after, message)
+        return result
 
     def _pods_for_deletion(self, node: str, params: DrainParams) -> tuple[list[dict[str, Any]], list[str]]:
         """kubectl drain ``GetPodsForDeletion``: list the Node's pods, run kubectl's filters.
@@ -909,6 +1122,15 @@ class KubeActivities:
             "deleteOptions": delete_options,
         }
 
+    def _eviction_request(self, pod: dict[str, Any], grace_period_seconds: int) -> KubeRequest:
+        name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+        return KubeRequest(
+            method="POST",
+            path=f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
+            content_type=JSON,
+            body=self.eviction_body(pod, grace_period_seconds),
+        )
+
     def _drain_timeout(
         self, message: str, requests: list[KubeRequest], undo: UndoAction | None
     ) -> ApplicationError:
@@ -944,14 +1166,16 @@ class KubeActivities:
                         requests,
                         undo,
                     )
-                body = self.eviction_body(pod, params.grace_period_seconds)
-                request = KubeRequest(
-                    method="POST", path=f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", content_type=JSON, body=body
-                )
+                if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                    # Already terminating: evicted by an earlier attempt of this drain (or
+                    # deleted by someone else). Wait for it; evicting again would change nothing.
+                    accepted.append(pod)
+                    continue
+                request = self._eviction_request(pod, params.grace_period_seconds)
                 _log().info("evicting pod %s/%s", namespace, name)
                 try:
                     self.core.create_namespaced_pod_eviction(
-                        name, namespace, body, field_manager=FIELD_MANAGER, _headers=JSON_BODY, _preload_content=False
+                        name, namespace, request.body, field_manager=FIELD_MANAGER, _headers=JSON_BODY, _preload_content=False
                     )
                 except ApiException as exc:
                     if exc.status == 404:
@@ -1026,69 +1250,73 @@ class KubeActivities:
     def delete_pod(self, input: MutationInput) -> MutationResult:
         """``kubectl delete pod`` for one pod of the target, guarded by a UID precondition.
 
-        ``params`` (DeletePodParams): ``pod`` in the target's namespace. The pod must belong
-        to the target: controller chain pod -> ReplicaSet -> Deployment, or pod ->
-        StatefulSet/DaemonSet, matched by name and UID. Sends ``DELETE`` with kubectl's
-        DeleteOptions (``propagationPolicy: Background``, ``gracePeriodSeconds`` when >= 0)
-        plus ``preconditions.uid`` of the pod just read, so a retry never deletes its
-        replacement (a StatefulSet pod comes back with the same name). 404 on a retried
-        attempt, or a different UID, means the first attempt's delete happened. No undo.
+        ``params`` (DeletePodParams): ``pod`` in the target's namespace. The plan reads the pod
+        and checks it belongs to the target: controller chain pod -> ReplicaSet -> Deployment,
+        or pod -> StatefulSet/DaemonSet, matched by name and UID. Applying it sends ``DELETE``
+        with kubectl's DeleteOptions (``propagationPolicy: Background``, ``gracePeriodSeconds``
+        when >= 0) plus ``preconditions.uid`` of the planned pod, so a retry never deletes its
+        replacement (a StatefulSet pod comes back with the same name): a pod that is gone or has
+        another UID was deleted already, and nothing is sent. No undo.
 
         Raises:
             ApplicationError: ``SafetyRefusal`` when the pod does not belong to the target;
                 ``KubePermanentError`` when it does not exist; API errors as classified.
         """
+        return self._apply("delete_pod", input, self._apply_delete_pod)
+
+    def _plan_delete_pod(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        with api_errors(f"delete_pod {target.key}"):
-            _check_kind("delete_pod", target)
-            params = _params(DeletePodParams, input.params, "delete_pod")
-            namespace, name = target.namespace, params.pod
-            path = f"/api/v1/namespaces/{namespace}/pods/{name}"
-            earlier = _previous_attempt(input.request_id)
-            try:
-                pod = self._json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
-            except ApiException as exc:
-                if exc.status == 404 and earlier and earlier.get("action") == "delete_pod":
-                    return self._deleted_earlier(earlier, path)
-                raise classify(exc, f"GET pod {namespace}/{name}") from exc
-            uid = pod["metadata"].get("uid")
-            rv = str(pod["metadata"].get("resourceVersion", ""))
-            if earlier and earlier.get("action") == "delete_pod" and earlier.get("uid") != uid:
-                return self._deleted_earlier(earlier, path)
-            self._check_pod_owner(target, pod)
+        params = _params(DeletePodParams, input.params, "delete_pod")
+        namespace, name = target.namespace, params.pod
+        pod = self._call(f"GET pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
+        self._check_pod_owner(target, pod)
+        uid = pod["metadata"].get("uid")
+        body: dict[str, Any] = {}
+        if params.grace_period_seconds >= 0:
+            body["gracePeriodSeconds"] = params.grace_period_seconds
+        body["preconditions"] = {"uid": uid}
+        body["propagationPolicy"] = "Background"
+        return MutationPlan(
+            action="delete_pod",
+            target=target,
+            params=input.params,
+            message=f"delete pod {namespace}/{name} (uid {uid}) of {target.key} (kubectl delete pod)",
+            change={"deleted_uid": uid},
+            precondition={"uid": uid},
+            requests=[KubeRequest(method="DELETE", path=f"/api/v1/namespaces/{namespace}/pods/{name}", content_type=JSON, body=body)],
+            resource_version=str(pod["metadata"].get("resourceVersion", "")),
+            state_before={"pod": name, "uid": uid, "phase": (pod.get("status") or {}).get("phase")},
+        )
 
-            body: dict[str, Any] = {}
-            if params.grace_period_seconds >= 0:
-                body["gracePeriodSeconds"] = params.grace_period_seconds
-            body["preconditions"] = {"uid": uid}
-            body["propagationPolicy"] = "Background"
-            request = KubeRequest(method="DELETE", path=path, content_type=JSON, body=body)
-            _heartbeat({"request_id": input.request_id, "action": "delete_pod", "uid": uid, "body": body})
-            _log().info("DELETE %s %s", path, json.dumps(body))
-            try:
-                self.core.delete_namespaced_pod(
-                    name, namespace, body=body, _headers=JSON_BODY, _preload_content=False
-                )
-            except ApiException as exc:
-                if exc.status == 404 and earlier:
-                    return self._deleted_earlier({"uid": uid, "body": body}, path)
-                raise classify(exc, f"DELETE pod {namespace}/{name}") from exc
-            return MutationResult(
-                changed=True,
-                message=f'pod "{name}" deleted',
-                requests=[request],
-                resource_version_before=rv,
-                state_before={"pod": name, "uid": uid, "phase": (pod.get("status") or {}).get("phase")},
-                state_after={"pod": name, "deleted_uid": uid},
+    def _apply_delete_pod(self, plan: MutationPlan) -> MutationResult:
+        target = plan.target
+        request = plan.requests[0]
+        namespace, name, uid = target.namespace, plan.state_before["pod"], plan.precondition["uid"]
+        gone = self._already(plan, "", {"pod": name, "deleted_uid": uid}, f"pod {namespace}/{name} with uid {uid} already deleted")
+        try:
+            pod = self._json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return gone
+            raise classify(exc, f"GET pod {namespace}/{name}") from exc
+        if pod["metadata"].get("uid") != uid:
+            return gone
+        _log().info("DELETE %s %s", request.path, json.dumps(request.body))
+        try:
+            self.core.delete_namespaced_pod(
+                name, namespace, body=request.body, _headers=JSON_BODY, _preload_content=False
             )
-
-    @staticmethod
-    def _deleted_earlier(earlier: dict[str, Any], path: str) -> MutationResult:
+        except ApiException as exc:
+            if exc.status in (404, 409):  # gone, or replaced (the UID precondition failed)
+                return gone
+            raise classify(exc, f"DELETE pod {namespace}/{name}") from exc
         return MutationResult(
             changed=True,
-            message=f"pod with uid {earlier.get('uid')} already deleted (by an earlier attempt)",
-            requests=[KubeRequest(method="DELETE", path=path, content_type=JSON, body=earlier.get("body"))],
-            state_after={"deleted_uid": earlier.get("uid")},
+            message=f'pod "{name}" deleted',
+            requests=[request],
+            resource_version_before=str(pod["metadata"].get("resourceVersion", "")),
+            state_before=plan.state_before,
+            state_after={"pod": name, "deleted_uid": uid},
         )
 
     def _check_pod_owner(self, target: TargetRef, pod: dict[str, Any]) -> None:

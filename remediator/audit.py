@@ -8,11 +8,12 @@ CLI (``remediator audit show|list``, rendered by remediator.audit_view).
 
 One file, ``<state_dir>/audit.db``, three tables:
 
-* ``runs``: one row per remediation run (Temporal run ID), upserted; only ``outcome`` and
-  ``ended_at`` ever change, and an outcome never goes back to ``running``;
-* ``events``: the run's timeline (``AuditEvent``), unique on ``(run_id, key)`` so a retried
-  activity writes nothing twice; ``alert`` events index their ``data.dedup_key``
-  (``fingerprint@startsAt``);
+* ``runs``: one row per remediation run (Temporal run ID), upserted; only ``outcome``,
+  ``ended_at`` and ``cooldown_until`` ever change, and an outcome never goes back to
+  ``running``;
+* ``events``: the run's timeline (``AuditEvent``), unique on ``(run_id, key)``: the first write
+  of a key wins, so a retried or replayed write adds nothing and never fails;
+  ``alert`` events index their ``data.dedup_key`` (``fingerprint@startsAt``);
 * ``intake``: alerts handled at the intake without a run, and refused approval decisions.
 
 Append-only is enforced by the database, not by convention: triggers refuse UPDATE and DELETE
@@ -32,6 +33,7 @@ is read too); ``mutation``/``undo``: a ``MutationResult`` dump (``requests``,
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -44,7 +46,9 @@ from pydantic_core import to_jsonable_python
 from remediator.durations import parse_duration
 from remediator.models import AlertRef, AuditWriteInput, RunInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+log = logging.getLogger("remediator.audit")
 
 IntakeKind = Literal["unmatched", "render_failed", "duplicate", "cooldown", "approval_refused"]
 
@@ -61,7 +65,8 @@ CREATE TABLE runs (
     simulate        INTEGER NOT NULL,
     started_at      TEXT NOT NULL,
     outcome         TEXT NOT NULL,
-    ended_at        TEXT
+    ended_at        TEXT,
+    cooldown_until  TEXT
 );
 CREATE INDEX runs_started_at ON runs (started_at);
 CREATE INDEX runs_workflow_id ON runs (workflow_id, started_at);
@@ -115,6 +120,12 @@ WHEN NEW.run_id IS NOT OLD.run_id OR NEW.workflow_id IS NOT OLD.workflow_id
 BEGIN SELECT RAISE(ABORT, 'audit runs: only outcome and ended_at may change'); END;
 """
 
+_MIGRATIONS = {
+    # version 1 -> 2: when a run's cooldown ends, whatever ended the run (issue 6).
+    2: ["ALTER TABLE runs ADD COLUMN cooldown_until TEXT"],
+}
+"""Statements that bring a database of version ``n - 1`` to version ``n``."""
+
 
 # ON CONFLICT DO NOTHING rather than INSERT OR IGNORE: OR IGNORE would also drop rows that
 # break NOT NULL, hiding a bad write instead of refusing it.
@@ -135,14 +146,6 @@ class AuditSchemaError(AuditError):
 
 class AuditEventInvalid(AuditError, ValueError):
     """An event cannot be recorded as given (e.g. an ``alert`` event without ``data.dedup_key``)."""
-
-
-class AuditKeyConflict(AuditError):
-    """An event key already recorded for the run with different content.
-
-    Keys are deterministic, so a retried write carries the same content; a different event under
-    the same key is a bug in the writer and is refused rather than silently dropped.
-    """
 
 
 # --------------------------------------------------------------------------- rows
@@ -167,6 +170,7 @@ class RunRow(_Row):
     started_at: datetime
     outcome: str
     ended_at: datetime | None
+    cooldown_until: datetime | None = None
 
 
 class EventRow(_Row):
@@ -301,7 +305,11 @@ class AuditStore:
                 if version == 0:
                     for statement in _statements(_SCHEMA):
                         self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                else:
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[step]:
+                            self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -317,14 +325,19 @@ class AuditStore:
     def write(self, inp: AuditWriteInput) -> None:
         """Upsert the run (if given) and append the events, in one transaction.
 
-        Idempotent: an event whose ``(run_id, key)`` is already stored with the same content is
-        skipped, so an activity retried after a write that did commit adds nothing. The run row's
-        ``outcome`` and ``ended_at`` are updated; ``outcome`` never returns to ``running``.
+        Idempotent, first write wins: an event whose ``(run_id, key)`` is already stored is
+        skipped, so an activity retried after a write that did commit adds nothing. The workflow
+        sends events as the input of a regular activity, fixed once in its history, so a retry
+        carries the same content; should a key ever arrive with other content, the stored event
+        stays and the difference is logged, never raised (an audit write must not fail a run).
+        The run row's ``outcome``, ``ended_at`` and ``cooldown_until`` are updated; ``outcome``
+        never returns to ``running``.
 
         Raises:
             AuditEventInvalid: an ``alert`` event without ``data.dedup_key``, or ``inp.run`` for
                 another run ID.
-            AuditKeyConflict: a key already stored with different content (nothing is written).
+            sqlite3.Error: the database cannot be written (locked, disk full...); nothing is
+                written and the caller retries.
         """
         if inp.run is not None and inp.run.run_id != inp.run_id:
             raise AuditEventInvalid(
@@ -371,12 +384,13 @@ class AuditStore:
             """
             INSERT INTO runs (run_id, workflow_id, alertname, namespace, target, playbook,
                               playbook_path, playbook_sha256, simulate, started_at, outcome,
-                              ended_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              ended_at, cooldown_until)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (run_id) DO UPDATE SET
                 outcome = CASE WHEN excluded.outcome = 'running' THEN runs.outcome
                                ELSE excluded.outcome END,
-                ended_at = COALESCE(excluded.ended_at, runs.ended_at)
+                ended_at = COALESCE(excluded.ended_at, runs.ended_at),
+                cooldown_until = COALESCE(excluded.cooldown_until, runs.cooldown_until)
             """,
             (
                 run.run_id,
@@ -391,6 +405,7 @@ class AuditStore:
                 format_time(run.started_at),
                 run.outcome,
                 format_time(run.ended_at) if run.ended_at else None,
+                format_time(run.cooldown_until) if run.cooldown_until else None,
             ),
         )
 
@@ -400,10 +415,10 @@ class AuditStore:
             "SELECT at, kind, message, data FROM events WHERE run_id = ? AND key = ?", (run_id, key)
         ).fetchone()
         if (old["at"], old["kind"], old["message"], old["data"]) != (at, kind, message, data):
-            raise AuditKeyConflict(
-                f"audit event {key!r} of run {run_id} is already recorded with different content "
-                f"(stored: {old['kind']} {old['message']!r} at {old['at']}; "
-                f"new: {kind} {message!r} at {at})"
+            log.warning(
+                "audit event %r of run %s is already recorded with other content; the first write "
+                "stays (stored: %s %r at %s; not written: %s %r at %s)",
+                key, run_id, old["kind"], old["message"], old["at"], kind, message, at,
             )
 
     def record_intake(
@@ -470,6 +485,20 @@ class AuditStore:
                 (dedup_key,),
             ).fetchone()
         return row[0] if row else None
+
+    def latest_run(self, workflow_id: str) -> RunRow | None:
+        """The newest run of this workflow ID (``remediation/deployment/prod/checkout``), or None.
+
+        The intake reads it before handing an alert over: its ``cooldown_until`` says whether a
+        new remediation of the target may start, and an ``outcome`` still ``running`` says a run
+        is believed alive. An indexed read.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM runs WHERE workflow_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                (workflow_id,),
+            ).fetchone()
+        return _run_row(row) if row else None
 
     def get_run(self, run_id: str) -> RunRow:
         """The run with this Temporal run ID, a unique prefix of one, or else the newest run of
@@ -654,6 +683,7 @@ def _run_row(r: sqlite3.Row) -> RunRow:
         started_at=parse_time(r["started_at"]),
         outcome=r["outcome"],
         ended_at=parse_time(r["ended_at"]) if r["ended_at"] else None,
+        cooldown_until=parse_time(r["cooldown_until"]) if r["cooldown_until"] else None,
     )
 
 

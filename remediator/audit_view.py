@@ -35,12 +35,16 @@ OUTCOME_STYLE = {
     "refused": "bold yellow",
     "rolled_back": "bold magenta",
     "failed": "bold red",
+    "terminated": "bold red",
+    "timed_out": "bold red",
+    "cancelled": "bold yellow",
 }
 KIND_STYLE = {
     "run_started": "cyan",
     "alert": "magenta",
     "decision": "blue",
     "step_intent": "bold",
+    "plan": "bold",
     "mutation": "bold yellow",
     "undo": "bold magenta",
     "health": "green",
@@ -225,6 +229,8 @@ def _event_body(e: EventRow) -> Text:
                 out.append(_compact(req["body"]), style="cyan")
         if d.get("changed") is False and not d.get("requests"):
             out.append("\nno change sent (already in the desired state)", style="dim")
+        if d.get("already_applied"):
+            out.append("\nno request sent again: an earlier attempt had applied the plan", style="dim")
         before, after = d.get("resource_version_before"), d.get("resource_version_after")
         if before and after:
             out.append(f"\nresourceVersion {before} -> {after}", style="dim")
@@ -257,6 +263,14 @@ def _event_body(e: EventRow) -> Text:
         if reason and str(reason) not in e.message:
             out.append("\nbecause: ", style="dim")
             out.append(str(reason))
+    elif e.kind == "plan":
+        if d.get("precondition"):
+            out.append("\nprecondition " + _compact(d["precondition"]), style="dim")
+        for req in d.get("requests") or []:
+            out.append("\nwill send ", style="dim")
+            out.append(f"{req.get('method', '?')} {req.get('path', '?')}", style="bold")
+            if req.get("body") is not None:
+                out.append(" " + _compact(req["body"]), style="cyan")
     elif e.kind == "step_intent":
         if d.get("action"):
             out.append(f"\n{d['action']}", style="bold")

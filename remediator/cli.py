@@ -60,6 +60,9 @@ def worker(
     slack_signing_secret: Optional[str] = typer.Option(None, envvar="SLACK_SIGNING_SECRET", help="Slack signing secret: enables POST /slack/interactivity."),
     slack_app_token: Optional[str] = typer.Option(None, envvar="SLACK_APP_TOKEN", help="Slack app-level token (xapp-...): receive clicks over Socket Mode."),
     slack_api_url: str = typer.Option("https://slack.com/api/", envvar="REMEDIATOR_SLACK_API_URL", help="Slack Web API base URL."),
+    heartbeat_timeout: str = typer.Option("10s", envvar="REMEDIATOR_HEARTBEAT_TIMEOUT", help="How long a silent worker is given before its work is retried on another (activity heartbeat and sticky task timeout)."),
+    kube_retry_budget: str = typer.Option("3m", envvar="REMEDIATOR_KUBE_RETRY_BUDGET", help="How long Kubernetes calls are retried through an API server outage before the step fails."),
+    settle_interval: str = typer.Option("10s", envvar="REMEDIATOR_SETTLE_INTERVAL", help="How often runs Temporal ended without an outcome (terminated, timed out) are given one."),
 ) -> None:
     """Run the Temporal worker and the Alertmanager webhook intake in one process."""
     from remediator.runtime import StartupError, serve, setup_logging
@@ -88,6 +91,9 @@ def worker(
             slack_signing_secret=slack_signing_secret,
             slack_app_token=slack_app_token,
             slack_api_url=slack_api_url,
+            heartbeat_timeout=heartbeat_timeout,
+            kube_retry_budget=kube_retry_budget,
+            settle_interval=settle_interval,
         )
     except (ConfigError, ValueError) as err:
         raise fail(_first_error(err))

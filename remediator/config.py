@@ -7,10 +7,12 @@ listed in the README's configuration table. Everything else receives the object.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from remediator.durations import Duration
 from remediator.temporal import TASK_QUEUE
 
 
@@ -31,6 +33,13 @@ class Settings(BaseModel):
     ``POST /slack/interactivity``) or ``slack_app_token`` (xapp-, Socket Mode, no public URL).
     ``slack_api_url`` points slack-sdk's WebClient elsewhere (tests use a local emulator).
     ``public_url``: how people reach the intake, for audit-timeline links in Slack.
+
+    Durability: ``heartbeat_timeout`` is how long a worker may go silent before Temporal takes
+    it for dead (activity heartbeat timeout, and sticky workflow-task timeout): its work is
+    retried on another worker that much later. ``kube_retry_budget``: how long a Kubernetes
+    call is retried with backoff (an API server outage) before its step fails.
+    ``settle_interval``: how often runs that Temporal ended without an outcome (terminated,
+    timed out) are looked for and given one (remediator.settle).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -57,6 +66,9 @@ class Settings(BaseModel):
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    heartbeat_timeout: Duration = timedelta(seconds=10)
+    kube_retry_budget: Duration = timedelta(minutes=3)
+    settle_interval: Duration = timedelta(seconds=10)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
@@ -67,6 +79,10 @@ class Settings(BaseModel):
             )
         if self.basic_auth is not None and ":" not in self.basic_auth:
             raise ConfigError("--basic-auth must be user:password")
+        if self.heartbeat_timeout < timedelta(seconds=1):
+            raise ConfigError(f"--heartbeat-timeout must be at least 1s, got {self.heartbeat_timeout.total_seconds():g}s")
+        if self.settle_interval <= timedelta(0):
+            raise ConfigError("--settle-interval must be more than 0s")
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--listen must be host:port, got {self.listen!r}")

@@ -54,14 +54,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from temporalio.api.workflowservice.v1 import SignalWithStartWorkflowExecutionResponse
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from remediator import metrics
-from remediator.audit import AuditStore
+from remediator.audit import AuditStore, RunRow
 from remediator.config import Settings
 from remediator.loader import PlaybookSet, RenderError, render
 from remediator.models import AlertRef, AlertSignal, RemediationInput, WebhookAlert, WebhookMessage
+from remediator.settle import Settler
 from remediator.temporal import (
     SA_ALERTNAME,
     SA_NAMESPACE,
@@ -90,6 +92,7 @@ Disposition = Literal[
     "render_failed",
     "resolved_signalled",
     "resolved_no_run",
+    "cooldown",
 ]
 """What the intake did with one alert.
 
@@ -98,7 +101,8 @@ already remediating that target. ``handed_off``: signal-with-start succeeded but
 did not say which of the two happened. ``duplicate``: the audit trail shows a run already took
 this firing (same fingerprint and startsAt); nothing sent. ``unmatched`` / ``render_failed``:
 recorded in the audit trail, nothing started. ``resolved_signalled``: a resolved alert went to
-the running workflow of its target. ``resolved_no_run``: no workflow runs for that target.
+the running workflow of its target. ``resolved_no_run``: no workflow runs for that target. ``cooldown``: the target's last run
+ended (whatever ended it) less than its playbook's ``cooldown`` ago; recorded, nothing started.
 A resolved alert that matches no playbook or fails to render is answered ``unmatched`` /
 ``render_failed`` without a new audit record: its firing was recorded already.
 """
@@ -271,6 +275,7 @@ def create_app(
     task_queue: str,
     ui_url: str = "",
     rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+    settler: Settler | None = None,
 ) -> FastAPI:
     """Build the intake application.
 
@@ -282,8 +287,11 @@ def create_app(
         task_queue: task queue of the worker that runs ``RemediationWorkflow``.
         ui_url: base URL of the Temporal UI, passed to the workflow for links in notifications.
         rpc_timeout: bound of each Temporal call; a hung server answers 503 after this long.
+        settler: records the outcome of a target's last run when Temporal ended it without
+            one (so its cooldown counts); built from ``client`` and ``audit`` when not given.
     """
     auth = _Authenticator(settings)
+    settler = settler or Settler(client, audit)
     timeout_s = rpc_timeout.total_seconds()
     public_url = settings.public_url or f"http://{settings.listen}"
     app = FastAPI(title="remediator intake", docs_url=None, redoc_url=None, openapi_url=None)
@@ -334,6 +342,10 @@ def create_app(
             msg = f"this firing was already handled by run {run_id}"
             await asyncio.to_thread(audit.record_intake, "duplicate", alert, msg, playbook=name, run_id=run_id)
             return _Outcome(alert, "duplicate", wf_id, run_id, name, target.key, msg)
+        latest = await asyncio.to_thread(audit.latest_run, wf_id)
+        cooling = await cooldown_of(latest, alert, name, wf_id, target.key)
+        if cooling is not None:
+            return cooling
         attrs = [
             SearchAttributePair(SA_ALERTNAME, alert.alertname),
             SearchAttributePair(SA_TARGET, target.key),
@@ -342,30 +354,68 @@ def create_app(
         ]
         if target.namespace:
             attrs.append(SearchAttributePair(SA_NAMESPACE, target.namespace))
-        handle = await temporal_call(
-            f"signal-with-start {wf_id}",
-            lambda: client.start_workflow(
-                WORKFLOW_TYPE,
-                RemediationInput(
-                    target=target,
-                    playbook=playbook,
-                    playbook_ref=loaded.ref,
-                    simulate=settings.simulate,
-                    ui_url=ui_url,
-                    public_url=public_url,
+
+        def signal_with_start(reuse: WorkflowIDReusePolicy) -> Awaitable[WorkflowHandle[Any, Any]]:
+            return temporal_call(
+                f"signal-with-start {wf_id}",
+                lambda: client.start_workflow(
+                    WORKFLOW_TYPE,
+                    RemediationInput(
+                        target=target,
+                        playbook=playbook,
+                        playbook_ref=loaded.ref,
+                        simulate=settings.simulate,
+                        ui_url=ui_url,
+                        public_url=public_url,
+                        heartbeat_timeout=settings.heartbeat_timeout,
+                        kube_retry_budget=settings.kube_retry_budget,
+                    ),
+                    id=wf_id,
+                    task_queue=task_queue,
+                    start_signal=ALERT_SIGNAL,
+                    start_signal_args=[AlertSignal(alert=alert, playbook=name, received_at=received_at)],
+                    search_attributes=TypedSearchAttributes(attrs),
+                    id_reuse_policy=reuse,
+                    rpc_timeout=rpc_timeout,
                 ),
-                id=wf_id,
-                task_queue=task_queue,
-                start_signal=ALERT_SIGNAL,
-                start_signal_args=[AlertSignal(alert=alert, playbook=name, received_at=received_at)],
-                search_attributes=TypedSearchAttributes(attrs),
-                rpc_timeout=rpc_timeout,
-            ),
-        )
+            )
+
+        # While the audit trail shows the target's last run still running, the alert may only
+        # join that run: if Temporal has ended it without an outcome (terminated, timed out),
+        # it must not start a new one inside the ended run's cooldown.
+        believed_running = latest is not None and latest.outcome == "running"
+        try:
+            handle = await signal_with_start(
+                WorkflowIDReusePolicy.REJECT_DUPLICATE if believed_running else WorkflowIDReusePolicy.ALLOW_DUPLICATE
+            )
+        except WorkflowAlreadyStartedError:
+            assert latest is not None
+            try:
+                latest = await asyncio.wait_for(settler.settle(latest), timeout=timeout_s)
+            except (RPCError, asyncio.TimeoutError, TimeoutError, RuntimeError) as err:
+                raise TemporalUnavailable(f"settle the ended run {latest.run_id}: {err}") from err
+            cooling = await cooldown_of(latest, alert, name, wf_id, target.key)
+            if cooling is not None:
+                return cooling
+            handle = await signal_with_start(WorkflowIDReusePolicy.ALLOW_DUPLICATE)
         run_id = handle.result_run_id
         disposition = _signal_with_start_disposition(handle)
         log.info("alert %s (%s) %s %s run %s", alert.alertname, alert.dedup_key, disposition, wf_id, run_id)
         return _Outcome(alert, disposition, wf_id, run_id, name, target.key)
+
+    async def cooldown_of(latest: RunRow | None, alert: AlertRef, name: str, wf_id: str, target_key: str) -> _Outcome | None:
+        """A ``cooldown`` answer (recorded) when the target's last run ended less than its
+        cooldown ago, else None."""
+        now = datetime.now(timezone.utc)
+        if latest is None or latest.outcome == "running" or latest.cooldown_until is None or latest.cooldown_until <= now:
+            return None
+        msg = (
+            f"run {latest.run_id} of {target_key} ended {latest.outcome}; no new remediation before "
+            f"its cooldown ends at {latest.cooldown_until.isoformat()}"
+        )
+        await asyncio.to_thread(audit.record_intake, "cooldown", alert, msg, playbook=name, run_id=latest.run_id)
+        log.info("alert %s (%s): %s", alert.alertname, alert.dedup_key, msg)
+        return _Outcome(alert, "cooldown", wf_id, latest.run_id, name, target_key, msg)
 
     async def handle_resolved(alert: AlertRef, received_at: datetime) -> _Outcome:
         loaded = playbooks.match(alert.labels)

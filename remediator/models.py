@@ -14,11 +14,12 @@ No I/O here: the workflow sandbox imports this module.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from remediator.durations import Duration
 from remediator.playbook import Playbook, PlaybookRef
 
 # --------------------------------------------------------------------------- Alertmanager
@@ -112,6 +113,9 @@ Outcome = Literal[
     "rolled_back",
     "resolved",
     "needs_human",
+    "terminated",
+    "timed_out",
+    "cancelled",
 ]
 """How a run ended. ``healed``: every step done and the alert resolved within the verification
 window. ``not_healed``: steps done but the alert still fired at the end of the window.
@@ -120,7 +124,12 @@ action refused for safety (paused rollout, no rollout history, unmanaged pods...
 ``rolled_back``: a step failed with ``on_failure: rollback`` and this run's changes were undone.
 ``resolved``: the alert resolved before the remaining steps ran and the playbook said stop.
 ``needs_human``: a step's approval was rejected or never given by its deadline; the step did
-not run."""
+not run. ``terminated`` / ``timed_out`` / ``cancelled``: the Temporal workflow was terminated,
+hit its execution timeout, or was cancelled before the run could finish (recorded by
+remediator.settle when the workflow could not record it itself); ``failed`` is also what an
+internal error of the run records."""
+
+FINAL_OUTCOMES: frozenset[str] = frozenset(o for o in Outcome.__args__ if o != "running")  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- workflow
@@ -131,6 +140,9 @@ class RemediationInput(Model):
 
     ``playbook`` is already rendered against the first alert (no templates left).
     ``ui_url``: Temporal UI base URL; ``public_url``: the intake's base URL (audit links).
+    ``heartbeat_timeout``: how long an activity may go without a heartbeat before Temporal
+    takes its worker for dead and retries it elsewhere. ``kube_retry_budget``: how long a
+    Kubernetes call is retried (with backoff) through an API server outage before the step fails.
     """
 
     target: TargetRef
@@ -139,6 +151,8 @@ class RemediationInput(Model):
     simulate: bool = False
     ui_url: str = ""
     public_url: str = ""
+    heartbeat_timeout: Duration = timedelta(seconds=10)
+    kube_retry_budget: Duration = timedelta(minutes=3)
 
 
 class AlertSignal(Model):
@@ -233,19 +247,58 @@ class UndoAction(Model):
     description: str = ""
 
 
-class MutationInput(Model):
-    """Input of every mutating activity.
+class MutationPlanInput(Model):
+    """Input of ``plan_mutation``: the step's action and rendered parameters (a dict of its
+    parameter model), and the workflow's time, used wherever kubectl stamps the wall clock
+    (``restartedAt``)."""
 
-    ``params`` is the step's rendered parameter model as a dict. ``request_id`` is unique to
-    (run, step, attempt) and stable across activity retries. ``now`` is the workflow's time,
-    used wherever kubectl would stamp the wall clock (``restartedAt``) so a retry sends the
-    same change.
+    target: TargetRef
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    now: datetime
+
+
+class MutationPlan(Model):
+    """The concrete change one action will make, decided from one read of the target before
+    anything is sent (``plan_mutation``); recorded in the workflow's history and in the audit
+    trail before the mutating activity runs, so every retry of that activity applies this very
+    change and nothing else.
+
+    ``change``: the absolute desired state (``{"replicas": 4}``, ``{"revision": 2, "patch":
+    [...]}``, ``{"unschedulable": true}``, ``{"restartedAt": "..."}``, ``{"uid": ...}``).
+    ``precondition``: what the target must still show for the change to be sent (``{"replicas":
+    3}``, ``{"revision": 3, "template_sha256": ...}``); the mutating activity re-reads the target,
+    sends nothing when it already shows ``change`` (an earlier attempt applied it) and refuses
+    when it shows neither. ``requests``: the mutating requests it will send, as kubectl would
+    (a drain's evictions are those of the pods on the node now). ``noop``: the target is
+    already as wanted; nothing will be sent and ``message`` says why (kubectl's words).
+    """
+
+    action: str
+    target: TargetRef
+    params: dict[str, Any] = Field(default_factory=dict)
+    noop: bool = False
+    message: str
+    change: dict[str, Any] = Field(default_factory=dict)
+    precondition: dict[str, Any] = Field(default_factory=dict)
+    requests: list[KubeRequest] = Field(default_factory=list)
+    resource_version: str = ""
+    state_before: dict[str, Any] = Field(default_factory=dict)
+    undo: UndoAction | None = None
+
+
+class MutationInput(Model):
+    """Input of every mutating activity: the plan it applies (``plan_mutation``'s result).
+
+    ``params``, ``request_id`` and ``now`` are what runs started before plans existed send
+    (no ``plan``): the activity then plans by itself first, with the same checks.
     """
 
     target: TargetRef
+    plan: MutationPlan | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    request_id: str
-    now: datetime
+    request_id: str = ""
+    now: datetime | None = None
     simulate: bool = False
 
 
@@ -253,12 +306,16 @@ class MutationResult(Model):
     """What a mutating activity did.
 
     ``changed`` is False when the object already was in the desired state (nothing sent).
-    ``requests`` are the mutating requests sent, exactly as sent. ``undo`` reverses it.
+    ``requests`` are the mutating requests this attempt sent, exactly as sent.
+    ``already_applied``: an earlier attempt had already applied the plan (the target showed
+    the planned change when this attempt read it), so this one sent nothing. ``undo``
+    reverses the change.
     """
 
     changed: bool
     message: str
     requests: list[KubeRequest] = Field(default_factory=list)
+    already_applied: bool = False
     resource_version_before: str = ""
     resource_version_after: str = ""
     state_before: dict[str, Any] = Field(default_factory=dict)
@@ -292,8 +349,9 @@ class HealthResult(Model):
 
 
 class AuditEvent(Model):
-    """One audit record. ``key`` is unique within the run and deterministic, so a retried
-    activity writes nothing twice (``INSERT OR IGNORE``)."""
+    """One audit record. ``key`` is unique within the run and deterministic; the events travel
+    as the input of the ``audit_write`` activity, so what is written is fixed by the workflow's
+    history and a retried write adds nothing (the first write of a key wins)."""
 
     key: str
     at: datetime
@@ -302,6 +360,7 @@ class AuditEvent(Model):
         "alert",
         "decision",
         "step_intent",
+        "plan",
         "mutation",
         "health",
         "undo",
@@ -315,7 +374,10 @@ class AuditEvent(Model):
 
 
 class RunInfo(Model):
-    """Run-level columns of the audit trail, written with ``run_started`` and updated at the end."""
+    """Run-level columns of the audit trail, written with ``run_started`` and updated at the end.
+
+    ``cooldown_until``: set with the outcome; until then no new remediation of the target
+    starts (the intake answers ``cooldown``), whatever ended the run."""
 
     run_id: str
     workflow_id: str
@@ -329,6 +391,7 @@ class RunInfo(Model):
     started_at: datetime
     outcome: str = "running"
     ended_at: datetime | None = None
+    cooldown_until: datetime | None = None
 
 
 class AuditWriteInput(Model):
@@ -472,7 +535,11 @@ class Notice(Model):
     target fold into one thread."""
 
     event_key: str = Field(description="Unique per event, e.g. '<run_id>/not_healed'; a retry posts nothing twice.")
-    kind: Literal["health_failed", "not_healed", "approval_rejected", "approval_timeout", "approval_escalation", "safety_refusal", "failed"]
+    kind: Literal[
+        "health_failed", "not_healed", "approval_rejected", "approval_timeout", "approval_escalation",
+        "safety_refusal", "failed", "healed", "refused", "rolled_back", "resolved", "needs_human",
+        "terminated", "timed_out", "cancelled",
+    ] = Field(description="What happened: a run's outcome (one notice when every run ends), or an event mid-run.")
     channel: str
     target: TargetRef
     run_id: str

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -27,7 +28,7 @@ from temporalio.worker import Worker
 
 from remediator.config import Settings
 from remediator.devserver import DevServer
-from remediator.temporal import SEARCH_ATTRIBUTES, connect
+from remediator.temporal import SEARCH_ATTRIBUTES, HeartbeatInterceptor, connect
 
 log = logging.getLogger("remediator")
 
@@ -98,6 +99,7 @@ def build_activities(
     slack = SlackActivities(slack_client, slack_threads)
     return [
         kube.describe_target,
+        kube.plan_mutation,
         kube.rollout_restart,
         kube.scale,
         kube.rollback,
@@ -123,6 +125,31 @@ def build_activities(
     ]
 
 
+def new_worker(
+    client: Client,
+    task_queue: str,
+    activities: list,
+    executor: ThreadPoolExecutor,
+    *,
+    heartbeat_timeout: timedelta = timedelta(seconds=10),
+) -> Worker:
+    """The one Worker of the process (tests build theirs here too): ``RemediationWorkflow``,
+    ``activities`` (``build_activities``) on ``executor``, every activity heartbeated
+    (``HeartbeatInterceptor``), and a workflow task left on this worker's sticky queue taken
+    back after ``heartbeat_timeout`` when the worker is gone."""
+    from workflows.remediation import RemediationWorkflow
+
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[RemediationWorkflow],
+        activities=activities,
+        activity_executor=executor,
+        interceptors=[HeartbeatInterceptor()],
+        sticky_queue_schedule_to_start_timeout=heartbeat_timeout,
+    )
+
+
 @dataclass
 class Engine:
     """Everything the process holds: built by ``start()``, released by ``stop()``."""
@@ -135,6 +162,7 @@ class Engine:
     playbooks: Any = None
     slack_client: Any = None
     slack_threads: Any = None
+    settler: Any = None
     temporal_address: str = ""
     ui_url: str = ""
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -185,6 +213,7 @@ class Engine:
         self.audit = AuditStore(s.audit_path)
         self._slack()
         self._worker = self._build_worker(api_client)
+        self.settler = self._build_settler()
         self._server = self._build_intake()
         return self
 
@@ -230,27 +259,30 @@ class Engine:
             ) from None
 
     def _build_worker(self, api_client: Any) -> Worker:
-        from workflows.remediation import RemediationWorkflow
-
         s = self.settings
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity")
         assert self.client is not None
-        return Worker(
-            self.client,
-            task_queue=s.task_queue,
-            workflows=[RemediationWorkflow],
-            activities=build_activities(
-                api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads
-            ),
-            activity_executor=self._executor,
+        activities = build_activities(
+            api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads
         )
+        return new_worker(self.client, s.task_queue, activities, self._executor, heartbeat_timeout=s.heartbeat_timeout)
+
+    def _build_settler(self) -> Any:
+        from activities.slack import SlackActivities
+        from remediator.settle import Settler
+
+        assert self.client is not None
+        post = SlackActivities(self.slack_client, self.slack_threads).post_notice if self.slack_client else None
+        return Settler(self.client, self.audit, post)
 
     def _build_intake(self) -> uvicorn.Server:
         from remediator.intake import create_app
 
         s = self.settings
         assert self.client is not None
-        app = create_app(s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url)
+        app = create_app(
+            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, settler=self.settler
+        )
         if s.slack_signing_secret:
             from remediator import slack_interactivity
 
@@ -265,6 +297,7 @@ class Engine:
         log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
         log.info("worker polling task queue %r on %s", self.settings.task_queue, self.temporal_address)
         worker_task = asyncio.create_task(self._worker.run())
+        settle_task = asyncio.create_task(self.settler.run_forever(self.settings.settle_interval))
         socket_mode = None
         if self.settings.slack_app_token:
             from remediator.socket_mode import SocketModeRunner
@@ -277,8 +310,9 @@ class Engine:
         finally:
             if socket_mode is not None:
                 await asyncio.to_thread(socket_mode.stop)
+            settle_task.cancel()
             await self._worker.shutdown()
-            await asyncio.gather(worker_task, return_exceptions=True)
+            await asyncio.gather(worker_task, settle_task, return_exceptions=True)
 
     def request_exit(self) -> None:
         if self._server is not None:

@@ -468,12 +468,14 @@ def escalation_text(req: ApprovalRequest) -> str:
 _NOTICE_ICON = {
     "health_failed": ":x:", "not_healed": ":warning:", "approval_rejected": ":no_entry:",
     "approval_timeout": ":hourglass:", "approval_escalation": ":rotating_light:",
-    "safety_refusal": ":octagonal_sign:", "failed": ":x:",
+    "safety_refusal": ":octagonal_sign:", "failed": ":x:", "healed": ":white_check_mark:",
+    "refused": ":octagonal_sign:", "rolled_back": ":leftwards_arrow_with_hook:", "resolved": ":white_check_mark:",
+    "needs_human": ":raising_hand:", "terminated": ":skull:", "timed_out": ":hourglass:", "cancelled": ":no_entry:",
 }
 
 
 def notice_blocks(n: Notice) -> list[dict[str, Any]]:
-    """An escalation notice: header (title), the mention and target/alert, the run's timeline
+    """A notice (a run's outcome, or an escalation mid-run): header (title), the mention and target/alert, the run's timeline
     (one line each) and links (alert source, Temporal run, audit timeline). Within limits."""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(f"{n.title}")},

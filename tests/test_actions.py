@@ -3,8 +3,9 @@ against the Kubernetes API emulator over HTTP.
 
 Where kubectl can do the same thing, the real kubectl 1.32 runs against a second emulator
 seeded identically and the mutating requests both received are compared (method, path,
-content type, JSON body). Activities run inside Temporal's ActivityEnvironment so
-heartbeats and retry attempts (heartbeat details) behave as under a worker.
+content type, JSON body). Activities run inside Temporal's ActivityEnvironment, as under a
+worker: ``plan_mutation`` first, then the action with the plan, and again with the same plan
+for a retry.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from remediator.kube import (
     KubeConfigError,
     load_api_client,
 )
-from remediator.models import DescribeTargetInput, MutationInput, TargetRef
+from remediator.models import (
+    DescribeTargetInput,
+    MutationInput,
+    MutationPlan,
+    MutationPlanInput,
+    MutationResult,
+    TargetRef,
+)
 
 KUBECTL = "/usr/bin/kubectl"
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
@@ -74,7 +82,20 @@ def run(fn, arg, *, heartbeat_details: list[Any] | None = None, attempt: int = 1
 
 
 def mutation(target: TargetRef, request_id: str = "run-1/step-0", **params: Any) -> MutationInput:
+    """The input a run started before plans existed sends: the activity plans by itself."""
     return MutationInput(target=target, params=params, request_id=request_id, now=NOW)
+
+
+def plan(kube: KubeActivities, target: TargetRef, action: str, **params: Any) -> MutationPlan:
+    """``plan_mutation``, as the workflow calls it before the action."""
+    result, _ = run(kube.plan_mutation, MutationPlanInput(target=target, action=action, params=params, now=NOW))
+    return result
+
+
+def apply(kube: KubeActivities, planned: MutationPlan, attempt: int = 1) -> MutationResult:
+    """The action's activity with the plan; ``attempt`` > 1 is a retry of the same input."""
+    result, _ = run(getattr(kube, planned.action), MutationInput(target=planned.target, plan=planned), attempt=attempt)
+    return result
 
 
 def _drop_null_creation_timestamps(value: Any) -> Any:
@@ -164,19 +185,34 @@ def test_rollout_restart_refuses_paused_deployment_like_kubectl(emulator, kubect
 # --------------------------------------------------------------------------- scale
 
 
-def test_scale_sends_kubectls_merge_patch_to_the_scale_subresource(emulator, kubectl_emulator, kube):
+def _scale_put(request: tuple) -> tuple:
+    """A PUT of the Scale object, without what two emulators seeded alike still differ in."""
+    method, path, content_type, body = request
+    meta = {k: v for k, v in body["metadata"].items() if k not in ("uid", "creationTimestamp")}
+    return method, path, content_type, {**body, "metadata": meta}
+
+
+def test_scale_sends_what_kubectl_scale_with_current_replicas_sends(emulator, kubectl_emulator, kube):
     emulator.clear_requests()
     kubectl_emulator.clear_requests()
-    result, _ = run(kube.scale, mutation(CHECKOUT, replicas=5, min_replicas=1, max_replicas=10))
-    out = kubectl_emulator.kubectl("-n", "prod", "scale", "deployment/checkout", "--replicas=5")
+    planned = plan(kube, CHECKOUT, "scale", replicas=5, min_replicas=1, max_replicas=10)
+    assert planned.change == {"replicas": 5} and planned.precondition == {"replicas": 3}
+    assert planned.message == (
+        "scale deployment/prod/checkout from 3 to 5 replicas (kubectl scale --current-replicas=3 --replicas=5)"
+    )
+    assert sent(emulator) == []  # planning only reads
+    result = apply(kube, planned)
+    out = kubectl_emulator.kubectl("-n", "prod", "scale", "deployment/checkout", "--current-replicas=3", "--replicas=5")
     assert out.returncode == 0, out.stderr
 
-    expected = [
-        ("PATCH", "/apis/apps/v1/namespaces/prod/deployments/checkout/scale", "application/merge-patch+json",
-         {"spec": {"replicas": 5}})
-    ]
-    assert sent(emulator) == sent(kubectl_emulator) == expected
-    assert recorded(result) == expected
+    # kubectl's scaler with a precondition (pkg/scale/scale.go ScaleSimple): GET the Scale, then
+    # PUT it back with the new replicas; its resourceVersion makes the write conditional.
+    [ours], [theirs] = sent(emulator), sent(kubectl_emulator)
+    assert _scale_put(ours) == _scale_put(theirs)
+    assert ours[:3] == ("PUT", "/apis/apps/v1/namespaces/prod/deployments/checkout/scale", None)
+    assert ours[3]["spec"] == {"replicas": 5} and ours[3]["metadata"]["resourceVersion"]
+    assert [r.path for r in emulator.requests("GET")][-1].endswith("/deployments/checkout/scale")
+    assert recorded(result) == [ours]
     assert result.message == "deployment.apps/checkout scaled from 3 to 5"
     assert result.state_before == {"replicas": 3} and result.state_after == {"replicas": 5}
     assert result.undo.action == "scale" and result.undo.params["replicas"] == 3
@@ -185,39 +221,60 @@ def test_scale_sends_kubectls_merge_patch_to_the_scale_subresource(emulator, kub
 
 def test_scale_delta_is_clamped_and_says_so(emulator, kube):
     emulator.clear_requests()
-    result, beats = run(kube.scale, mutation(CHECKOUT, delta=4, min_replicas=1, max_replicas=5))
-    assert result.message == "deployment.apps/checkout scaled from 3 to 5 (clamped from 7 to max_replicas 5)"
-    assert sent(emulator)[0][3] == {"spec": {"replicas": 5}}
-    assert beats and beats[0]["replicas"] == 5 and beats[0]["previous"] == 3
+    planned = plan(kube, CHECKOUT, "scale", delta=4, min_replicas=1, max_replicas=5)
+    assert planned.change == {"replicas": 5}
+    assert "(clamped from 7 to max_replicas 5)" in planned.message
+    apply(kube, planned)
+    assert sent(emulator)[0][3]["spec"] == {"replicas": 5}
 
 
 def test_scale_already_at_target_sends_nothing(emulator, kube):
     emulator.clear_requests()
-    result, _ = run(kube.scale, mutation(CHECKOUT, replicas=3, min_replicas=1, max_replicas=5))
+    planned = plan(kube, CHECKOUT, "scale", replicas=3, min_replicas=1, max_replicas=5)
+    assert planned.noop and planned.message == "deployment/prod/checkout already at 3 replicas"
+    result = apply(kube, planned)
     assert not result.changed and sent(emulator) == [] and result.undo is None
-    assert result.message == "deployment/prod/checkout already at 3 replicas"
 
 
 def test_scale_retry_never_applies_a_delta_twice(emulator, kube):
-    first, beats = run(kube.scale, mutation(CHECKOUT, delta=1, min_replicas=1, max_replicas=10))
-    assert first.state_after == {"replicas": 4}
+    planned = plan(kube, CHECKOUT, "scale", delta=1, min_replicas=1, max_replicas=10)
+    first = apply(kube, planned)
+    assert first.state_after == {"replicas": 4} and not first.already_applied
     emulator.clear_requests()
-    # The next attempt of the same activity gets the first one's heartbeat details back.
-    again, _ = run(
-        kube.scale, mutation(CHECKOUT, delta=1, min_replicas=1, max_replicas=10), heartbeat_details=beats[-1:], attempt=2
-    )
-    assert sent(emulator) == []
-    assert again.changed and again.state_after == {"replicas": 4} and again.undo.params["replicas"] == 3
+    # The worker died before Temporal heard of the first attempt: the retry gets the same plan.
+    again = apply(kube, planned, attempt=2)
+    assert [r for r in sent(emulator)] == []
+    assert again.changed and again.already_applied and again.state_after == {"replicas": 4}
+    assert again.undo.params["replicas"] == 3
     assert emulator.get("Deployment", "checkout", "prod")["spec"]["replicas"] == 4
+
+
+def test_scale_refuses_when_the_replicas_changed_since_the_plan(emulator, kube):
+    planned = plan(kube, CHECKOUT, "scale", delta=1, min_replicas=1, max_replicas=10)
+    AppsV1Api(emulator.api_client()).patch_namespaced_deployment_scale("checkout", "prod", {"spec": {"replicas": 6}})
+    emulator.clear_requests()
+    with pytest.raises(ApplicationError) as info:
+        apply(kube, planned)
+    assert info.value.type == "SafetyRefusal" and info.value.non_retryable
+    assert "Expected replicas to be 3, was 6" in info.value.message  # kubectl's PreconditionError
+    assert sent(emulator) == []
+    assert emulator.get("Deployment", "checkout", "prod")["spec"]["replicas"] == 6
 
 
 def test_scale_statefulset(emulator, kube):
     emulator.clear_requests()
-    run(kube.scale, mutation(ORDERS_DB, replicas=3, min_replicas=1, max_replicas=3))
-    assert sent(emulator) == [
-        ("PATCH", "/apis/apps/v1/namespaces/prod/statefulsets/orders-db/scale", "application/merge-patch+json",
-         {"spec": {"replicas": 3}})
-    ]
+    apply(kube, plan(kube, ORDERS_DB, "scale", replicas=3, min_replicas=1, max_replicas=3))
+    [(method, path, _, body)] = sent(emulator)
+    assert (method, path, body["spec"]) == ("PUT", "/apis/apps/v1/namespaces/prod/statefulsets/orders-db/scale", {"replicas": 3})
+
+
+def test_a_run_started_before_plans_existed_still_scales_once(emulator, kube):
+    """Runs in flight from before the plan/apply split send params only: the activity plans by
+    itself, with the same precondition."""
+    emulator.clear_requests()
+    result, _ = run(kube.scale, mutation(CHECKOUT, delta=1, min_replicas=1, max_replicas=10))
+    assert result.state_after == {"replicas": 4}
+    assert [r[0] for r in sent(emulator)] == ["PUT"]
 
 
 # --------------------------------------------------------------------------- rollback
@@ -246,18 +303,37 @@ def test_rollback_sends_kubectls_json_patch(emulator, kubectl_emulator, kube):
     assert result.undo.action == "rollback" and result.undo.params == {"to_revision": 2}
 
 
-def test_rollback_retry_reuses_the_first_attempts_choice(emulator, kube):
-    first, beats = run(kube.rollback, mutation(CHECKOUT))
+def test_rollback_retry_sends_nothing_once_applied(emulator, kube):
+    planned = plan(kube, CHECKOUT, "rollback", to_revision=0)
+    assert planned.change["revision"] == 1 and planned.precondition["revision"] == 2
+    assert planned.requests[0].body == planned.change["patch"]
+    first = apply(kube, planned)
     emulator.wait_until(lambda e: e.get("Deployment", "checkout", "prod")["metadata"]["annotations"]
                         ["deployment.kubernetes.io/revision"] == "3")
     emulator.clear_requests()
-    # Without the heartbeat, "previous" would now be revision 2: the bad one again.
-    again, _ = run(kube.rollback, mutation(CHECKOUT), heartbeat_details=beats[-1:], attempt=2)
+    # Planning again now would pick revision 2, the bad one: the retry applies the recorded plan.
+    again = apply(kube, planned, attempt=2)
     assert sent(emulator) == []
-    assert again.changed and again.message == "rolled back to revision 1 (by an earlier attempt)"
+    assert again.changed and again.already_applied
+    assert again.message.startswith("deployment/prod/checkout already rolled back to revision 1")
     assert again.undo == first.undo
     image = emulator.get("Deployment", "checkout", "prod")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "registry.example/checkout:1.4.1"
+
+
+def test_rollback_refuses_when_the_deployment_changed_since_the_plan(emulator, kube):
+    planned = plan(kube, CHECKOUT, "rollback", to_revision=0)
+    AppsV1Api(emulator.api_client()).patch_namespaced_deployment(
+        "checkout", "prod", {"spec": {"template": {"spec": {"containers": [{"name": "checkout", "image": "registry.example/checkout:1.5.0"}]}}}}
+    )
+    emulator.wait_until(lambda e: e.get("Deployment", "checkout", "prod")["metadata"]["annotations"]
+                        ["deployment.kubernetes.io/revision"] == "3")
+    emulator.clear_requests()
+    with pytest.raises(ApplicationError) as info:
+        apply(kube, planned)
+    assert info.value.type == "SafetyRefusal"
+    assert "changed since the rollback was planned (revision 2, now 3); nothing sent" in info.value.message
+    assert sent(emulator) == []
 
 
 def test_rollback_skips_when_template_already_matches(emulator, kube):
@@ -380,6 +456,19 @@ def test_drain_sends_kubectls_cordon_and_evictions(emulator, kubectl_emulator, k
     assert beats[-1]["gone"] == beats[-1]["pods"] == len(before - daemon)
 
 
+def test_drain_retry_after_the_cordon_still_knows_it_cordoned(emulator, kube):
+    planned = plan(kube, WORKER_1, "drain", ignore_daemonsets=True, timeout="30s")
+    assert planned.precondition == {"unschedulable": False} and planned.undo.action == "uncordon"
+    assert [r.method for r in planned.requests][0] == "PATCH" and {r.method for r in planned.requests[1:]} == {"POST"}
+    # The first attempt cordoned the node and died before anything else.
+    kube._cordon_node(WORKER_1, True)
+    emulator.clear_requests()
+    result = apply(kube, planned, attempt=2)
+    assert not [r for r in sent(emulator) if r[0] == "PATCH"]  # no second cordon
+    assert {r[0] for r in sent(emulator)} == {"POST"}
+    assert result.changed and result.undo is not None and result.undo.action == "uncordon"
+
+
 def test_drain_grace_period_goes_into_delete_options(emulator, kube):
     emulator.clear_requests()
     run(kube.drain, mutation(WORKER_1, grace_period_seconds=0, timeout="30s"))
@@ -468,14 +557,16 @@ def test_delete_pod_sends_kubectls_delete_options_plus_uid_precondition(emulator
 
 
 def test_delete_pod_retry_never_deletes_the_replacement(emulator, kube):
-    first, beats = run(kube.delete_pod, mutation(ORDERS_DB, pod="orders-db-0"))
-    old_uid = first.state_before["uid"]
+    planned = plan(kube, ORDERS_DB, "delete_pod", pod="orders-db-0")
+    old_uid = planned.precondition["uid"]
+    apply(kube, planned)
     emulator.wait_until(lambda e: (e.get("Pod", "orders-db-0", "prod") or {}).get("metadata", {}).get("uid")
                         not in (None, old_uid))
     emulator.clear_requests()
-    again, _ = run(kube.delete_pod, mutation(ORDERS_DB, pod="orders-db-0"), heartbeat_details=beats[-1:], attempt=2)
+    again = apply(kube, planned, attempt=2)
     assert emulator.requests("DELETE") == []
-    assert again.changed and again.message == f"pod with uid {old_uid} already deleted (by an earlier attempt)"
+    assert again.changed and again.already_applied
+    assert again.message.startswith(f"pod prod/orders-db-0 with uid {old_uid} already deleted")
 
 
 def test_delete_pod_refuses_a_pod_of_another_workload(emulator, kube):

@@ -21,7 +21,6 @@ from slack_sdk import WebClient
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from remediator.emulator import Emulator
 from remediator.models import (
@@ -33,7 +32,7 @@ from remediator.models import (
     TargetRef,
 )
 from remediator.playbook import Playbook, PlaybookRef
-from remediator.runtime import build_activities
+from remediator.runtime import build_activities, new_worker
 from remediator.slack import SlackThreads
 from remediator.slack_emulator import SlackEmulator
 from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
@@ -68,10 +67,7 @@ def activities(emulator, audit, slack, tmp_path, prometheus_url=None):
 async def worker(client, emulator, audit, slack, tmp_path):
     queue = f"test-{uuid.uuid4()}"
     with ThreadPoolExecutor(16) as pool:
-        async with Worker(
-            client, task_queue=queue, workflows=[RemediationWorkflow],
-            activities=activities(emulator, audit, slack, tmp_path), activity_executor=pool,
-        ):
+        async with new_worker(client, queue, activities(emulator, audit, slack, tmp_path), pool):
             yield queue
 
 
@@ -174,8 +170,10 @@ async def test_reject_stops_the_step_and_the_run_needs_a_human(client, worker, e
     assert outcome.outcome == "needs_human"
     assert "rejected by U0BOB" in outcome.reason
     assert restart_patches(emulator) == []
-    kinds = [e.data.get("notice_kind") for e in audit.events(handle.result_run_id) if e.kind == "notice"]
-    assert kinds == ["approval_rejected"]
+    # One notice when the run ends, saying how and why.
+    notices = [e for e in audit.events(handle.result_run_id) if e.kind == "notice"]
+    assert [e.data.get("notice_kind") for e in notices] == ["needs_human"]
+    assert "rejected by U0BOB" in notices[0].message
 
 
 async def test_unauthorised_stale_and_second_decisions_are_refused(client, worker, emulator, slack, audit):
@@ -233,10 +231,7 @@ async def test_diagnosis_checks_run_concurrently(client, emulator, audit, slack,
             confidence={"weights": {"q0": 1, "q1": 1, "q2": 1}},
         )
         with ThreadPoolExecutor(16) as pool:
-            async with Worker(
-                client, task_queue=queue, workflows=[RemediationWorkflow],
-                activities=activities(emulator, audit, slack, tmp_path, prometheus_url=url), activity_executor=pool,
-            ):
+            async with new_worker(client, queue, activities(emulator, audit, slack, tmp_path, prometheus_url=url), pool):
                 handle = await start(client, queue, pb)
                 await handle.result()
         assert len(seen) == 3
@@ -267,10 +262,7 @@ async def test_no_answer_escalates_then_expires_with_skipped_time(skipping_env, 
     queue = f"test-{uuid.uuid4()}"
     emulator.clear_requests()
     with ThreadPoolExecutor(16) as pool:
-        async with Worker(
-            client, task_queue=queue, workflows=[RemediationWorkflow],
-            activities=activities(emulator, audit, slack, tmp_path), activity_executor=pool,
-        ):
+        async with new_worker(client, queue, activities(emulator, audit, slack, tmp_path), pool):
             handle = await start(client, queue, playbook([RESTART]))
             outcome = await handle.result()
     assert outcome.outcome == "needs_human"
@@ -286,7 +278,7 @@ async def test_no_answer_escalates_then_expires_with_skipped_time(skipping_env, 
     assert "remediator_approve" not in str(approval["blocks"])
     assert "deadline" in str(approval["blocks"]).lower() or "expired" in str(approval["blocks"]).lower()
     kinds = [e.data.get("notice_kind") for e in audit.events(handle.result_run_id) if e.kind == "notice" and e.data.get("ts")]
-    assert kinds == ["approval_escalation", "approval_timeout"]
+    assert kinds == ["approval_escalation", "needs_human"]
 
 
 async def _until(predicate, timeout: float = 10) -> None:

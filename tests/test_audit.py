@@ -15,14 +15,13 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     import pytest
     from rich.console import Console
-    from temporalio.client import WorkflowFailureError
     from temporalio.common import RetryPolicy
     from temporalio.worker import Worker
 
     from activities.audit import AuditActivities
     from remediator.audit import (
         AuditEventInvalid,
-        AuditKeyConflict,
+        SCHEMA_VERSION,
         AuditSchemaError,
         AuditStore,
         format_time,
@@ -209,7 +208,7 @@ def raw(store: AuditStore) -> sqlite3.Connection:
 
 def test_schema_versioned_and_wal(store):
     conn = raw(store)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
         "runs",
@@ -232,7 +231,7 @@ def test_reopen_keeps_data_and_newer_schema_refused(tmp_path):
     sqlite3.connect(path, isolation_level=None).execute("PRAGMA user_version=7")
     with pytest.raises(
         AuditSchemaError,
-        match="audit schema version 7 is newer than this remediator supports \\(1\\)",
+        match="audit schema version 7 is newer than this remediator supports \\(2\\)",
     ):
         AuditStore(path)
 
@@ -271,21 +270,54 @@ def test_same_events_twice_are_stored_once(store):
     )
 
 
-def test_reused_key_with_different_content_is_refused_and_nothing_written(store):
+def test_reused_key_keeps_the_first_write_and_never_fails(store, caplog):
     store.write(
         AuditWriteInput(run_id="run-a", run=run_info("run-a"), events=start_events(alert_ref()))
     )
     changed = AuditEvent(key="run_started", at=T0, kind="run_started", message="something else")
     extra = AuditEvent(key="later", at=T0, kind="decision", message="x")
-    with pytest.raises(
-        AuditKeyConflict,
-        match="'run_started' of run run-a is already recorded with different content",
-    ):
-        store.write(AuditWriteInput(run_id="run-a", events=[extra, changed]))
-    assert [e.key for e in store.events("run-a")] == [
+    store.write(AuditWriteInput(run_id="run-a", events=[extra, changed]))
+    events = store.events("run-a")
+    assert [e.key for e in events] == [
         "run_started",
         "alert/32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00",
+        "later",
     ]
+    assert events[0].message != "something else"
+    assert "already recorded with other content; the first write stays" in caplog.text
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path):
+    path = tmp_path / "audit.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, alertname TEXT NOT NULL,
+            namespace TEXT, target TEXT NOT NULL, playbook TEXT NOT NULL, playbook_path TEXT NOT NULL,
+            playbook_sha256 TEXT NOT NULL, simulate INTEGER NOT NULL, started_at TEXT NOT NULL,
+            outcome TEXT NOT NULL, ended_at TEXT);
+        INSERT INTO runs VALUES ('run-old', 'remediation/deployment/prod/checkout', 'KubePodCrashLooping',
+            'prod', 'deployment/prod/checkout', 'p', 'p.yaml', 'ab', 0, '2026-11-21T05:37:15.250000Z',
+            'healed', '2026-11-21T05:40:25.250000Z');
+        CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, key TEXT NOT NULL,
+            at TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL, dedup_key TEXT,
+            written_at TEXT NOT NULL, UNIQUE (run_id, key));
+        CREATE TABLE intake (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL,
+            message TEXT NOT NULL, playbook TEXT, run_id TEXT, alertname TEXT NOT NULL, fingerprint TEXT NOT NULL,
+            starts_at TEXT NOT NULL, dedup_key TEXT NOT NULL, status TEXT NOT NULL, alert TEXT NOT NULL);
+        PRAGMA user_version=1;
+        """
+    )
+    conn.close()
+    store = AuditStore(path)
+    assert raw(store).execute("PRAGMA user_version").fetchone()[0] == 2
+    old = store.get_run("run-old")
+    assert old.outcome == "healed" and old.cooldown_until is None
+    until = T0 + timedelta(hours=1)
+    store.write(AuditWriteInput(run_id="run-old", run=run_info("run-old", outcome="healed").model_copy(
+        update={"workflow_id": old.workflow_id, "alertname": old.alertname, "target": old.target, "playbook": "p",
+                "playbook_path": "p.yaml", "playbook_sha256": "ab", "cooldown_until": until})))
+    assert store.latest_run("remediation/deployment/prod/checkout").cooldown_until == until
 
 
 def test_alert_event_needs_dedup_key(store):
@@ -760,7 +792,7 @@ async def test_audit_write_through_temporal_worker(temporal_env, store):
     inp = AuditWriteInput(
         run_id=run_id, run=run_info(run_id), events=start_events(alert_ref()) + step_events()
     )
-    bad = AuditWriteInput(
+    other = AuditWriteInput(
         run_id=run_id,
         events=[AuditEvent(key="run_started", at=T0, kind="run_started", message="changed")],
     )
@@ -775,16 +807,13 @@ async def test_audit_write_through_temporal_worker(temporal_env, store):
             await client.execute_workflow(
                 AuditTwiceWorkflow.run, inp, id=f"audit-test-{uuid.uuid4()}", task_queue=queue
             )
-            with pytest.raises(WorkflowFailureError) as failure:
-                await client.execute_workflow(
-                    AuditTwiceWorkflow.run, bad, id=f"audit-test-{uuid.uuid4()}", task_queue=queue
-                )
-    app_error = failure.value.cause.cause
-    assert app_error.type == "AuditKeyConflict"
-    assert app_error.non_retryable
-    assert "already recorded with different content" in app_error.message
+            # A key written again with other content never fails the caller: the first stays.
+            await client.execute_workflow(
+                AuditTwiceWorkflow.run, other, id=f"audit-test-{uuid.uuid4()}", task_queue=queue
+            )
     events = store.events(run_id)
     assert [e.key for e in events] == [e.key for e in inp.events]
+    assert events[0].message == inp.events[0].message
     assert events[1].data["dedup_key"] == alert_ref().dedup_key
     assert store.handled_by(alert_ref().dedup_key) == run_id
     assert (

@@ -29,7 +29,6 @@ from slack_sdk import WebClient
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
 
 from remediator.approvals import BadButtonValue, DecisionRefused, parse_button_value, submit_decision
 from remediator.config import Settings
@@ -45,7 +44,7 @@ from remediator.models import (
     TargetRef,
 )
 from remediator.playbook import Playbook, PlaybookRef
-from remediator.runtime import build_activities
+from remediator.runtime import build_activities, new_worker
 from remediator.slack import SlackThreads, make_client
 from remediator.slack_emulator import SlackEmulator, block_actions_payload, signed_interaction
 from remediator.slack_interactivity import INTERACTIVITY_PATH, MAX_BODY_BYTES, router
@@ -84,12 +83,8 @@ async def worker(client, emulator, audit, slack_client, tmp_path):
     """The real workflow with every real activity (Kubernetes, audit, Slack), as the worker runs it."""
     queue = f"test-{uuid.uuid4()}"
     with ThreadPoolExecutor(16) as pool:
-        async with Worker(
-            client,
-            task_queue=queue,
-            workflows=[RemediationWorkflow],
-            activities=build_activities(emulator.api_client(), None, None, audit, slack_client, SlackThreads(tmp_path / "slack.db")),
-            activity_executor=pool,
+        async with new_worker(
+            client, queue, build_activities(emulator.api_client(), None, None, audit, slack_client, SlackThreads(tmp_path / "slack.db")), pool
         ):
             yield queue
 

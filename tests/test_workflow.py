@@ -12,12 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import pytest
-from temporalio.worker import Worker
 
 from remediator.emulator import Emulator
 from remediator.models import AlertRef, AlertSignal, RemediationInput, RemediationStatus, TargetRef
 from remediator.playbook import Playbook, PlaybookRef
-from remediator.runtime import build_activities
+from remediator.runtime import build_activities, new_worker
 from remediator.temporal import workflow_id_for
 from workflows.remediation import RemediationWorkflow
 
@@ -28,13 +27,7 @@ CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 async def worker(client, emulator, audit):
     queue = f"test-{uuid.uuid4()}"
     with ThreadPoolExecutor(16) as pool:
-        async with Worker(
-            client,
-            task_queue=queue,
-            workflows=[RemediationWorkflow],
-            activities=build_activities(emulator.api_client(), None, None, audit),
-            activity_executor=pool,
-        ):
+        async with new_worker(client, queue, build_activities(emulator.api_client(), None, None, audit), pool):
             yield queue
 
 
@@ -158,8 +151,9 @@ async def test_failed_step_rolls_back_this_runs_changes(client, worker, emulator
     assert result.outcome == "rolled_back", result.reason
     assert "progress deadline" in result.reason
     assert apps.read_namespaced_deployment("checkout", "prod").spec.replicas == before
-    scale_patches = [r.body["spec"]["replicas"] for r in emulator.requests(method="PATCH") if r.path.endswith("/scale")]
-    assert scale_patches == [before + 1, before]
+    # kubectl scale --current-replicas=N --replicas=M: GET then PUT of the Scale object.
+    scale_puts = [r.body["spec"]["replicas"] for r in emulator.requests(method="PUT") if r.path.endswith("/scale")]
+    assert scale_puts == [before + 1, before]
     undo = [e for e in audit.events(handle.result_run_id) if e.kind == "undo"]
     assert len(undo) == 1
 

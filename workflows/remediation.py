@@ -4,8 +4,9 @@ Started by the intake with signal-with-start on the workflow ID ``remediation/<t
 (remediator.temporal.workflow_id_for), so at most one remediation runs per target: later
 alerts for the same target arrive as ``alert`` signals and are attached to this run.
 
-The run, in order (every decision goes to the audit trail through the ``audit_write`` local
-activity, with deterministic event keys so retries write nothing twice):
+The run, in order (every decision goes to the audit trail through the ``audit_write``
+activity, whose input, fixed in this workflow's history, carries events with deterministic
+keys: a retried or replayed write writes the same thing, and never fails the run):
 
 1. record the run and its first alert(s); read the target once (``describe_target``);
 2. diagnose: gather the playbook's evidence concurrently (``diagnose_<check>`` activities),
@@ -14,15 +15,29 @@ activity, with deterministic event keys so retries write nothing twice):
    post one Slack message (``post_approval_request``) and wait durably for the ``decide``
    Update (its validator refuses unauthorised users, stale requests and second decisions),
    escalating at ``approval_timeout`` and giving up (``needs_human``) at
-   ``approval_deadline``; record the intent, run the action (a mutating activity that does
-   what kubectl does), record the exact change, then poll the step's health check until it
+   ``approval_deadline``; plan the action (``plan_mutation`` reads the target and fixes the
+   concrete change), record the plan in the audit trail, run the action with that plan (a
+   mutating activity that does what kubectl does and sends nothing an earlier attempt already
+   applied), record the exact change, then poll the step's health check until it
    passes, fails for good or times out; retry the step up to ``retries`` times; on failure
    ``stop``, ``continue`` or ``rollback`` (run the undo actions of this run's changes,
    newest first) and post a Slack notice;
 4. verify: wait up to the playbook's ``verification_window`` for every attached alert to
    resolve (resolved notification, or the Alertmanager API) -> ``healed`` / ``not_healed``;
-5. cool down: stay alive for the playbook's ``cooldown`` so further alerts for the target
+5. end: record the outcome and the end of the cooldown in the audit trail, post one Slack
+   notice with the outcome, whatever ended the run (a failed step, an internal error, a
+   cancellation); a run that Temporal terminates or times out gets both from
+   remediator.settle instead;
+6. cool down: stay alive for the playbook's ``cooldown`` so further alerts for the target
    are recorded and start nothing, then return.
+
+Every activity heartbeats (remediator.temporal.HeartbeatInterceptor) under the run's
+``heartbeat_timeout``, so the work of a dead worker is retried elsewhere within seconds;
+Kubernetes calls are retried with backoff for ``kube_retry_budget`` (an API server outage).
+
+Runs started before plans existed (their history has no ``durable-runs`` patch marker) keep
+their command sequence: local-activity audit writes, one mutating activity per step, the
+notices of the time.
 
 Deterministic: only ``workflow.now()``, timers, activities and signals; no I/O.
 """
@@ -31,12 +46,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from remediator.durations import format_duration as fmt
@@ -59,6 +74,8 @@ with workflow.unsafe.imports_passed_through():
         HealthInput,
         HealthResult,
         MutationInput,
+        MutationPlan,
+        MutationPlanInput,
         MutationResult,
         Notice,
         NoticeResult,
@@ -81,14 +98,18 @@ with workflow.unsafe.imports_passed_through():
         SA_TARGET,
     )
 
+DURABLE_RUNS = "durable-runs"
+"""Patch ID (``workflow.patched``): audit writes as regular activities, mutations planned then
+applied, one outcome notice per run, internal errors and cancellations recorded."""
+
 # Error types an activity raises that retrying cannot fix (remediator.kube).
 NON_RETRYABLE = list(NON_RETRYABLE_ERROR_TYPES)
 
+# Unlimited attempts: the run's ``kube_retry_budget`` bounds them (schedule-to-close timeout).
 KUBE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
+    maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=NON_RETRYABLE,
 )
 HEALTH_RETRY = RetryPolicy(
@@ -97,7 +118,9 @@ HEALTH_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=NON_RETRYABLE,
 )
+# Unlimited attempts: a run waits for its audit trail, it never fails or acts without it.
 AUDIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+AUDIT_TIMEOUT = timedelta(seconds=30)
 VERIFY_POLL = timedelta(seconds=5)
 SLACK_NON_RETRYABLE = ["SlackNotConfigured", "SlackPermanentError"]
 # An approval request is retried until the run stops waiting: a Slack outage never loses it.
@@ -215,7 +238,7 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, inp: RemediationInput) -> RemediationResult:
-        info = workflow.info()
+        self._v2 = workflow.patched(DURABLE_RUNS)
         self._log("remediation of %s with playbook %s (%s)", inp.target.key, inp.playbook.name, inp.playbook_ref.sha256[:12])
         # Signal-with-start delivers the first alert with the start; wait briefly otherwise.
         await self._sleep_or_signal(timedelta(seconds=10) if not self._inbox else timedelta(0))
@@ -239,11 +262,56 @@ class RemediationWorkflow:
         )
         # Written with the first flush, which comes before any mutation.
         self._run_pending = self._run_info(first)
+        if not self._v2:
+            return await self._run_v1(first)
 
+        cancelled = False
+        try:
+            await self._remediate()
+            if self._outcome == "running":
+                await self._verify()
+        except StepFailed as failure:
+            # Outcome already set by the step logic; the message is the reason.
+            if self._outcome == "running":
+                self._finish("refused" if failure.refused else "failed", str(failure))
+        except asyncio.CancelledError:
+            cancelled = True
+            self._finish("cancelled", "the workflow was cancelled; the remaining steps did not run")
+        except Exception as err:  # a bug must not leave a run without an outcome or a notice
+            workflow.logger.exception("remediation of %s: internal error", inp.target.key)
+            self._finish("failed", f"internal error: {type(err).__name__}: {err}")
+
+        self._phase = "done" if cancelled or inp.playbook.cooldown <= timedelta(0) else "cooldown"
+        ended = workflow.now()
+        until = ended + inp.playbook.cooldown
+        self._event(
+            "outcome", f"{self._outcome}: {self._reason}",
+            outcome=self._outcome, reason=self._reason, cooldown_until=until.isoformat(),
+        )
+        # The audit first (the outcome and the cooldown must not wait on Slack), then the search
+        # attribute: a run stopped in between is still found by remediator.settle.
+        await self._flush(run=self._run_info(first, outcome=self._outcome, ended=ended, cooldown_until=until))
+        workflow.upsert_search_attributes([SA_OUTCOME.value_set(self._outcome)])
+        await self._notify(self._outcome, self._outcome_title(), mention=self._outcome_mention())
+        await self._flush()
+        self._log("remediation of %s ended %s: %s", inp.target.key, self._outcome, self._reason)
+        if cancelled:
+            raise asyncio.CancelledError()
+
+        await self._cooldown(ended)
+        # Alerts that arrived while the last write ran are recorded before the run ends.
+        while self._inbox:
+            self._drain_inbox(cooldown_until=until)
+            await self._flush()
+        self._phase = "done"
+        return self._result()
+
+    async def _run_v1(self, first: AlertRef | None) -> RemediationResult:
+        """The end of a run started before ``DURABLE_RUNS``: its command sequence, unchanged."""
+        inp = self._inp
         try:
             await self._remediate()
         except StepFailed as failure:
-            # Outcome already set by the step logic; the message is the reason.
             if self._outcome == "running":
                 self._finish("refused" if failure.refused else "failed", str(failure))
         if self._outcome == "running":
@@ -255,36 +323,58 @@ class RemediationWorkflow:
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(self._outcome)])
         self._event("outcome", f"{self._outcome}: {self._reason}", outcome=self._outcome, reason=self._reason)
         ended = workflow.now()
-        await self._flush(run=self._run_info(first, outcome=self._outcome, ended=ended))
+        await self._flush(
+            run=self._run_info(first, outcome=self._outcome, ended=ended, cooldown_until=ended + inp.playbook.cooldown)
+        )
         self._log("remediation of %s ended %s: %s", inp.target.key, self._outcome, self._reason)
-
         await self._cooldown(ended)
         self._phase = "done"
+        return self._result()
+
+    def _result(self) -> RemediationResult:
         return RemediationResult(
-            run_id=info.run_id,
-            target=inp.target,
-            playbook=inp.playbook.name,
+            run_id=workflow.info().run_id,
+            target=self._inp.target,
+            playbook=self._inp.playbook.name,
             outcome=self._outcome,  # type: ignore[arg-type]
             reason=self._reason,
             steps=self._steps,
             alerts=sorted(self._seen),
         )
 
+    def _outcome_title(self) -> str:
+        inp = self._inp
+        if self._outcome == "healed":
+            return f"{inp.target.key} healed by playbook {inp.playbook.name}"
+        if self._outcome == "not_healed":
+            return f"{inp.target.key} is not healed: {self._reason}"
+        return f"remediation of {inp.target.key} with playbook {inp.playbook.name} ended {self._outcome}: {self._reason}"
+
+    def _outcome_mention(self) -> str | None:
+        slack = self._inp.playbook.slack
+        needs_people = ("not_healed", "failed", "refused", "needs_human", "rolled_back")
+        return slack.oncall_usergroup if slack and self._outcome in needs_people else None
+
     # ------------------------------------------------------------------ phases
 
     async def _remediate(self) -> None:
         inp = self._inp
-        self._state = await workflow.execute_activity(
-            "describe_target",
-            DescribeTargetInput(target=inp.target),
-            result_type=TargetState,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=KUBE_RETRY,
-        )
+        try:
+            self._state = await workflow.execute_activity(
+                "describe_target",
+                DescribeTargetInput(target=inp.target),
+                result_type=TargetState,
+                **self._kube_options(timedelta(seconds=30)),
+            )
+        except ActivityError as err:
+            if not self._v2:
+                raise
+            raise StepFailed(f"could not read {inp.target.key}: {_cause_message(err)}") from err
         self._event("decision", f"target {inp.target.key}: {self._state.summary}", state=self._state.model_dump(mode="json"))
         if not self._state.exists:
             self._finish("refused", f"{inp.target.key} does not exist")
-            await self._notify("failed", f"{inp.target.key} does not exist; nothing was changed")
+            if not self._v2:
+                await self._notify("failed", f"{inp.target.key} does not exist; nothing was changed")
             return
         await self._diagnose()
         self._phase = "remediating"
@@ -316,9 +406,13 @@ class RemediationWorkflow:
                 title = f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} "
                 if failure.refused:
                     self._finish("refused", f"step {index + 1} ({step.name}) refused: {failure}")
-                    await self._notify("safety_refusal", title + f"was refused for safety: {failure}")
+                    if not self._v2:
+                        await self._notify("safety_refusal", title + f"was refused for safety: {failure}")
                     return
-                await self._notify("health_failed", title + f"failed: {failure} (on_failure: {step.on_failure})")
+                # Since DURABLE_RUNS the outcome notice tells how a run ended; mid-run notices
+                # are for what goes on.
+                if not self._v2 or step.on_failure == "continue":
+                    await self._notify("health_failed", title + f"failed: {failure} (on_failure: {step.on_failure})")
                 if step.on_failure == "continue":
                     self._event("decision", f"step {index + 1} ({step.name}) failed; on_failure: continue", step=index)
                     continue
@@ -349,6 +443,7 @@ class RemediationWorkflow:
                     DiagnosisInput(target=self._inp.target, name=d.name, check=d.check, params=getattr(d, d.check).model_dump(mode="json"), alert=primary),
                     result_type=Evidence,
                     start_to_close_timeout=d.timeout,
+                    heartbeat_timeout=self._inp.heartbeat_timeout,
                     retry_policy=HEALTH_RETRY,
                 )
             except ActivityError as err:
@@ -373,6 +468,7 @@ class RemediationWorkflow:
                 ),
                 result_type=Assessment,
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=self._inp.heartbeat_timeout,
                 retry_policy=HEALTH_RETRY,
             )
         except ActivityError as err:
@@ -416,6 +512,7 @@ class RemediationWorkflow:
                     ResolveApproversInput(usergroups=slack.approvers.usergroups),
                     result_type=ResolveApproversResult,
                     start_to_close_timeout=timedelta(seconds=30),
+                    heartbeat_timeout=self._inp.heartbeat_timeout,
                     retry_policy=HEALTH_RETRY,
                 )
                 for users in resolved.members.values():
@@ -467,6 +564,7 @@ class RemediationWorkflow:
             request,
             result_type=ApprovalMessage,
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=self._inp.heartbeat_timeout,
             retry_policy=SLACK_REQUEST_RETRY,
         )
         message: ApprovalMessage | None = None
@@ -512,7 +610,8 @@ class RemediationWorkflow:
             record.status, record.message = "skipped", text
             if message is not None:
                 await self._update_message(request, message, "expired", text)
-            await self._notify("approval_timeout", f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} was not approved in time; it did not run", mention=slack.oncall_usergroup)
+            if not self._v2:
+                await self._notify("approval_timeout", f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} was not approved in time; it did not run", mention=slack.oncall_usergroup)
             self._finish("needs_human", f"step {index + 1} ({step.name}) was not approved by its deadline; it did not run")
             return False
         verb = "approved" if decision.decision == "approve" else "rejected"
@@ -526,7 +625,8 @@ class RemediationWorkflow:
             record.status, record.message = "skipped", f"rejected by {decision.user_id}"
             if message is not None:
                 await self._update_message(request, message, "rejected", text + "; the step did not run")
-            await self._notify("approval_rejected", f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} was rejected by <@{decision.user_id}>; it did not run")
+            if not self._v2:
+                await self._notify("approval_rejected", f"step {index + 1} ({step.name}) of {inp.playbook.name} on {inp.target.key} was rejected by <@{decision.user_id}>; it did not run")
             self._finish("needs_human", f"step {index + 1} ({step.name}) was rejected by {decision.user_id}; it did not run")
             return False
         if message is not None:
@@ -548,6 +648,7 @@ class RemediationWorkflow:
                 "update_approval_message",
                 ApprovalOutcome(request=request, message=message, status=status, text=text),  # type: ignore[arg-type]
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=self._inp.heartbeat_timeout,
                 retry_policy=SLACK_NOTICE_RETRY,
             )
         except ActivityError as err:
@@ -580,6 +681,7 @@ class RemediationWorkflow:
                 notice,
                 result_type=NoticeResult,
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=self._inp.heartbeat_timeout,
                 retry_policy=SLACK_NOTICE_RETRY,
             )
             self._event("notice", f"Slack notice ({kind}) posted: {title}", notice_kind=kind, channel=result.channel, ts=result.ts, thread_ts=result.thread_ts)
@@ -614,7 +716,8 @@ class RemediationWorkflow:
         last_error = ""
         for attempt in range(1, step.retries + 2):
             record.attempts = attempt
-            await self._flush()
+            if not self._v2:
+                await self._flush()
             result = await self._mutate(step.action, params, index, attempt, step.timeout, step)
             self._event(
                 "mutation",
@@ -627,6 +730,7 @@ class RemediationWorkflow:
                 resource_version_after=result.resource_version_after,
                 state_before=result.state_before,
                 state_after=result.state_after,
+                already_applied=result.already_applied,
             )
             if result.undo is not None and result.changed:
                 self._undo.append(result.undo)
@@ -649,11 +753,63 @@ class RemediationWorkflow:
     async def _mutate(
         self, action: str, params: dict[str, Any], index: int, attempt: int, timeout: timedelta, step: Step | None
     ) -> MutationResult:
-        inp = self._inp
-        heartbeat = timedelta(seconds=30) if action == "drain" else None
+        """Plan the action, record the plan in the audit trail, then apply it.
+
+        The plan (``plan_mutation``, a read) fixes the concrete change in this workflow's
+        history; the action's activity gets it as input, so every retry applies that change and
+        one that finds it applied sends nothing. Raises StepFailed when planning or applying
+        fails (``refused`` for a safety refusal)."""
         if action == "drain":
             drain_timeout = step.drain.timeout if step and step.drain else timedelta(minutes=5)
             timeout = max(timeout, drain_timeout + timedelta(minutes=1))
+        if not self._v2:
+            return await self._mutate_v1(action, params, index, attempt, timeout)
+        inp = self._inp
+        try:
+            plan = await workflow.execute_activity(
+                "plan_mutation",
+                MutationPlanInput(target=inp.target, action=action, params=params, now=workflow.now()),
+                result_type=MutationPlan,
+                **self._kube_options(timedelta(seconds=30)),
+            )
+        except ActivityError as err:
+            self._mutation_failed(action, index, attempt, err)
+        self._event(
+            "plan",
+            plan.message,
+            step=index,
+            attempt=attempt,
+            action=action,
+            noop=plan.noop,
+            change=plan.change,
+            precondition=plan.precondition,
+            requests=[r.model_dump(mode="json") for r in plan.requests],
+            resource_version=plan.resource_version,
+            state_before=plan.state_before,
+            undo=plan.undo.model_dump(mode="json") if plan.undo else None,
+        )
+        if plan.noop:
+            return MutationResult(
+                changed=False,
+                message=plan.message,
+                resource_version_before=plan.resource_version,
+                resource_version_after=plan.resource_version,
+                state_before=plan.state_before,
+                state_after=plan.state_before,
+            )
+        await self._flush()  # the intent is in the audit trail before anything is sent
+        try:
+            return await workflow.execute_activity(
+                action,
+                MutationInput(target=inp.target, plan=plan, simulate=inp.simulate),
+                result_type=MutationResult,
+                **self._kube_options(timeout),
+            )
+        except ActivityError as err:
+            self._mutation_failed(action, index, attempt, err)
+
+    async def _mutate_v1(self, action: str, params: dict[str, Any], index: int, attempt: int, timeout: timedelta) -> MutationResult:
+        inp = self._inp
         try:
             return await workflow.execute_activity(
                 action,
@@ -665,29 +821,40 @@ class RemediationWorkflow:
                     simulate=inp.simulate,
                 ),
                 result_type=MutationResult,
-                start_to_close_timeout=timeout,
-                heartbeat_timeout=heartbeat,
-                retry_policy=KUBE_RETRY,
+                **self._kube_options(timeout),
             )
         except ActivityError as err:
-            cause = err.cause
-            refused = isinstance(cause, ApplicationError) and cause.type == "SafetyRefusal"
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-            # A partly done action (a drain that timed out on a PodDisruptionBudget) reports what it
-            # already sent and how to undo it: record both so on_failure: rollback can restore.
-            partial = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
-            partial = partial if isinstance(partial, dict) else {}
-            if partial.get("undo"):
-                self._undo.append(UndoAction.model_validate(partial["undo"]))
-            self._event(
-                "decision",
-                f"{action} failed: {message}",
-                step=index,
-                attempt=attempt,
-                error_type=getattr(cause, "type", None),
-                requests=partial.get("requests", []),
-            )
-            raise StepFailed(message, refused=refused) from err
+            self._mutation_failed(action, index, attempt, err)
+
+    def _mutation_failed(self, action: str, index: int, attempt: int, err: ActivityError) -> NoReturn:
+        cause = _last_failure(err)
+        refused = isinstance(cause, ApplicationError) and cause.type == "SafetyRefusal"
+        message = _cause_message(err)
+        # A partly done action (a drain that timed out on a PodDisruptionBudget) reports what it
+        # already sent and how to undo it: record both so on_failure: rollback can restore.
+        partial = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
+        partial = partial if isinstance(partial, dict) else {}
+        if partial.get("undo"):
+            self._undo.append(UndoAction.model_validate(partial["undo"]))
+        self._event(
+            "decision",
+            f"{action} failed: {message}",
+            step=index,
+            attempt=attempt,
+            error_type=getattr(cause, "type", None),
+            requests=partial.get("requests", []),
+        )
+        raise StepFailed(message, refused=refused) from err
+
+    def _kube_options(self, start_to_close: timedelta) -> dict[str, Any]:
+        """Activity options of a Kubernetes call: heartbeats, and retries with backoff until the
+        run's ``kube_retry_budget`` is spent (an API server outage), then the step fails."""
+        return {
+            "start_to_close_timeout": start_to_close,
+            "schedule_to_close_timeout": start_to_close + self._inp.kube_retry_budget,
+            "heartbeat_timeout": self._inp.heartbeat_timeout,
+            "retry_policy": KUBE_RETRY,
+        }
 
     async def _check(self, index: int, attempt: int, step: Step) -> tuple[bool, str]:
         """Poll the step's health check every ``interval`` until it passes, fails for good or times out."""
@@ -730,19 +897,20 @@ class RemediationWorkflow:
                 HealthInput(target=self._inp.target, check=name, params=params, alert=primary),
                 result_type=HealthResult,
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=self._inp.heartbeat_timeout,
                 retry_policy=HEALTH_RETRY,
             )
         except ActivityError as err:
             cause = err.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
             final = isinstance(cause, ApplicationError) and cause.non_retryable
-            return HealthResult(healthy=False, final=final, message=f"check could not be evaluated: {message}")
+            return HealthResult(healthy=False, final=final, message=f"check could not be evaluated: {_cause_message(err)}")
 
     async def _undo_all(self) -> None:
         while self._undo:
             undo = self._undo.pop()
             self._event("undo", f"undo: {undo.description or undo.action}", action=undo.action, params=undo.params)
-            await self._flush()
+            if not self._v2:
+                await self._flush()
             try:
                 result = await self._mutate(undo.action, undo.params, -1, len(self._undo) + 1, timedelta(minutes=2), None)
             except StepFailed as failure:
@@ -756,6 +924,7 @@ class RemediationWorkflow:
                 requests=[r.model_dump(mode="json") for r in result.requests],
                 resource_version_before=result.resource_version_before,
                 resource_version_after=result.resource_version_after,
+                already_applied=result.already_applied,
             )
 
     async def _verify(self) -> None:
@@ -879,21 +1048,30 @@ class RemediationWorkflow:
     async def _flush(self, run: RunInfo | None = None) -> None:
         """Append the buffered events (and run columns) to the audit trail.
 
-        A local activity: a short, idempotent SQLite write in this worker's process, with no
-        round trip through the task queue on the path from alert to first mutation.
+        A regular activity: its input is recorded in this workflow's history when it is
+        scheduled, so whatever retries it (a crash after the commit, a lost completion, a
+        replay) writes exactly these events again, which the store keeps once. Retried without
+        limit: an unavailable audit store holds the run, it never fails it.
         """
         run = run or self._run_pending
         if not self._buffer and run is None:
             return
         events, self._buffer, self._run_pending = self._buffer, [], None
-        await workflow.execute_local_activity(
+        write = AuditWriteInput(run=run, run_id=workflow.info().run_id, events=events)
+        if not self._v2:
+            await workflow.execute_local_activity(
+                "audit_write", write, start_to_close_timeout=AUDIT_TIMEOUT, retry_policy=AUDIT_RETRY
+            )
+            return
+        await workflow.execute_activity(
             "audit_write",
-            AuditWriteInput(run=run, run_id=workflow.info().run_id, events=events),
-            start_to_close_timeout=timedelta(seconds=30),
+            write,
+            start_to_close_timeout=AUDIT_TIMEOUT,
+            heartbeat_timeout=self._inp.heartbeat_timeout,
             retry_policy=AUDIT_RETRY,
         )
 
-    def _run_info(self, first: AlertRef | None, outcome: str = "running", ended=None) -> RunInfo:
+    def _run_info(self, first: AlertRef | None, outcome: str = "running", ended=None, cooldown_until=None) -> RunInfo:
         info = workflow.info()
         inp = self._inp
         return RunInfo(
@@ -909,6 +1087,7 @@ class RemediationWorkflow:
             started_at=info.start_time,
             outcome=outcome,
             ended_at=ended,
+            cooldown_until=cooldown_until,
         )
 
     def _log(self, msg: str, *args: Any) -> None:
@@ -916,9 +1095,22 @@ class RemediationWorkflow:
         workflow.logger.info(msg, *args)
 
 
+def _last_failure(err: ActivityError) -> BaseException | None:
+    """The activity's own failure; for a retry budget that ran out (a schedule-to-close
+    timeout), the failure of its last attempt when Temporal kept it."""
+    cause = err.cause
+    if isinstance(cause, TemporalTimeoutError) and cause.cause is not None:
+        return cause.cause
+    return cause
+
+
 def _cause_message(err: ActivityError) -> str:
     cause = err.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    last = _last_failure(err)
+    text = last.message if isinstance(last, ApplicationError) else str(last or err)
+    if isinstance(cause, TemporalTimeoutError) and last is not cause:
+        return f"still failing when its retries ran out of time ({cause.type.name if cause.type else 'timeout'}): {text}"
+    return text
 
 
 def _describe_change(step: Step, target) -> str:
