@@ -501,16 +501,7 @@ class KubeActivities:
                 plan = self._planners()[action](MutationPlanInput(target=target, action=action, params=input.params, now=now))
             if plan.action != action or plan.target != target:
                 raise KubePermanentError(f"{action} {target.key} was given a plan for {plan.action} {plan.target.key}")
-            if plan.noop:
-                return MutationResult(
-                    changed=False,
-                    message=plan.message,
-                    resource_version_before=plan.resource_version,
-                    resource_version_after=plan.resource_version,
-                    state_before=plan.state_before,
-                    state_after=plan.state_before,
-                )
-            return apply(plan)
+            return plan.unchanged() if plan.noop else apply(plan)
 
     @staticmethod
     def _already(plan: MutationPlan, resource_version: str, state_after: dict[str, Any], message: str) -> MutationResult:

@@ -26,7 +26,8 @@ Event ``data`` shapes the renderer understands (other keys are kept, and shown b
 ``AlertRef`` under ``alert`` (as workflows/remediation.py writes it; a flat ``AlertRef`` dump
 is read too); ``mutation``/``undo``: a ``MutationResult`` dump (``requests``,
 ``resource_version_before``/``_after``, ``changed``; ``undo: true`` on a compensation);
-``health``: ``check``, ``healthy``, ``final``; ``decision``: ``reason``; ``outcome``:
+``plan``: the ``MutationPlan`` recorded before a change is sent (``change``, ``precondition``,
+``requests``, ``noop``); ``health``: ``check``, ``healthy``, ``final``; ``decision``: ``reason``; ``outcome``:
 ``outcome`` and ``reason``; ``step_intent``: ``action``, ``params``; ``run_started``: ``steps``.
 """
 

@@ -154,6 +154,21 @@ class RemediationInput(Model):
     heartbeat_timeout: Duration = timedelta(seconds=10)
     kube_retry_budget: Duration = timedelta(minutes=3)
 
+    def run_info(self, run_id: str, workflow_id: str, started_at: datetime, first: AlertRef | None) -> "RunInfo":
+        """The audit trail's run columns of a run of this input, ``running``."""
+        return RunInfo(
+            run_id=run_id,
+            workflow_id=workflow_id,
+            alertname=first.alertname if first else "",
+            namespace=self.target.namespace,
+            target=self.target.key,
+            playbook=self.playbook.name,
+            playbook_path=self.playbook_ref.path,
+            playbook_sha256=self.playbook_ref.sha256,
+            simulate=self.simulate,
+            started_at=started_at,
+        )
+
 
 class AlertSignal(Model):
     """Payload of the ``alert`` signal: one alert (firing or resolved) for this target."""
@@ -285,6 +300,17 @@ class MutationPlan(Model):
     resource_version: str = ""
     state_before: dict[str, Any] = Field(default_factory=dict)
     undo: UndoAction | None = None
+
+    def unchanged(self) -> "MutationResult":
+        """The result of a no-op plan: nothing sent, the state as read."""
+        return MutationResult(
+            changed=False,
+            message=self.message,
+            resource_version_before=self.resource_version,
+            resource_version_after=self.resource_version,
+            state_before=self.state_before,
+            state_after=self.state_before,
+        )
 
 
 class MutationInput(Model):

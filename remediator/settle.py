@@ -145,18 +145,7 @@ class Settler:
             self._audit.write,
             AuditWriteInput(
                 run_id=run_id,
-                run=RunInfo(
-                    run_id=run_id,
-                    workflow_id=workflow_id,
-                    alertname=first.alertname if first else "",
-                    namespace=inp.target.namespace,
-                    target=inp.target.key,
-                    playbook=inp.playbook.name,
-                    playbook_path=inp.playbook_ref.path,
-                    playbook_sha256=inp.playbook_ref.sha256,
-                    simulate=inp.simulate,
-                    started_at=desc.start_time,
-                ),
+                run=inp.run_info(run_id, workflow_id, desc.start_time, first),
             ),
         )
         return await self.settle(await asyncio.to_thread(self._audit.get_run, run_id))

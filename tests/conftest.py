@@ -13,7 +13,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from remediator import procs
 from remediator.audit import AuditStore
+from remediator.devserver import DevServer
 from remediator.emulator import Emulator
+from remediator.procs import free_port
 from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
 
 
@@ -80,3 +82,29 @@ def prometheus(tmp_path_factory):
     finally:
         prom.stop()
         emu.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A seeded emulator for worker processes: (emulator, kubeconfig path); ``tmp_path /
+    "playbooks"`` exists (empty) for the test's playbooks."""
+    emu = Emulator().start()
+    emu.seed_demo()
+    (tmp_path / "playbooks").mkdir()
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+    try:
+        yield emu, kubeconfig
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def temporal(tmp_path):
+    """A ``temporal server start-dev`` of the test's own, with its state in a SQLite file, so it
+    can be stopped and started again mid-run."""
+    server = DevServer(tmp_path / "temporal.db", port=free_port(), ui_port=free_port(), headless=True, log_path=tmp_path / "temporal.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

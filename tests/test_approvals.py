@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import pytest_asyncio
 from slack_sdk import WebClient
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import CancelledError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -319,3 +320,18 @@ def _slow_prometheus(delay: float):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, seen
+
+
+async def test_a_cancelled_run_records_its_outcome_and_posts_a_notice(client, worker, emulator, slack, audit):
+    handle = await start(client, worker, playbook([RESTART]))
+    await waiting(handle)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as ended:
+        await handle.result()
+    assert isinstance(ended.value.cause, CancelledError)
+    run = audit.get_run(handle.result_run_id)
+    assert run.outcome == "cancelled" and run.cooldown_until is not None
+    notices = [e for e in audit.events(run.run_id) if e.kind == "notice"]
+    assert [e.data.get("notice_kind") for e in notices] == ["cancelled"]
+    assert any("ended cancelled" in m.get("text", "") for m in slack.messages("sre-oncall"))
+    assert restart_patches(emulator) == []

@@ -9,23 +9,17 @@ at the step it was in, and the emulator's request log must show each mutation on
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 from remediator.devserver import DevServer
 from remediator.emulator import Emulator
 from remediator.models import RemediationResult, RemediationStatus
-from remediator.procs import free_port
 from remediator.temporal import connect, workflow_id_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import WorkerProcess
 
 PLAYBOOK = """\
 name: durability
@@ -44,88 +38,6 @@ steps:
 verification_window: 1m
 cooldown: 0s
 """
-
-
-class WorkerProcess:
-    """``python worker.py`` as a child process with its own intake port."""
-
-    def __init__(self, tmp: Path, temporal: str, kubeconfig: Path, extra: list[str] = ()) -> None:
-        self.port = free_port()
-        self.log = tmp / f"worker-{self.port}.log"
-        args = [
-            sys.executable, str(ROOT / "worker.py"),
-            "--temporal-address", temporal, "--kubeconfig", str(kubeconfig), "--no-auth",
-            "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(tmp / "state"),
-            "--playbook-dir", str(tmp / "playbooks"), *extra,
-        ]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"worker did not come up: {self.log.read_text()[-3000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def post(self, status: str) -> httpx.Response:
-        alert = {
-            "status": status,
-            "labels": {"alertname": "DurabilityTest", "namespace": "prod", "deployment": "checkout"},
-            "annotations": {},
-            "startsAt": "2026-11-21T05:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-21T05:10:00Z",
-            "generatorURL": "http://prometheus/graph",
-            "fingerprint": "d0ab1e",
-        }
-        body = {
-            "version": "4", "groupKey": "{}:{alertname=\"DurabilityTest\"}", "truncatedAlerts": 0,
-            "status": status, "receiver": "remediator", "groupLabels": {}, "commonLabels": alert["labels"],
-            "commonAnnotations": {}, "externalURL": "http://alertmanager", "alerts": [alert],
-        }
-        return httpx.post(f"{self.url}/api/v1/alerts", json=body, timeout=10)
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    emu = Emulator().start()
-    emu.seed_demo()
-    (tmp_path / "playbooks").mkdir()
-    (tmp_path / "playbooks" / "durability.yaml").write_text(PLAYBOOK)
-    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
-    try:
-        yield emu, kubeconfig
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
-def temporal(tmp_path):
-    server = DevServer(tmp_path / "temporal.db", port=free_port(), ui_port=free_port(), headless=True, log_path=tmp_path / "temporal.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def restart_patches(emu: Emulator) -> list:
@@ -159,6 +71,12 @@ async def finish_healed(server: DevServer, worker: WorkerProcess) -> Remediation
     await wait_for(verifying, what="the run to reach verification")
     assert worker.post("resolved").status_code == 200
     return await asyncio.wait_for(handle.result(), 60)
+
+
+@pytest.fixture
+def cluster(cluster, tmp_path):
+    (tmp_path / "playbooks" / "durability.yaml").write_text(PLAYBOOK)
+    return cluster
 
 
 async def test_worker_sigkilled_mid_step_resumes_without_repeating_the_mutation(tmp_path, cluster, temporal):
@@ -252,14 +170,14 @@ async def test_worker_killed_while_waiting_for_approval_then_cli_approval_resume
             cli = subprocess.run(
                 [sys.executable, "-m", "remediator.cli", "approve", run_id[:8], "--as", "U0BOB",
                  "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
-                cwd=ROOT, capture_output=True, text=True, timeout=60,
+                cwd=WorkerProcess.ROOT, capture_output=True, text=True, timeout=60,
             )
             assert cli.returncode == 0, cli.stdout + cli.stderr
             assert "approved by U0BOB" in cli.stdout
             refused = subprocess.run(
                 [sys.executable, "-m", "remediator.cli", "reject", run_id[:8], "--as", "U0MALLORY",
                  "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
-                cwd=ROOT, capture_output=True, text=True, timeout=60,
+                cwd=WorkerProcess.ROOT, capture_output=True, text=True, timeout=60,
             )
             assert refused.returncode != 0
             result = await finish_healed(temporal, second)

@@ -51,7 +51,8 @@ from urllib.parse import quote
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState, is_cancelled_exception
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from remediator.durations import format_duration as fmt
@@ -121,6 +122,7 @@ HEALTH_RETRY = RetryPolicy(
 # Unlimited attempts: a run waits for its audit trail, it never fails or acts without it.
 AUDIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 AUDIT_TIMEOUT = timedelta(seconds=30)
+FINAL_DRAIN_PASSES = 5
 VERIFY_POLL = timedelta(seconds=5)
 SLACK_NON_RETRYABLE = ["SlackNotConfigured", "SlackPermanentError"]
 # An approval request is retried until the run stops waiting: a Slack outage never loses it.
@@ -274,12 +276,13 @@ class RemediationWorkflow:
             # Outcome already set by the step logic; the message is the reason.
             if self._outcome == "running":
                 self._finish("refused" if failure.refused else "failed", str(failure))
-        except asyncio.CancelledError:
-            cancelled = True
-            self._finish("cancelled", "the workflow was cancelled; the remaining steps did not run")
-        except Exception as err:  # a bug must not leave a run without an outcome or a notice
-            workflow.logger.exception("remediation of %s: internal error", inp.target.key)
-            self._finish("failed", f"internal error: {type(err).__name__}: {err}")
+        except (asyncio.CancelledError, Exception) as err:
+            if is_cancelled_exception(err):  # also an awaited activity's ActivityError on cancel
+                cancelled = True
+                self._finish("cancelled", "the workflow was cancelled; the remaining steps did not run")
+            else:  # a bug must not leave a run without an outcome or a notice
+                workflow.logger.exception("remediation of %s: internal error", inp.target.key)
+                self._finish("failed", f"internal error: {type(err).__name__}: {err}")
 
         self._phase = "done" if cancelled or inp.playbook.cooldown <= timedelta(0) else "cooldown"
         ended = workflow.now()
@@ -299,8 +302,11 @@ class RemediationWorkflow:
             raise asyncio.CancelledError()
 
         await self._cooldown(ended)
-        # Alerts that arrived while the last write ran are recorded before the run ends.
-        while self._inbox:
+        # Alerts that arrived while the last write ran are recorded before the run ends (a few
+        # passes: a sender that never stops must not keep an ended run alive).
+        for _ in range(FINAL_DRAIN_PASSES):
+            if not self._inbox:
+                break
             self._drain_inbox(cooldown_until=until)
             await self._flush()
         self._phase = "done"
@@ -367,9 +373,10 @@ class RemediationWorkflow:
                 **self._kube_options(timedelta(seconds=30)),
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             if not self._v2:
                 raise
-            raise StepFailed(f"could not read {inp.target.key}: {_cause_message(err)}") from err
+            raise StepFailed(f"could not read {inp.target.key}: {_cause_message(err, inp.kube_retry_budget)}") from err
         self._event("decision", f"target {inp.target.key}: {self._state.summary}", state=self._state.model_dump(mode="json"))
         if not self._state.exists:
             self._finish("refused", f"{inp.target.key} does not exist")
@@ -447,6 +454,7 @@ class RemediationWorkflow:
                     retry_policy=HEALTH_RETRY,
                 )
             except ActivityError as err:
+                _raise_if_cancelled(err)
                 message = _cause_message(err)
                 return Evidence(name=d.name, check=d.check, signal=False, summary=f"could not be gathered: {message}", error=message)
 
@@ -472,6 +480,7 @@ class RemediationWorkflow:
                 retry_policy=HEALTH_RETRY,
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             # Fail closed: no confidence means humans decide, and no condition holds.
             message = _cause_message(err)
             self._assessment = Assessment(
@@ -519,6 +528,7 @@ class RemediationWorkflow:
                     members.update(users)
                 problems = resolved.errors
             except ActivityError as err:
+                _raise_if_cancelled(err)
                 problems = [_cause_message(err)]
             if problems:
                 self._event("approval", "could not expand approver user groups; only users named directly can approve: " + "; ".join(problems), step=index)
@@ -586,6 +596,7 @@ class RemediationWorkflow:
                     message = post.result()
                     self._event("approval", f"approval request posted to Slack {message.channel} (ts {message.ts})", step=index, channel=message.channel, ts=message.ts, posted=message.posted)
                 except ActivityError as err:
+                    _raise_if_cancelled(err)
                     self._event("approval", f"could not post the approval request to Slack: {_cause_message(err)}; the run keeps waiting (remediator approve/reject works)", step=index)
                 await self._flush()
                 continue
@@ -652,6 +663,7 @@ class RemediationWorkflow:
                 retry_policy=SLACK_NOTICE_RETRY,
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             self._event("notice", f"could not update the Slack approval message: {_cause_message(err)}")
 
     async def _notify(self, kind: str, title: str, mention: str | None = None) -> None:
@@ -686,6 +698,7 @@ class RemediationWorkflow:
             )
             self._event("notice", f"Slack notice ({kind}) posted: {title}", notice_kind=kind, channel=result.channel, ts=result.ts, thread_ts=result.thread_ts)
         except ActivityError as err:
+            _raise_if_cancelled(err)
             self._event("notice", f"could not post the Slack notice ({kind}): {_cause_message(err)}", notice_kind=kind)
 
     def _temporal_url(self) -> str:
@@ -773,6 +786,7 @@ class RemediationWorkflow:
                 **self._kube_options(timedelta(seconds=30)),
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             self._mutation_failed(action, index, attempt, err)
         self._event(
             "plan",
@@ -789,14 +803,7 @@ class RemediationWorkflow:
             undo=plan.undo.model_dump(mode="json") if plan.undo else None,
         )
         if plan.noop:
-            return MutationResult(
-                changed=False,
-                message=plan.message,
-                resource_version_before=plan.resource_version,
-                resource_version_after=plan.resource_version,
-                state_before=plan.state_before,
-                state_after=plan.state_before,
-            )
+            return plan.unchanged()
         await self._flush()  # the intent is in the audit trail before anything is sent
         try:
             return await workflow.execute_activity(
@@ -806,6 +813,7 @@ class RemediationWorkflow:
                 **self._kube_options(timeout),
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             self._mutation_failed(action, index, attempt, err)
 
     async def _mutate_v1(self, action: str, params: dict[str, Any], index: int, attempt: int, timeout: timedelta) -> MutationResult:
@@ -824,12 +832,13 @@ class RemediationWorkflow:
                 **self._kube_options(timeout),
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             self._mutation_failed(action, index, attempt, err)
 
     def _mutation_failed(self, action: str, index: int, attempt: int, err: ActivityError) -> NoReturn:
         cause = _last_failure(err)
         refused = isinstance(cause, ApplicationError) and cause.type == "SafetyRefusal"
-        message = _cause_message(err)
+        message = _cause_message(err, self._inp.kube_retry_budget)
         # A partly done action (a drain that timed out on a PodDisruptionBudget) reports what it
         # already sent and how to undo it: record both so on_failure: rollback can restore.
         partial = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
@@ -901,6 +910,7 @@ class RemediationWorkflow:
                 retry_policy=HEALTH_RETRY,
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             cause = err.cause
             final = isinstance(cause, ApplicationError) and cause.non_retryable
             return HealthResult(healthy=False, final=final, message=f"check could not be evaluated: {_cause_message(err)}")
@@ -1073,26 +1083,19 @@ class RemediationWorkflow:
 
     def _run_info(self, first: AlertRef | None, outcome: str = "running", ended=None, cooldown_until=None) -> RunInfo:
         info = workflow.info()
-        inp = self._inp
-        return RunInfo(
-            run_id=info.run_id,
-            workflow_id=info.workflow_id,
-            alertname=first.alertname if first else "",
-            namespace=inp.target.namespace,
-            target=inp.target.key,
-            playbook=inp.playbook.name,
-            playbook_path=inp.playbook_ref.path,
-            playbook_sha256=inp.playbook_ref.sha256,
-            simulate=inp.simulate,
-            started_at=info.start_time,
-            outcome=outcome,
-            ended_at=ended,
-            cooldown_until=cooldown_until,
-        )
+        run = self._inp.run_info(info.run_id, info.workflow_id, info.start_time, first)
+        return run.model_copy(update={"outcome": outcome, "ended_at": ended, "cooldown_until": cooldown_until})
 
     def _log(self, msg: str, *args: Any) -> None:
         # In --simulate mode the process's log filter prefixes every line with [simulated cluster].
         workflow.logger.info(msg, *args)
+
+
+def _raise_if_cancelled(err: ActivityError) -> None:
+    """A cancellation of the workflow reaches an awaited activity as its ActivityError (with a
+    CancelledError cause); it must end the run, not be taken for the activity's failure."""
+    if is_cancelled_exception(err):
+        raise asyncio.CancelledError() from err
 
 
 def _last_failure(err: ActivityError) -> BaseException | None:
@@ -1104,12 +1107,14 @@ def _last_failure(err: ActivityError) -> BaseException | None:
     return cause
 
 
-def _cause_message(err: ActivityError) -> str:
-    cause = err.cause
+def _cause_message(err: ActivityError, budget: timedelta | None = None) -> str:
+    """The activity's failure as a person reads it; says when retries stopped because their time
+    (``budget``: the Kubernetes retry budget) ran out rather than because retrying cannot help."""
     last = _last_failure(err)
     text = last.message if isinstance(last, ApplicationError) else str(last or err)
-    if isinstance(cause, TemporalTimeoutError) and last is not cause:
-        return f"still failing when its retries ran out of time ({cause.type.name if cause.type else 'timeout'}): {text}"
+    if err.retry_state == RetryState.TIMEOUT or isinstance(err.cause, TemporalTimeoutError):
+        spent = f"the {fmt(budget)} Kubernetes retry budget" if budget else "the time for its retries"
+        return f"{text} (still failing when {spent} ran out)"
     return text
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +62,9 @@ class Emulator:
         self.stopping = False
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
+        self._hooks: list[Callable[[RecordedRequest], None]] = []
+        self._connections: set[Any] = set()
+        self._down = False
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._registry = metrics_registry(self.store)
@@ -73,30 +77,65 @@ class Emulator:
         """Bind and serve on background daemon threads; returns self."""
         if self._server is not None:
             return self
+        self.stopping = False
+        self._serve()
+        tick = threading.Thread(target=self._tick_loop, name="k8s-emulator-controllers", daemon=True)
+        self._threads.append(tick)
+        tick.start()
+        return self
+
+    def _serve(self) -> None:
         self._server = _Server((self.host, self.port), Handler)
         self._server.emulator = self
         self.port = self._server.server_address[1]
-        self.stopping = False
         serve = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                  name="k8s-emulator-http", daemon=True)
-        tick = threading.Thread(target=self._tick_loop, name="k8s-emulator-controllers", daemon=True)
-        self._threads = [serve, tick]
-        for t in self._threads:
-            t.start()
-        return self
+        self._threads.append(serve)
+        serve.start()
+
+    def _close_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with self._requests_lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:  # keep-alive connections would go on being served
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def stop(self) -> None:
         """Stop serving and ticking; open watches end within half a second."""
         self.stopping = True
         with self.store.changed:
             self.store.changed.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._close_server()
         for t in self._threads:
             t.join(timeout=5)
         self._threads = []
+
+    def api_down(self) -> None:
+        """The API server becomes unreachable, as during a control-plane restart: the port
+        refuses connections and open ones are cut. The cluster itself (store, controllers)
+        keeps going. ``api_up()`` serves again on the same port."""
+        self._down = True
+        self._close_server()
+
+    def api_up(self) -> None:
+        """Serve again on the same port after ``api_down()``."""
+        if self._server is None and not self.stopping:
+            self._down = False
+            self._serve()
+
+    def track_connection(self, conn: Any, open_: bool) -> None:
+        """Called by the HTTP handler for each connection it opens and closes."""
+        with self._requests_lock:
+            if open_ and not self._down:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -249,8 +288,20 @@ class Emulator:
     # ------------------------------------------------------------------ requests
 
     def record(self, request: RecordedRequest) -> None:
+        """Record a handled request, then run the ``on_request`` hooks (before the response
+        is sent)."""
         with self._requests_lock:
             self._requests.append(request)
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook(request)
+
+    def on_request(self, hook: Callable[[RecordedRequest], None]) -> None:
+        """Call ``hook(request)`` for every API request once it has been applied and recorded,
+        before its response is sent (in the serving thread): a test can, say, kill the client
+        the instant its PATCH lands, before the client hears the answer."""
+        with self._requests_lock:
+            self._hooks.append(hook)
 
     def requests(self, method: str | None = None, path_contains: str | None = None) -> list[RecordedRequest]:
         """API requests received so far (admin and /metrics excluded), oldest first, filtered by

@@ -519,6 +519,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         return
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.emulator.track_connection(self.connection, True)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.emulator.track_connection(self.connection, False)  # type: ignore[attr-defined]
+        super().finish()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._handle("GET")
 
