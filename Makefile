@@ -30,10 +30,11 @@ demo: venv system-deps
 	$(BIN)/remediator demo
 
 test: venv system-deps
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 bench: venv
-	$(BIN)/python -m remediator.bench
+	$(BIN)/python -m tools.bench
 
 worker: venv
 	$(BIN)/python worker.py

@@ -1,7 +1,7 @@
 """Entry point: ``python worker.py [options]`` runs the Temporal worker and the HTTP intake.
 
 The same as ``remediator worker``; see ``python worker.py --help`` and the README's
-configuration table. One place builds the Client and the Worker: remediator.runtime.
+configuration table. One place builds the Client and the Worker: remediator.app.runtime.
 """
 
 import sys

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from remediator.audit import AuditStore
-from remediator.models import AuditWriteInput
+from remediator.audit.store import AuditStore
+from remediator.domain.messages import AuditWriteInput
 
 
 class AuditActivities:

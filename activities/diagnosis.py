@@ -1,7 +1,7 @@
 """Diagnosis as Temporal activities: gather evidence about the target, then assess it.
 
-``DiagnosisActivities`` is built once by the worker (remediator.runtime) with the ApiClient
-from ``remediator.kube.load_api_client`` and the optional Prometheus URL. Before the first
+``DiagnosisActivities`` is built once by the worker (remediator.app.runtime) with the ApiClient
+from ``remediator.k8s.client.load_api_client`` and the optional Prometheus URL. Before the first
 mutating step the workflow runs one activity per ``diagnosis`` entry of the playbook,
 concurrently, then ``assess`` once. Activity names:
 
@@ -14,12 +14,12 @@ concurrently, then ``assess`` once. Activity names:
 * ``assess`` - the confidence and each step's CEL ``when`` (pure, no I/O; ``assess_evidence``).
 
 Every ``diagnose_*`` takes a ``DiagnosisInput`` and returns an ``Evidence`` whose ``signal``
-means what the check's model says (remediator.playbook, e.g. ``ContainerStatusEvidence``).
+means what the check's model says (remediator.domain.playbook, e.g. ``ContainerStatusEvidence``).
 They only read. Evidence that cannot be gathered for good (404, 403, a query Prometheus
 rejects, no Prometheus configured) is returned with ``error`` set and ``signal`` False, so
 the run goes on with less confidence; temporary failures (5xx, 409, 429, connection
 errors, Prometheus unreachable) raise the retryable ``ApplicationError`` types of
-remediator.kube (``KubeTemporaryError``) and activities.health (``PrometheusUnavailable``).
+remediator.k8s (``KubeTemporaryError``) and activities.health (``PrometheusUnavailable``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.health import HealthActivities
 from activities.kube import KubeActivities, controller_of, rfc3339, selector_string
-from remediator import cel
-from remediator.durations import format_duration
-from remediator.kube import KubePermanentError, api_errors
-from remediator.models import (
+from remediator.playbook import cel
+from remediator.domain.durations import format_duration
+from remediator.k8s.errors import KubePermanentError, api_errors
+from remediator.domain.messages import (
     AlertRef,
     AssessInput,
     Assessment,
@@ -52,7 +52,7 @@ from remediator.models import (
     HealthInput,
     TargetRef,
 )
-from remediator.playbook import (
+from remediator.domain.playbook import (
     DIAGNOSIS_KINDS,
     Confidence,
     ContainerStatusEvidence,
@@ -640,7 +640,7 @@ def _condition(text: str, context: dict[str, Any]) -> tuple[bool, str]:
 def assess_evidence(input: AssessInput) -> Assessment:
     """Confidence in [0, 1] and the value of each step's CEL ``when``.
 
-    Confidence (``input.confidence``, a remediator.playbook.Confidence as a dict):
+    Confidence (``input.confidence``, a remediator.domain.playbook.Confidence as a dict):
 
     * None: 1.0 (the playbook does not weigh evidence);
     * ``weights``: sum of the weights of evidence whose signal is true (and that was

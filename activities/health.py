@@ -1,7 +1,7 @@
 """Health checks as Temporal activities: one evaluation per call, the workflow polls.
 
 ``HealthActivities`` is built once by ``worker.py`` with the ApiClient from
-``remediator.kube.load_api_client`` and the optional Prometheus and Alertmanager URLs;
+``remediator.k8s.client.load_api_client`` and the optional Prometheus and Alertmanager URLs;
 the workflow runs the step's check every ``interval`` until it passes, fails for good
 (``final``) or its ``timeout`` runs out. Activity names:
 
@@ -15,7 +15,7 @@ the workflow runs the step's check every ``interval`` until it passes, fails for
   Alertmanager (``GET /api/v2/alerts``).
 
 Unreachable or failing Prometheus/Alertmanager raise a retryable ``ApplicationError``;
-Kubernetes errors are classified by ``remediator.kube``.
+Kubernetes errors are classified by ``remediator.k8s``.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from remediator.kube import api_errors
-from remediator.models import HealthInput, HealthResult, TargetRef
-from remediator.playbook import PromQLCheck
+from remediator.k8s.errors import api_errors
+from remediator.domain.messages import HealthInput, HealthResult, TargetRef
+from remediator.domain.playbook import PromQLCheck
 
 PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"
 ALERTMANAGER_UNAVAILABLE = "AlertmanagerUnavailable"
@@ -240,7 +240,7 @@ class HealthActivities:
         or when the target is gone.
 
         Raises:
-            ApplicationError: Kubernetes API errors as classified by remediator.kube.
+            ApplicationError: Kubernetes API errors as classified by remediator.k8s.
         """
         target = input.target
         viewer = STATUS_VIEWERS.get(target.kind)
@@ -269,7 +269,7 @@ class HealthActivities:
         """The Node's ``Ready`` condition is ``True``. Never final: a node may come back.
 
         Raises:
-            ApplicationError: Kubernetes API errors as classified by remediator.kube.
+            ApplicationError: Kubernetes API errors as classified by remediator.k8s.
         """
         target = input.target
         node = self._read(target)

@@ -1,7 +1,7 @@
 """Kubernetes actions as Temporal activities: what kubectl would send, and nothing else.
 
 ``KubeActivities`` is built once by ``worker.py`` with the ApiClient from
-``remediator.kube.load_api_client`` and its bound methods are registered as activities
+``remediator.k8s.client.load_api_client`` and its bound methods are registered as activities
 (name = method name, sync ``def`` run on the worker's thread pool). The workflow calls
 ``describe_target`` once, then one action per playbook step:
 
@@ -26,7 +26,7 @@ the worker died. Every mutating request is recorded exactly as sent.
 
 Reads use the typed APIs with ``_preload_content=False`` so the object is seen exactly as
 the API server sent it (no field dropped by model conversion); patches choose their type
-with ``_content_type=``. All API errors go through ``remediator.kube.api_errors``.
+with ``_content_type=``. All API errors go through ``remediator.k8s.errors.api_errors``.
 """
 
 from __future__ import annotations
@@ -45,14 +45,8 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from remediator.kube import (
-    DRAIN_TIMEOUT,
-    KubePermanentError,
-    SafetyRefusal,
-    api_errors,
-    classify,
-)
-from remediator.models import (
+from remediator.k8s.errors import DRAIN_TIMEOUT, KubePermanentError, SafetyRefusal, api_errors, classify
+from remediator.domain.messages import (
     DescribeTargetInput,
     KubeRequest,
     MutationInput,
@@ -63,13 +57,7 @@ from remediator.models import (
     TargetState,
     UndoAction,
 )
-from remediator.playbook import (
-    ACTION_KINDS,
-    DeletePodParams,
-    DrainParams,
-    RollbackParams,
-    ScaleParams,
-)
+from remediator.domain.playbook import ACTION_KINDS, DeletePodParams, DrainParams, RollbackParams, ScaleParams
 
 FIELD_MANAGER = "remediator"
 """``fieldManager`` of every write, so managedFields show who changed what."""

@@ -1,6 +1,7 @@
 """Slack as Temporal activities: the approval message, its in-place updates, escalation notices.
 
-``SlackActivities`` is built once by ``worker.py`` with ``remediator.slack.make_client(settings)``
+``SlackActivities`` is built once by the worker (remediator.app.runtime) with
+``remediator.slack.client.make_client(token, api_url)``
 (None when no bot token is configured) and a ``SlackThreads`` in the state dir; its bound methods
 are registered as activities (name = method name, sync ``def`` on the worker's thread pool, as
 slack-sdk's WebClient blocks). Called by workflows/remediation.py:
@@ -39,7 +40,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
-from remediator.models import (
+from remediator.domain.messages import (
     ApprovalMessage,
     ApprovalOutcome,
     ApprovalRequest,
@@ -48,25 +49,26 @@ from remediator.models import (
     ResolveApproversInput,
     ResolveApproversResult,
 )
-from remediator.slack import (
+from remediator.slack.blocks import (
     APPROVAL_EVENT_TYPE,
-    AUTH_API_ERRORS,
-    CHANNEL_ID,
     ESCALATION_EVENT_TYPE,
     NOTICE_EVENT_TYPE,
-    SLACK_NON_RETRYABLE,
-    SlackError,
-    SlackPermanentError,
-    SlackThreads,
     approval_blocks,
     approval_metadata,
     approval_text,
-    classify,
     escalation_text,
     notice_blocks,
     notice_metadata,
     notice_text,
 )
+from remediator.slack.client import (
+    AUTH_API_ERRORS,
+    SLACK_NON_RETRYABLE,
+    SlackError,
+    SlackPermanentError,
+    classify,
+)
+from remediator.slack.threads import CHANNEL_ID, SlackThreads
 
 __all__ = ["SLACK_NON_RETRYABLE", "SlackActivities"]
 
@@ -105,7 +107,7 @@ def _payload(msg: dict[str, Any], event_type: str) -> dict[str, Any] | None:
 
 class SlackActivities:
     """Activities bound to one WebClient and one ``SlackThreads``:
-    ``SlackActivities(make_client(settings), SlackThreads(settings.state_dir / "slack.db"))``.
+    ``SlackActivities(make_client(token, api_url), SlackThreads(state_dir / "slack.db"))``.
 
     ``client`` None: Slack is not configured; every activity fails non-retryably with
     ``SlackNotConfigured`` (the workflow ends ``needs_human`` rather than waiting forever).

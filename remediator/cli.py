@@ -10,15 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from temporalio.service import RPCError
 
-from remediator.config import ConfigError, Settings
+from remediator.app.approvals import (
+    DecisionRefused,
+    TemporalUnavailable,
+    submit_decision,
+)
+from remediator.app.config import ConfigError, Settings
+from remediator.app.runtime import StartupError, serve, setup_logging
+from remediator.app.temporal import connect
+from remediator.audit.store import AuditStore
+from remediator.audit.view import render_run, render_runs, run_as_dict
+from remediator.domain.durations import parse_duration
+from remediator.domain.messages import ApprovalDecision, RemediationStatus
+from remediator.k8s.client import KubeConfigError, load_api_client
+from remediator.playbook.loader import json_schema, validate_path
+from remediator.sim.demo import DemoError, run_demo
+from remediator.sim.kube import Emulator
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-healing remediation engine for Kubernetes on Temporal.")
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit trail.")
@@ -26,6 +44,7 @@ app.add_typer(audit_app, name="audit")
 
 console = Console()
 err_console = Console(stderr=True)
+log = logging.getLogger("remediator")
 
 STATE_DIR = typer.Option(Path(".state"), "--state-dir", envvar="REMEDIATOR_STATE_DIR", help="Directory for the audit database and the embedded Temporal's SQLite file.")
 
@@ -65,7 +84,6 @@ def worker(
     settle_interval: str = typer.Option("10s", envvar="REMEDIATOR_SETTLE_INTERVAL", help="How often runs Temporal ended without an outcome (terminated, timed out) are given one."),
 ) -> None:
     """Run the Temporal worker and the Alertmanager webhook intake in one process."""
-    from remediator.runtime import StartupError, serve, setup_logging
 
     try:
         settings = Settings(
@@ -98,18 +116,41 @@ def worker(
     except (ConfigError, ValueError) as err:
         raise fail(_first_error(err))
     setup_logging(settings.simulate)
+    api_client, emulator = _cluster(settings)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, api_client))
     except StartupError as err:
         raise fail(str(err))
     except KeyboardInterrupt:
         pass
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+def _cluster(settings: Settings) -> tuple[Any, Emulator | None]:
+    """The cluster the worker acts on: the one of the kubeconfig (or in-cluster), or the
+    emulator, only when ``--simulate`` asks for it. Never one for the other."""
+    if settings.simulate:
+        emulator = Emulator().start()
+        emulator.seed_demo()
+        kubeconfig = emulator.write_kubeconfig(settings.state_dir / "simulated-kubeconfig")
+        log.info("using the EMULATED cluster at %s (kubeconfig %s)", emulator.url, kubeconfig)
+        return emulator.api_client(), emulator
+    try:
+        return load_api_client(settings.kubeconfig, settings.context, settings.in_cluster), None
+    except KubeConfigError as err:
+        raise fail(
+            f"refusing to start: {err}\n"
+            "remediator acts on a real cluster only when one is configured (--kubeconfig/--context or "
+            "in-cluster). To try it without a cluster, run `make demo`, or `remediator worker --simulate "
+            "--no-auth` for the emulated cluster."
+        ) from None
 
 
 @app.command()
 def validate(path: Path = typer.Argument(Path("playbooks"), help="A playbook file or a directory of them.")) -> None:
     """Check playbooks; print every problem as file:line: field: message."""
-    from remediator.loader import validate_path
 
     if not path.exists():
         raise fail(f"{path}: no such file or directory")
@@ -124,7 +165,6 @@ def validate(path: Path = typer.Argument(Path("playbooks"), help="A playbook fil
 @app.command()
 def schema() -> None:
     """Print the playbook JSON Schema (for editor autocompletion)."""
-    from remediator.loader import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
@@ -136,7 +176,6 @@ def audit_show(
     state_dir: Path = STATE_DIR,
 ) -> None:
     """Print one run as a readable timeline."""
-    from remediator.audit import AuditStore, render_run, run_as_dict
 
     store = _open_store(state_dir, AuditStore)
     try:
@@ -160,7 +199,6 @@ def audit_list(
     state_dir: Path = STATE_DIR,
 ) -> None:
     """List runs, newest first, filtered."""
-    from remediator.audit import AuditStore, render_runs
 
     store = _open_store(state_dir, AuditStore)
     rows = store.list_runs(
@@ -172,12 +210,7 @@ def audit_list(
 
 def _decide(run: str, decision: str, identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path) -> None:
     """Shared body of ``approve`` and ``reject``: the same Update, validator and audit as a Slack click."""
-    from temporalio.service import RPCError
 
-    from remediator.approvals import DecisionRefused, TemporalUnavailable, submit_decision
-    from remediator.audit import AuditStore
-    from remediator.models import ApprovalDecision, RemediationStatus
-    from remediator.temporal import connect
 
     store = _open_store(state_dir, AuditStore)
     try:
@@ -248,7 +281,6 @@ def demo(
     auto_approve: Optional[bool] = typer.Option(None, "--auto-approve/--no-auto-approve", help="Run the approval command for you (default: when not attached to a terminal)."),
 ) -> None:
     """Run the local demo: emulated cluster, embedded Temporal, real Prometheus and Alertmanager."""
-    from remediator.demo import DemoError, run_demo
 
     try:
         code = run_demo(state_dir, keep_running=keep_running, auto_approve=auto_approve)
@@ -267,7 +299,6 @@ def _open_store(state_dir: Path, cls):
 def _when(text: str | None, flag: str) -> datetime | None:
     if text is None:
         return None
-    from remediator.durations import parse_duration
 
     try:
         return datetime.now(timezone.utc) - parse_duration(text)
@@ -281,7 +312,6 @@ def _when(text: str | None, flag: str) -> datetime | None:
 
 
 def _first_error(err: Exception) -> str:
-    from pydantic import ValidationError
 
     if isinstance(err, ValidationError):
         e = err.errors()[0]

@@ -11,12 +11,13 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from remediator import procs
-from remediator.audit import AuditStore
-from remediator.devserver import DevServer
-from remediator.emulator import Emulator
-from remediator.procs import free_port
-from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
+from remediator.sim import alerting as procs
+from remediator.audit.store import AuditStore
+from remediator.app.devserver import DevServer
+from remediator.sim.kube import Emulator
+from remediator.sim.alerting import free_port
+from remediator.domain.runs import SEARCH_ATTRIBUTES
+from remediator.app.temporal import temporal_cli_path
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -41,7 +42,7 @@ def client(temporal_env):
 
 @pytest.fixture
 def emulator():
-    """The Kubernetes API emulator on loopback, seeded with the demo workload (remediator.emulator)."""
+    """The Kubernetes API emulator on loopback, seeded with the demo workload (remediator.sim.kube)."""
     emu = Emulator().start()
     emu.seed_demo()
     try:

@@ -18,7 +18,7 @@ from typing import AsyncIterator
 import httpx
 import uvicorn
 
-from remediator.procs import free_port
+from remediator.sim.alerting import free_port
 
 
 @contextlib.asynccontextmanager

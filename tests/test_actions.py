@@ -1,4 +1,4 @@
-"""The Kubernetes actions (activities.kube) and the client/error layer (remediator.kube),
+"""The Kubernetes actions (activities.kube) and the client/error layer (remediator.k8s),
 against the Kubernetes API emulator over HTTP.
 
 Where kubectl can do the same thing, the real kubectl 1.32 runs against a second emulator
@@ -22,13 +22,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.kube import KubeActivities, rfc3339
-from remediator.emulator import Emulator
-from remediator.kube import (
-    NON_RETRYABLE_ERROR_TYPES,
-    KubeConfigError,
-    load_api_client,
-)
-from remediator.models import (
+from remediator.sim.kube import Emulator
+from remediator.k8s.errors import NON_RETRYABLE_ERROR_TYPES
+from remediator.k8s.client import KubeConfigError, load_api_client
+from remediator.domain.messages import (
     DescribeTargetInput,
     MutationInput,
     MutationPlan,

@@ -1,8 +1,8 @@
-"""End-to-end: the real Alertmanager (and Prometheus) started by remediator.procs deliver
+"""End-to-end: the real Alertmanager (and Prometheus) started by remediator.sim.alerting deliver
 webhook notifications to a local HTTP receiver.
 
 Proves what the intake relies on: the exact payload Alertmanager sends (parsed with
-remediator.models.WebhookMessage), the Authorization header built from the generated
+remediator.domain.alertmanager.WebhookMessage), the Authorization header built from the generated
 ``http_config``, resolved notifications (``send_resolved``), grouping by alertname and
 namespace, and the Prometheus -> Alertmanager -> webhook chain the demo uses.
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from remediator import procs
-from remediator.models import WebhookMessage
+from remediator.sim import alerting as procs
+from remediator.domain.alertmanager import WebhookMessage
 
 DEADLINE = 30.0
 """Seconds: upper bound of a wait that normally ends in 1-3 s (group_wait is 1 s)."""

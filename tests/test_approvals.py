@@ -23,8 +23,8 @@ from temporalio.exceptions import CancelledError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from remediator.emulator import Emulator
-from remediator.models import (
+from remediator.sim.kube import Emulator
+from remediator.domain.messages import (
     AlertRef,
     AlertSignal,
     ApprovalDecision,
@@ -32,11 +32,12 @@ from remediator.models import (
     RemediationStatus,
     TargetRef,
 )
-from remediator.playbook import Playbook, PlaybookRef
-from remediator.runtime import build_activities, new_worker
-from remediator.slack import SlackThreads
-from remediator.slack_emulator import SlackEmulator
-from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
+from remediator.domain.playbook import Playbook, PlaybookRef
+from remediator.app.runtime import build_activities, new_worker
+from remediator.slack.threads import SlackThreads
+from remediator.sim.slack import SlackEmulator
+from remediator.domain.runs import SEARCH_ATTRIBUTES
+from remediator.app.temporal import temporal_cli_path
 from workflows.remediation import RemediationWorkflow
 
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")

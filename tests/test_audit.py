@@ -1,4 +1,4 @@
-"""Tests of the audit trail (remediator.audit), its rendering (remediator.audit_view) and the
+"""Tests of the audit trail (remediator.audit), its rendering (remediator.audit.view) and the
 ``audit_write`` activity run by a real Temporal worker on the dev server."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from activities.audit import AuditActivities
-    from remediator.audit import (
+    from remediator.audit.store import (
         AuditEventInvalid,
         SCHEMA_VERSION,
         AuditSchemaError,
@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
         format_time,
         parse_time_bound,
     )
-    from remediator.audit_view import render_intake, render_run, render_runs, run_as_dict
-    from remediator.models import AlertRef, AuditEvent, AuditWriteInput, RunInfo
+    from remediator.audit.view import render_intake, render_run, render_runs, run_as_dict
+    from remediator.domain.messages import AlertRef, AuditEvent, AuditWriteInput, RunInfo
 
 T0 = datetime(2026, 11, 21, 5, 37, 15, 250000, tzinfo=UTC)
 RESTART_BODY = {
@@ -746,7 +746,7 @@ def test_render_runs_and_intake_tables(store):
 
 def test_run_as_dict(store):
     # the CLI imports the renderings from remediator.audit
-    from remediator.audit import run_as_dict as from_audit
+    from remediator.audit.view import run_as_dict as from_audit
 
     full_run(store, "run-a")
     d = from_audit(store, "run-a")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from remediator.audit import AuditStore
-from remediator.models import AuditEvent, AuditWriteInput, RunInfo
+from remediator.audit.store import AuditStore
+from remediator.domain.messages import AuditEvent, AuditWriteInput, RunInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 

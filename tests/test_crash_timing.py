@@ -35,9 +35,9 @@ from kubernetes.client import AppsV1Api, PolicyV1Api
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from remediator.audit import AuditStore
-from remediator.emulator import Emulator
-from remediator.models import (
+from remediator.audit.store import AuditStore
+from remediator.sim.kube import Emulator
+from remediator.domain.messages import (
     AlertRef,
     AlertSignal,
     AuditWriteInput,
@@ -46,10 +46,11 @@ from remediator.models import (
     RemediationStatus,
     TargetRef,
 )
-from remediator.playbook import Playbook, PlaybookRef
-from remediator.runtime import build_activities, new_worker
-from remediator.slack_emulator import SlackEmulator
-from remediator.temporal import connect, workflow_id_for
+from remediator.domain.playbook import Playbook, PlaybookRef
+from remediator.app.runtime import build_activities, new_worker
+from remediator.sim.slack import SlackEmulator
+from remediator.app.temporal import connect
+from remediator.domain.runs import workflow_id_for
 from tests.support import DelayProxy, WorkerProcess, webhook
 
 HEARTBEAT = ["--heartbeat-timeout", "2s"]

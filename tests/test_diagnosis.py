@@ -1,9 +1,9 @@
-"""Evidence gathering and assessment (activities.diagnosis, remediator.cel) against real components.
+"""Evidence gathering and assessment (activities.diagnosis, remediator.playbook.cel) against real components.
 
 * every evidence check reads the Kubernetes API emulator over HTTP, on a healthy workload
   and on a broken one (crash loop terminating with Error or OOMKilled, NotReady node), and
   the test asserts the requests that reached the API server;
-* ``promql`` evidence asks a real Prometheus (remediator.procs) scraping the emulator's
+* ``promql`` evidence asks a real Prometheus (remediator.sim.alerting) scraping the emulator's
   kube-state-metrics ``/metrics``, with a query rendered from a playbook template;
 * ``assess``: confidence by weights and by CEL, step conditions, and every way an
   expression can go wrong failing closed (confidence 0, step skipped);
@@ -23,10 +23,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.diagnosis import DiagnosisActivities, assess_evidence
-from remediator import cel
-from remediator.emulator import Emulator
-from remediator.loader import PlaybookError, load_playbook, render
-from remediator.models import AlertRef, AssessInput, DiagnosisInput, Evidence, TargetRef
+from remediator.playbook import cel
+from remediator.sim.kube import Emulator
+from remediator.playbook.loader import PlaybookError, load_playbook, render
+from remediator.domain.messages import AlertRef, AssessInput, DiagnosisInput, Evidence, TargetRef
 
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 ORDERS_DB = TargetRef(kind="StatefulSet", namespace="prod", name="orders-db")

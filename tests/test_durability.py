@@ -15,10 +15,11 @@ import time
 
 import pytest
 
-from remediator.devserver import DevServer
-from remediator.emulator import Emulator
-from remediator.models import RemediationResult, RemediationStatus
-from remediator.temporal import connect, workflow_id_for
+from remediator.app.devserver import DevServer
+from remediator.sim.kube import Emulator
+from remediator.domain.messages import RemediationResult, RemediationStatus
+from remediator.app.temporal import connect
+from remediator.domain.runs import workflow_id_for
 from tests.support import WorkerProcess
 
 PLAYBOOK = """\
@@ -137,8 +138,8 @@ slack:
 
 
 async def test_worker_killed_while_waiting_for_approval_then_cli_approval_resumes_it(tmp_path, cluster, temporal):
-    from remediator.audit import AuditStore
-    from remediator.slack_emulator import SlackEmulator
+    from remediator.audit.store import AuditStore
+    from remediator.sim.slack import SlackEmulator
 
     emu, kubeconfig = cluster
     (tmp_path / "playbooks" / "durability.yaml").write_text(APPROVAL_PLAYBOOK)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from remediator.audit import AuditStore
+from remediator.audit.store import AuditStore
 
 pytestmark = [
     pytest.mark.e2e,
@@ -21,7 +21,7 @@ pytestmark = [
 
 
 def test_demo_heals_both_releases_the_low_confidence_one_after_a_cli_approval(tmp_path, capsys):
-    from remediator.demo import run_demo
+    from remediator.sim.demo import run_demo
 
     state = tmp_path / "demo"
     code = run_demo(state, timeout=240, auto_approve=True)

@@ -19,10 +19,10 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from remediator.emulator import Emulator
-from remediator.emulator.patch import strategic_merge
-from remediator.emulator.selectors import parse_label_selector
-from remediator.emulator.server import Handler
+from remediator.sim.kube import Emulator
+from remediator.sim.kube.patch import strategic_merge
+from remediator.sim.kube.selectors import parse_label_selector
+from remediator.sim.kube.server import Handler
 
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
@@ -606,7 +606,7 @@ def test_discovery_documents(emu):
 
 def test_cli_serves_a_seeded_cluster(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen([sys.executable, "-m", "remediator.emulator", "--seed", "demo",
+    proc = subprocess.Popen([sys.executable, "-m", "remediator.sim.kube", "--seed", "demo",
                              "--kubeconfig", str(kubeconfig)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == f"kubeconfig: {kubeconfig}"

@@ -3,7 +3,7 @@
 * rollout status: the emulator over HTTP, each message compared with what the real
   ``kubectl rollout status --watch=false`` prints for the same object at the same moment;
 * node ready: the emulator with a NotReady fault;
-* PromQL: a real Prometheus (remediator.procs) scraping the emulator's kube-state-metrics
+* PromQL: a real Prometheus (remediator.sim.alerting) scraping the emulator's kube-state-metrics
   ``/metrics``; its own answer for a bad query; a closed port for "unreachable";
 * alert resolved: a real Alertmanager fed through its v2 API.
 
@@ -23,9 +23,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.health import HealthActivities
-from remediator import procs
-from remediator.emulator import Emulator
-from remediator.models import AlertRef, HealthInput, TargetRef
+from remediator.sim import alerting as procs
+from remediator.sim.kube import Emulator
+from remediator.domain.messages import AlertRef, HealthInput, TargetRef
 
 KUBECTL = "/usr/bin/kubectl"
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")

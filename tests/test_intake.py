@@ -1,4 +1,4 @@
-"""Tests of the HTTP intake (remediator.intake) over real HTTP against a real Temporal.
+"""Tests of the HTTP intake (remediator.app.intake) over real HTTP against a real Temporal.
 
 The app is served by uvicorn on a loopback port and spoken to with httpx, as Alertmanager
 speaks to it. Playbooks are loaded from YAML by the real loader and the audit trail is the
@@ -31,12 +31,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from remediator.audit import AuditStore
-from remediator.config import Settings
-from remediator.intake import MAX_BODY_BYTES, WEBHOOK_PATH, create_app
-from remediator.loader import load_directory
-from remediator.models import AlertSignal, AuditEvent, AuditWriteInput, RemediationInput
-from remediator.temporal import SA_OUTCOME, SA_PLAYBOOK, SA_TARGET, workflow_id_for
+from remediator.audit.store import AuditStore
+from remediator.app.config import Settings
+from remediator.app.intake import MAX_BODY_BYTES, WEBHOOK_PATH, create_app
+from remediator.playbook.loader import load_directory
+from remediator.domain.messages import AlertSignal, AuditEvent, AuditWriteInput, RemediationInput
+from remediator.domain.runs import SA_OUTCOME, SA_PLAYBOOK, SA_TARGET, workflow_id_for
 
 # A payload a real Alertmanager sent (copied from shared/fixtures/alertmanager).
 FIXTURE = Path(__file__).parent / "fixtures" / "alertmanager" / "firing-single.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from remediator.matchers import Matcher, matches_all, parse_matchers, split_matchers
+from remediator.playbook.matchers import Matcher, matches_all, parse_matchers, split_matchers
 
 AMTOOL = shutil.which("amtool")
 needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool (prometheus-alertmanager) is not installed")

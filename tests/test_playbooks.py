@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from remediator.loader import (
+from remediator.playbook.loader import (
     PlaybookError,
     PlaybookSet,
     RenderError,
@@ -28,8 +28,9 @@ from remediator.loader import (
     render,
     validate_path,
 )
-from remediator.models import AlertRef, TargetRef, WebhookMessage
-from remediator.templating import alert_context, pod_controller_name, render_string
+from remediator.domain.messages import AlertRef, TargetRef
+from remediator.domain.alertmanager import WebhookMessage
+from remediator.playbook.templating import alert_context, pod_controller_name, render_string
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = ROOT / "playbooks"
@@ -628,7 +629,7 @@ def test_model_checks_kinds_when_not_loaded_from_a_file():
     """Playbooks that reach the workflow through Temporal are validated without the loader."""
     from pydantic import ValidationError
 
-    from remediator.playbook import Playbook
+    from remediator.domain.playbook import Playbook
 
     data = {
         "name": "wrong-kind",

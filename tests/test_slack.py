@@ -17,13 +17,13 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.slack import SLACK_NON_RETRYABLE, SlackActivities
-from remediator.config import Settings
-from remediator.models import (
+from remediator.domain.messages import (
     AlertRef,
     ApprovalOutcome,
     ApprovalRequest,
@@ -32,17 +32,16 @@ from remediator.models import (
     ResolveApproversInput,
     TargetRef,
 )
-from remediator.slack import (
+from remediator.slack.blocks import (
     APPROVE_ACTION_ID,
     REJECT_ACTION_ID,
-    SlackNotConfigured,
-    SlackThreads,
     approval_blocks,
-    make_client,
     notice_blocks,
     parse_action_value,
 )
-from remediator.slack_emulator import SlackEmulator, block_actions_payload, signed_interaction, validate_blocks
+from remediator.slack.client import SlackNotConfigured, make_client
+from remediator.slack.threads import SlackThreads
+from remediator.sim.slack import SlackEmulator, block_actions_payload, signed_interaction, validate_blocks
 
 CHANNEL = "C0ONCALL01"
 ONCALL = "S0ONCALL01"
@@ -70,13 +69,13 @@ def store(tmp_path):
     s.close()
 
 
-def settings_for(emu: SlackEmulator, token: str | None = None) -> Settings:
-    return Settings(no_auth=True, slack_bot_token=token or emu.bot_token, slack_api_url=emu.url)
+def client_for(emu: SlackEmulator, token: str | None = None) -> WebClient:
+    return make_client(token or emu.bot_token, emu.url)
 
 
 @pytest.fixture
 def acts(slack, store):
-    return SlackActivities(make_client(settings_for(slack)), store)
+    return SlackActivities(client_for(slack), store)
 
 
 def run(fn, arg):
@@ -180,7 +179,7 @@ def test_blocks_are_cut_to_slack_limits(slack, acts):
 
 
 def test_emulator_refuses_oversized_blocks(slack):
-    client = make_client(settings_for(slack))
+    client = client_for(slack)
     from slack_sdk.errors import SlackApiError
     with pytest.raises(SlackApiError) as e:
         client.chat_postMessage(channel=CHANNEL, text="x",
@@ -225,7 +224,7 @@ class CrashAfterPost(SlackThreads):
 
 
 def test_post_went_through_but_record_lost(slack, tmp_path):
-    client = make_client(settings_for(slack))
+    client = client_for(slack)
     crashing = SlackActivities(client, CrashAfterPost(tmp_path / "a.db"))
     req = request()
     with pytest.raises(RuntimeError):  # not an ApplicationError: Temporal retries it
@@ -280,7 +279,7 @@ def test_escalation_mentions_oncall_once(slack, acts, tmp_path):
     run(acts.update_approval_message, esc)
     run(acts.update_approval_message, esc)
     # Local record lost too: found in the thread by its metadata.
-    other = SlackActivities(make_client(settings_for(slack)), SlackThreads(tmp_path / "other.db"))
+    other = SlackActivities(client_for(slack), SlackThreads(tmp_path / "other.db"))
     run(other.update_approval_message, esc)
     replies = [m for m in slack.messages(CHANNEL) if m.get("thread_ts") == msg.ts and m["ts"] != msg.ts]
     assert len(replies) == 1
@@ -309,7 +308,7 @@ def test_notices_fold_into_one_thread_per_target(slack, acts, tmp_path):
     assert "• 12:01 rollout restart done" in all_text(root["blocks"])
     assert "<http://localhost:9095/runs/run-1|Audit timeline>" in all_text(root["blocks"])
     # After a restart with the state dir lost: the thread is found by metadata, the event not repeated.
-    fresh = SlackActivities(make_client(settings_for(slack)), SlackThreads(tmp_path / "fresh.db"))
+    fresh = SlackActivities(client_for(slack), SlackThreads(tmp_path / "fresh.db"))
     assert run(fresh.post_notice, notice("run-1/not_healed")).posted is False
     third = run(fresh.post_notice, notice("run-2/failed", kind="failed", title="run 2 failed"))
     assert third.posted and third.thread_ts == first.ts
@@ -356,14 +355,14 @@ def test_connection_refused_is_retryable(store):
     dead.start()
     url = dead.url
     dead.stop()
-    acts = SlackActivities(make_client(Settings(no_auth=True, slack_bot_token="xoxb-x", slack_api_url=url)), store)
+    acts = SlackActivities(make_client("xoxb-x", url), store)
     with pytest.raises(ApplicationError) as e:
         run(acts.post_approval_request, request(channel=CHANNEL))
     assert e.value.type == "SlackTemporaryError" and not e.value.non_retryable
 
 
 def test_invalid_token_is_permanent(slack, store):
-    acts = SlackActivities(make_client(settings_for(slack, token="xoxb-wrong")), store)
+    acts = SlackActivities(client_for(slack, token="xoxb-wrong"), store)
     with pytest.raises(ApplicationError) as e:
         run(acts.post_approval_request, request(channel=CHANNEL))
     assert e.value.type == "SlackPermanentError" and e.value.non_retryable
@@ -386,7 +385,7 @@ def test_unknown_channel_and_not_in_channel_are_permanent(slack, acts):
 
 def test_not_configured(store):
     with pytest.raises(SlackNotConfigured, match="slack-bot-token"):
-        make_client(Settings(no_auth=True))
+        make_client(None)
     acts = SlackActivities(None, store)
     with pytest.raises(ApplicationError) as e:
         run(acts.post_notice, notice("x"))
@@ -429,7 +428,7 @@ def test_signed_click_and_response_url(slack, acts):
 
 
 def test_emulator_history_replies_and_metadata(slack):
-    client = make_client(settings_for(slack))
+    client = client_for(slack)
     ts = [client.chat_postMessage(channel="#random", text=f"m{i}",
                                   metadata={"event_type": "t", "event_payload": {"i": i}})["ts"] for i in range(3)]
     ch = client.chat_postMessage(channel="random", text="x")["channel"]

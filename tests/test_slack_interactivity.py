@@ -1,8 +1,8 @@
 """The Slack interactivity endpoint (remediator.slack_interactivity) and the decision path
-(remediator.approvals) against the real ``RemediationWorkflow`` on a real Temporal dev server.
+(remediator.app.approvals) against the real ``RemediationWorkflow`` on a real Temporal dev server.
 
 The run waits on a step with ``approval: always``; its approval message is posted to the Slack
-emulator (remediator.slack_emulator) over real HTTP, and clicks are the requests Slack would
+emulator (remediator.sim.slack) over real HTTP, and clicks are the requests Slack would
 send for that message (``SlackEmulator.click``: signed exactly as Slack signs them) POSTed to the
 intake app served by uvicorn. Kubernetes is the API emulator; the audit trail is real SQLite.
 What reached the run is read from the workflow itself: its ``status`` query and its history
@@ -30,11 +30,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from remediator.approvals import BadButtonValue, DecisionRefused, parse_button_value, submit_decision
-from remediator.config import Settings
-from remediator.intake import create_app
-from remediator.loader import load_directory
-from remediator.models import (
+from remediator.app.approvals import BadButtonValue, DecisionRefused, parse_button_value, submit_decision
+from remediator.app.config import Settings
+from remediator.app.intake import create_app
+from remediator.playbook.loader import load_directory
+from remediator.domain.messages import (
     AlertRef,
     AlertSignal,
     ApprovalDecision,
@@ -43,12 +43,13 @@ from remediator.models import (
     RemediationStatus,
     TargetRef,
 )
-from remediator.playbook import Playbook, PlaybookRef
-from remediator.runtime import build_activities, new_worker
-from remediator.slack import SlackThreads, make_client
-from remediator.slack_emulator import SlackEmulator, block_actions_payload, signed_interaction
-from remediator.slack_interactivity import INTERACTIVITY_PATH, MAX_BODY_BYTES, router
-from remediator.temporal import workflow_id_for
+from remediator.domain.playbook import Playbook, PlaybookRef
+from remediator.app.runtime import build_activities, new_worker
+from remediator.slack.threads import SlackThreads
+from remediator.slack.client import make_client
+from remediator.sim.slack import SlackEmulator, block_actions_payload, signed_interaction
+from remediator.app.slack_interactivity import INTERACTIVITY_PATH, MAX_BODY_BYTES, router
+from remediator.domain.runs import workflow_id_for
 from workflows.remediation import RemediationWorkflow
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -75,7 +76,7 @@ def slack():
 
 @pytest.fixture
 def slack_client(slack):
-    return make_client(settings(slack))
+    return make_client(BOT_TOKEN, slack.url)
 
 
 @pytest.fixture
@@ -447,7 +448,7 @@ async def test_temporal_unreachable_answers_503_and_tells_the_user(slack, audit,
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
     down = await Client.connect(dead, lazy=True, data_converter=pydantic_data_converter)
-    slack_client = make_client(settings(slack))
+    slack_client = make_client(BOT_TOKEN, slack.url)
     app = create_app(settings(slack), down, playbooks(tmp_path), audit, task_queue="unused")
     app.include_router(router(settings(slack), down, audit, slack_client))
     value = json.dumps({"workflow_id": "remediation/deployment/prod/checkout", "run_id": "r1", "request_id": "r1/step-0"})

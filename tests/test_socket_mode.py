@@ -21,9 +21,9 @@ from typing import Any, AsyncIterator
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from remediator.config import ConfigError, Settings
-from remediator.slack_emulator import block_actions_payload
-from remediator.socket_mode import SocketModeRunner
+from remediator.app.config import ConfigError, Settings
+from remediator.sim.slack import block_actions_payload
+from remediator.app.socket_mode import SocketModeRunner
 
 # Shared with the HTTP endpoint's tests: the same run, worker, Slack emulator and assertions.
 from tests.test_slack_interactivity import (  # noqa: F401 - fixtures are used by name

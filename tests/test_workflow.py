@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from remediator.emulator import Emulator
-from remediator.models import AlertRef, AlertSignal, RemediationInput, RemediationStatus, TargetRef
-from remediator.playbook import Playbook, PlaybookRef
-from remediator.runtime import build_activities, new_worker
-from remediator.temporal import workflow_id_for
+from remediator.sim.kube import Emulator
+from remediator.domain.messages import AlertRef, AlertSignal, RemediationInput, RemediationStatus, TargetRef
+from remediator.domain.playbook import Playbook, PlaybookRef
+from remediator.app.runtime import build_activities, new_worker
+from remediator.domain.runs import workflow_id_for
 from workflows.remediation import RemediationWorkflow
 
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")

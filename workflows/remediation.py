@@ -1,7 +1,7 @@
 """RemediationWorkflow: one remediation of one Kubernetes object, driven by a playbook.
 
 Started by the intake with signal-with-start on the workflow ID ``remediation/<target key>``
-(remediator.temporal.workflow_id_for), so at most one remediation runs per target: later
+(remediator.domain.runs.workflow_id_for), so at most one remediation runs per target: later
 alerts for the same target arrive as ``alert`` signals and are attached to this run.
 
 The run, in order (every decision goes to the audit trail through the ``audit_write``
@@ -27,11 +27,11 @@ keys: a retried or replayed write writes the same thing, and never fails the run
 5. end: record the outcome and the end of the cooldown in the audit trail, post one Slack
    notice with the outcome, whatever ended the run (a failed step, an internal error, a
    cancellation); a run that Temporal terminates or times out gets both from
-   remediator.settle instead;
+   remediator.app.settle instead;
 6. cool down: stay alive for the playbook's ``cooldown`` so further alerts for the target
    are recorded and start nothing, then return.
 
-Every activity heartbeats (remediator.temporal.HeartbeatInterceptor) under the run's
+Every activity heartbeats (remediator.app.temporal.HeartbeatInterceptor) under the run's
 ``heartbeat_timeout``, so the work of a dead worker is retried elsewhere within seconds;
 Kubernetes calls are retried with backoff for ``kube_retry_budget`` (an API server outage).
 
@@ -55,9 +55,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState, i
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from remediator.durations import format_duration as fmt
-    from remediator.kube import NON_RETRYABLE_ERROR_TYPES
-    from remediator.models import (
+    from remediator.domain.durations import format_duration as fmt
+    from remediator.k8s.errors import NON_RETRYABLE_ERROR_TYPES
+    from remediator.domain.messages import (
         AlertRef,
         AlertSignal,
         ApprovalDecision,
@@ -90,20 +90,14 @@ with workflow.unsafe.imports_passed_through():
         TargetState,
         UndoAction,
     )
-    from remediator.playbook import ApprovalBelow, Step
-    from remediator.temporal import (
-        SA_ALERTNAME,
-        SA_NAMESPACE,
-        SA_OUTCOME,
-        SA_PLAYBOOK,
-        SA_TARGET,
-    )
+    from remediator.domain.playbook import ApprovalBelow, Step
+    from remediator.domain.runs import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
 
 DURABLE_RUNS = "durable-runs"
 """Patch ID (``workflow.patched``): audit writes as regular activities, mutations planned then
 applied, one outcome notice per run, internal errors and cancellations recorded."""
 
-# Error types an activity raises that retrying cannot fix (remediator.kube).
+# Error types an activity raises that retrying cannot fix (remediator.k8s).
 NON_RETRYABLE = list(NON_RETRYABLE_ERROR_TYPES)
 
 # Unlimited attempts: the run's ``kube_retry_budget`` bounds them (schedule-to-close timeout).
@@ -292,7 +286,7 @@ class RemediationWorkflow:
             outcome=self._outcome, reason=self._reason, cooldown_until=until.isoformat(),
         )
         # The audit first (the outcome and the cooldown must not wait on Slack), then the search
-        # attribute: a run stopped in between is still found by remediator.settle.
+        # attribute: a run stopped in between is still found by remediator.app.settle.
         await self._flush(run=self._run_info(first, outcome=self._outcome, ended=ended, cooldown_until=until))
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(self._outcome)])
         await self._notify(self._outcome, self._outcome_title(), mention=self._outcome_mention())

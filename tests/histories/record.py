@@ -33,14 +33,22 @@ from temporalio.service import RPCError, RPCStatusCode  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from remediator.audit import AuditStore  # noqa: E402
-from remediator.emulator import Emulator  # noqa: E402
-from remediator.models import AlertRef, AlertSignal, ApprovalDecision, RemediationInput, RemediationStatus, TargetRef  # noqa: E402
-from remediator.playbook import Playbook, PlaybookRef  # noqa: E402
-from remediator.runtime import build_activities  # noqa: E402
-from remediator.slack import SlackThreads  # noqa: E402
-from remediator.slack_emulator import SlackEmulator  # noqa: E402
-from remediator.temporal import SEARCH_ATTRIBUTES, temporal_cli_path  # noqa: E402
+from remediator.audit.store import AuditStore
+from remediator.sim.kube import Emulator
+from remediator.domain.messages import (
+    AlertRef,
+    AlertSignal,
+    ApprovalDecision,
+    RemediationInput,
+    RemediationStatus,
+    TargetRef,
+)
+from remediator.domain.playbook import Playbook, PlaybookRef
+from remediator.app.runtime import build_activities
+from remediator.slack.threads import SlackThreads
+from remediator.sim.slack import SlackEmulator
+from remediator.domain.runs import SEARCH_ATTRIBUTES
+from remediator.app.temporal import temporal_cli_path
 from workflows.remediation import RemediationWorkflow  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,306 @@
+"""The engine process: Temporal worker and HTTP intake in one process.
+
+``Engine`` is built once from ``Settings`` and a Kubernetes ApiClient by the composition root
+(remediator.cli: ``remediator worker`` / ``python worker.py``, which chooses the real cluster or,
+with ``--simulate``, the emulator; and the demo): it validates the playbooks, starts the embedded
+Temporal dev server when no address is configured, and runs the Worker and the intake
+(uvicorn) side by side until SIGINT/SIGTERM.
+
+Start-up refuses, with a message and no traceback, on: an invalid playbook, a Temporal server
+that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import uvicorn
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.audit import AuditActivities
+from activities.diagnosis import DiagnosisActivities
+from activities.health import HealthActivities
+from activities.kube import KubeActivities
+from activities.slack import SlackActivities
+from remediator.app import slack_interactivity
+from remediator.app.config import Settings
+from remediator.app.devserver import DevServer
+from remediator.app.intake import create_app
+from remediator.app.settle import Settler
+from remediator.app.socket_mode import SocketModeRunner
+from remediator.app.temporal import HeartbeatInterceptor, connect
+from remediator.audit.store import AuditStore
+from remediator.domain.runs import SEARCH_ATTRIBUTES
+from remediator.playbook.loader import PlaybookError, load_directory
+from remediator.slack.client import make_client
+from remediator.slack.threads import SlackThreads
+from workflows.remediation import RemediationWorkflow
+
+log = logging.getLogger("remediator")
+
+
+class StartupError(RuntimeError):
+    """The engine cannot start; the message says why and what to do."""
+
+
+class SimulatedClusterFilter(logging.Filter):
+    """Prefixes every log record with ``[simulated cluster]`` while the emulator is in use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "_simulated", False):
+            record.msg = f"[simulated cluster] {record.msg}"
+            record._simulated = True  # type: ignore[attr-defined]
+        return True
+
+
+def setup_logging(simulate: bool, level: int = logging.INFO) -> None:
+    """Log to stderr; every line says ``[simulated cluster]`` when ``simulate``."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if simulate:
+        handler.addFilter(SimulatedClusterFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn.access", "kubernetes", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register the remediator search attributes on the namespace if missing (idempotent)."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = {k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES if k.name not in existing.custom_attributes}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+
+
+def build_activities(
+    api_client: Any,
+    prometheus_url: str | None,
+    alertmanager_url: str | None,
+    audit_store: Any,
+    slack_client: Any = None,
+    slack_threads: Any = None,
+) -> list:
+    """Every activity the workflow calls, bound to one Kubernetes client, one audit store and
+    (optionally) one Slack WebClient. ``slack_client`` None: the Slack activities fail with
+    ``SlackNotConfigured`` (approvals still work from the CLI).
+
+    Sync activities: the Worker needs an ``activity_executor`` (a thread pool).
+    """
+    kube = KubeActivities(api_client)
+    health = HealthActivities(api_client, prometheus_url, alertmanager_url)
+    diagnosis = DiagnosisActivities(api_client, prometheus_url)
+    audit = AuditActivities(audit_store)
+    slack = SlackActivities(slack_client, slack_threads)
+    return [
+        kube.describe_target,
+        kube.plan_mutation,
+        kube.rollout_restart,
+        kube.scale,
+        kube.rollback,
+        kube.cordon,
+        kube.uncordon,
+        kube.drain,
+        kube.delete_pod,
+        health.check_rollout_status,
+        health.check_node_ready,
+        health.check_promql,
+        health.check_alert_resolved,
+        diagnosis.diagnose_recent_rollout,
+        diagnosis.diagnose_container_status,
+        diagnosis.diagnose_kube_events,
+        diagnosis.diagnose_node_conditions,
+        diagnosis.diagnose_promql,
+        diagnosis.assess,
+        slack.post_approval_request,
+        slack.update_approval_message,
+        slack.post_notice,
+        slack.resolve_approvers,
+        audit.audit_write,
+    ]
+
+
+def new_worker(
+    client: Client,
+    task_queue: str,
+    activities: list,
+    executor: ThreadPoolExecutor,
+    *,
+    heartbeat_timeout: timedelta = timedelta(seconds=10),
+) -> Worker:
+    """The one Worker of the process (tests build theirs here too): ``RemediationWorkflow``,
+    ``activities`` (``build_activities``) on ``executor``, every activity heartbeated
+    (``HeartbeatInterceptor``), and a workflow task left on this worker's sticky queue taken
+    back after ``heartbeat_timeout`` when the worker is gone."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[RemediationWorkflow],
+        activities=activities,
+        activity_executor=executor,
+        interceptors=[HeartbeatInterceptor()],
+        sticky_queue_schedule_to_start_timeout=heartbeat_timeout,
+    )
+
+
+@dataclass
+class Engine:
+    """Everything the process holds: built by ``start()``, released by ``stop()``."""
+
+    settings: Settings
+    api_client: Any
+    dev_server: DevServer | None = None
+    client: Client | None = None
+    audit: Any = None
+    playbooks: Any = None
+    slack_client: Any = None
+    slack_threads: Any = None
+    settler: Any = None
+    temporal_address: str = ""
+    ui_url: str = ""
+    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _server: uvicorn.Server | None = field(default=None, repr=False)
+    _worker: Worker | None = field(default=None, repr=False)
+
+    async def start(self) -> "Engine":
+        """Load, connect and build; raises StartupError with a user-facing message."""
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.playbooks = load_directory(s.playbook_dir)
+        except PlaybookError as err:
+            raise StartupError(f"refusing to start: invalid playbook\n{err}") from None
+        except FileNotFoundError as err:
+            raise StartupError(f"refusing to start: playbook directory not found: {err}") from None
+        if s.temporal_address:
+            self.temporal_address = s.temporal_address
+            self.ui_url = ""
+        else:
+            self.dev_server = DevServer(
+                s.temporal_db_path,
+                port=s.temporal_port,
+                ui_port=s.temporal_ui_port,
+                log_path=s.state_dir / "temporal.log",
+            )
+            try:
+                await asyncio.to_thread(self.dev_server.start)
+            except (RuntimeError, FileNotFoundError) as err:
+                raise StartupError(f"refusing to start: embedded Temporal: {err}") from None
+            self.temporal_address = self.dev_server.address
+            self.ui_url = self.dev_server.ui_url
+            log.info("embedded Temporal dev server at %s (state in %s)", self.temporal_address, s.temporal_db_path)
+            log.info("Temporal UI: %s", self.ui_url)
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(20), wait=wait_fixed(0.5), retry=retry_if_exception_type(RuntimeError), reraise=True
+            ):
+                with attempt:
+                    self.client = await connect(self.temporal_address, s.temporal_namespace)
+            await ensure_search_attributes(self.client)
+        except RuntimeError as err:
+            raise StartupError(f"refusing to start: cannot reach Temporal at {self.temporal_address}: {err}") from None
+        self.audit = AuditStore(s.audit_path)
+        self._slack()
+        self._worker = self._build_worker(self.api_client)
+        self.settler = self._build_settler()
+        self._server = self._build_intake()
+        return self
+
+    def _slack(self) -> None:
+        """Slack is optional: without a bot token approvals are given from the CLI, and the
+        playbooks that ask for approval say so in their audit trail."""
+        s = self.settings
+        self.slack_threads = SlackThreads(s.state_dir / "slack.db")
+        if s.slack_bot_token:
+            self.slack_client = make_client(s.slack_bot_token, s.slack_api_url)
+            log.info("Slack Web API at %s", s.slack_api_url)
+        else:
+            needs = [p.playbook.name for p in self.playbooks.playbooks if p.playbook.slack is not None]
+            if needs:
+                log.warning(
+                    "no Slack bot token: approval requests and notices of %s cannot be posted; "
+                    "approve or reject from the CLI (remediator approve RUN --as USER)",
+                    ", ".join(needs),
+                )
+
+    def _build_worker(self, api_client: Any) -> Worker:
+        s = self.settings
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity")
+        assert self.client is not None
+        activities = build_activities(
+            api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads
+        )
+        return new_worker(self.client, s.task_queue, activities, self._executor, heartbeat_timeout=s.heartbeat_timeout)
+
+    def _build_settler(self) -> Settler:
+        assert self.client is not None
+        post = SlackActivities(self.slack_client, self.slack_threads).post_notice if self.slack_client else None
+        return Settler(self.client, self.audit, post)
+
+    def _build_intake(self) -> uvicorn.Server:
+        s = self.settings
+        assert self.client is not None
+        app = create_app(
+            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, settler=self.settler
+        )
+        if s.slack_signing_secret:
+            app.include_router(slack_interactivity.router(s, self.client, self.audit, self.slack_client))
+            log.info("Slack interactivity endpoint: POST /slack/interactivity")
+        config = uvicorn.Config(app, host=s.listen_host, port=s.listen_port, log_level="warning", lifespan="off")
+        return uvicorn.Server(config)
+
+    async def run(self) -> None:
+        """Run worker and intake until the intake is told to exit (SIGINT/SIGTERM)."""
+        assert self._worker is not None and self._server is not None
+        log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
+        log.info("worker polling task queue %r on %s", self.settings.task_queue, self.temporal_address)
+        worker_task = asyncio.create_task(self._worker.run())
+        settle_task = asyncio.create_task(self.settler.run_forever(self.settings.settle_interval))
+        socket_mode = None
+        if self.settings.slack_app_token:
+            socket_mode = SocketModeRunner(self.settings, self.client, self.audit, self.slack_client, asyncio.get_running_loop())
+            await asyncio.to_thread(socket_mode.start)
+            log.info("Slack Socket Mode connected")
+        try:
+            await self._server.serve()
+        finally:
+            if socket_mode is not None:
+                await asyncio.to_thread(socket_mode.stop)
+            settle_task.cancel()
+            await self._worker.shutdown()
+            await asyncio.gather(worker_task, settle_task, return_exceptions=True)
+
+    def request_exit(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def stop(self) -> None:
+        if self.dev_server is not None:
+            await asyncio.to_thread(self.dev_server.stop)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def serve(settings: Settings, api_client: Any) -> None:
+    """Start the engine on the cluster of ``api_client`` and run it until SIGINT/SIGTERM;
+    raises StartupError."""
+    engine = Engine(settings, api_client)
+    try:
+        await engine.start()
+        await engine.run()
+    finally:
+        await engine.stop()

@@ -1,0 +1,687 @@
+"""The audit trail: an append-only record, in SQLite, of everything a remediation did and why.
+
+Written by the ``audit_write`` activity (activities/audit.py) from the worker's thread pool and
+by the intake (alerts that match no playbook, fail to render, are duplicates or in cooldown;
+approval decisions the run refused, via remediator.app.approvals);
+read by the intake (``handled_by``: was this alert firing already taken by a run?) and by the
+CLI (``remediator audit show|list``, rendered by remediator.audit.view).
+
+One file, ``<state_dir>/audit.db``, three tables:
+
+* ``runs``: one row per remediation run (Temporal run ID), upserted; only ``outcome``,
+  ``ended_at`` and ``cooldown_until`` ever change, and an outcome never goes back to
+  ``running``;
+* ``events``: the run's timeline (``AuditEvent``), unique on ``(run_id, key)``: the first write
+  of a key wins, so a retried or replayed write adds nothing and never fails;
+  ``alert`` events index their ``data.dedup_key`` (``fingerprint@startsAt``);
+* ``intake``: alerts handled at the intake without a run, and refused approval decisions.
+
+Append-only is enforced by the database, not by convention: triggers refuse UPDATE and DELETE
+of ``events`` and ``intake``, DELETE of ``runs`` and any change to a run's identity columns.
+Times are stored as RFC 3339 UTC text with fixed-width microseconds
+(``2026-11-21T05:37:14.576395Z``) so text order is time order.
+
+Event ``data`` shapes the renderer understands (other keys are kept, and shown by
+``--output json``): ``alert``: ``dedup_key`` (required), ``status``, ``disposition`` and the
+``AlertRef`` under ``alert`` (as workflows/remediation.py writes it; a flat ``AlertRef`` dump
+is read too); ``mutation``/``undo``: a ``MutationResult`` dump (``requests``,
+``resource_version_before``/``_after``, ``changed``; ``undo: true`` on a compensation);
+``plan``: the ``MutationPlan`` recorded before a change is sent (``change``, ``precondition``,
+``requests``, ``noop``); ``health``: ``check``, ``healthy``, ``final``; ``decision``: ``reason``; ``outcome``:
+``outcome`` and ``reason``; ``step_intent``: ``action``, ``params``; ``run_started``: ``steps``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_jsonable_python
+
+from remediator.domain.durations import parse_duration
+from remediator.domain.messages import AlertRef, AuditWriteInput, RunInfo
+
+SCHEMA_VERSION = 2
+
+log = logging.getLogger("remediator.audit")
+
+IntakeKind = Literal["unmatched", "render_failed", "duplicate", "cooldown", "approval_refused"]
+
+_SCHEMA = """
+CREATE TABLE runs (
+    run_id          TEXT PRIMARY KEY,
+    workflow_id     TEXT NOT NULL,
+    alertname       TEXT NOT NULL,
+    namespace       TEXT,
+    target          TEXT NOT NULL,
+    playbook        TEXT NOT NULL,
+    playbook_path   TEXT NOT NULL,
+    playbook_sha256 TEXT NOT NULL,
+    simulate        INTEGER NOT NULL,
+    started_at      TEXT NOT NULL,
+    outcome         TEXT NOT NULL,
+    ended_at        TEXT,
+    cooldown_until  TEXT
+);
+CREATE INDEX runs_started_at ON runs (started_at);
+CREATE INDEX runs_workflow_id ON runs (workflow_id, started_at);
+
+CREATE TABLE events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    dedup_key  TEXT,
+    written_at TEXT NOT NULL,
+    UNIQUE (run_id, key)
+);
+CREATE INDEX events_dedup_key ON events (dedup_key) WHERE dedup_key IS NOT NULL;
+
+CREATE TABLE intake (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    playbook    TEXT,
+    run_id      TEXT,
+    alertname   TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    alert       TEXT NOT NULL
+);
+CREATE INDEX intake_at ON intake (at);
+
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only: UPDATE refused'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only: DELETE refused'); END;
+CREATE TRIGGER intake_no_update BEFORE UPDATE ON intake
+BEGIN SELECT RAISE(ABORT, 'audit intake records are append-only: UPDATE refused'); END;
+CREATE TRIGGER intake_no_delete BEFORE DELETE ON intake
+BEGIN SELECT RAISE(ABORT, 'audit intake records are append-only: DELETE refused'); END;
+CREATE TRIGGER runs_no_delete BEFORE DELETE ON runs
+BEGIN SELECT RAISE(ABORT, 'audit runs are append-only: DELETE refused'); END;
+CREATE TRIGGER runs_identity_frozen BEFORE UPDATE ON runs
+WHEN NEW.run_id IS NOT OLD.run_id OR NEW.workflow_id IS NOT OLD.workflow_id
+  OR NEW.alertname IS NOT OLD.alertname OR NEW.namespace IS NOT OLD.namespace
+  OR NEW.target IS NOT OLD.target OR NEW.playbook IS NOT OLD.playbook
+  OR NEW.playbook_path IS NOT OLD.playbook_path OR NEW.playbook_sha256 IS NOT OLD.playbook_sha256
+  OR NEW.simulate IS NOT OLD.simulate OR NEW.started_at IS NOT OLD.started_at
+BEGIN SELECT RAISE(ABORT, 'audit runs: only outcome and ended_at may change'); END;
+"""
+
+_MIGRATIONS = {
+    # version 1 -> 2: when a run's cooldown ends, whatever ended the run (issue 6).
+    2: ["ALTER TABLE runs ADD COLUMN cooldown_until TEXT"],
+}
+"""Statements that bring a database of version ``n - 1`` to version ``n``."""
+
+
+# ON CONFLICT DO NOTHING rather than INSERT OR IGNORE: OR IGNORE would also drop rows that
+# break NOT NULL, hiding a bad write instead of refusing it.
+_INSERT_EVENT = """
+INSERT INTO events (run_id, key, at, kind, message, data, dedup_key, written_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, key) DO NOTHING
+"""
+
+
+class AuditError(Exception):
+    """Base of the audit trail's own errors."""
+
+
+class AuditSchemaError(AuditError):
+    """The database was written by a newer remediator (``PRAGMA user_version`` too high)."""
+
+
+class AuditEventInvalid(AuditError, ValueError):
+    """An event cannot be recorded as given (e.g. an ``alert`` event without ``data.dedup_key``)."""
+
+
+# --------------------------------------------------------------------------- rows
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RunRow(_Row):
+    """One run as stored: ``RunInfo``'s columns; times are UTC-aware datetimes."""
+
+    run_id: str
+    workflow_id: str
+    alertname: str
+    namespace: str | None
+    target: str
+    playbook: str
+    playbook_path: str
+    playbook_sha256: str
+    simulate: bool
+    started_at: datetime
+    outcome: str
+    ended_at: datetime | None
+    cooldown_until: datetime | None = None
+
+
+class EventRow(_Row):
+    """One event as stored; ``seq`` is the global write order, ``written_at`` the wall clock
+    of the write."""
+
+    seq: int
+    run_id: str
+    key: str
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any]
+    dedup_key: str | None
+    written_at: datetime
+
+
+class IntakeRow(_Row):
+    """An alert handled at the intake without a run; ``alert`` is the ``AlertRef`` as JSON."""
+
+    seq: int
+    at: datetime
+    kind: str
+    message: str
+    playbook: str | None
+    run_id: str | None
+    alertname: str
+    fingerprint: str
+    starts_at: datetime
+    dedup_key: str
+    status: str
+    alert: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- time
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 UTC text with microseconds: ``2026-11-21T05:37:14.576395Z``.
+
+    A naive datetime is taken as UTC (Temporal's ``workflow.now()`` and pydantic's parse of
+    ``...Z`` are both aware, so a naive one can only come from a caller that meant UTC).
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Inverse of ``format_time``; any RFC 3339 text is accepted, the result is UTC-aware."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_time_bound(text: str, now: datetime | None = None) -> datetime:
+    """A ``--since``/``--until`` value: a duration before ``now`` (``90s``, ``1h``, ``2d``, as
+    Prometheus writes durations) or an RFC 3339 time (``2026-11-21T05:00:00Z``).
+
+    Raises:
+        ValueError: neither form, with the text a person reads.
+    """
+    text = text.strip()
+    try:
+        ago = parse_duration(text)
+    except ValueError:
+        pass
+    else:
+        return (now or datetime.now(UTC)) - ago
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(
+            f"expected a duration such as 30m or 1h, or an RFC 3339 time such as "
+            f"2026-11-21T05:00:00Z, got {text!r}"
+        ) from None
+
+
+def _json(value: Any) -> str:
+    # Canonical form (sorted keys, no spaces) so a retried write compares equal byte for byte.
+    return json.dumps(to_jsonable_python(value), sort_keys=True, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- store
+
+
+class AuditStore:
+    """The audit database of one process.
+
+    One connection shared by the activity thread pool and the asyncio intake, serialised by a
+    lock (each call holds it for one short statement or transaction). WAL mode lets the CLI read
+    from another process while the worker writes; ``synchronous=FULL`` because an audit record
+    must survive a power cut as well as the cluster change it describes.
+
+    Args:
+        path: the database file (``<state_dir>/audit.db``); its directory is created.
+
+    Raises:
+        AuditSchemaError: the file holds a schema newer than ``SCHEMA_VERSION``.
+        sqlite3.DatabaseError: the file is not an SQLite database.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self._lock:
+            # IMMEDIATE takes the write lock first, so two processes starting together do not
+            # both see version 0 and both create the tables.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise AuditSchemaError(
+                        f"{self.path}: audit schema version {version} is newer than this "
+                        f"remediator supports ({SCHEMA_VERSION}); upgrade remediator"
+                    )
+                if version == 0:
+                    for statement in _statements(_SCHEMA):
+                        self._conn.execute(statement)
+                else:
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[step]:
+                            self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        """Close the connection; the store cannot be used afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, inp: AuditWriteInput) -> None:
+        """Upsert the run (if given) and append the events, in one transaction.
+
+        Idempotent, first write wins: an event whose ``(run_id, key)`` is already stored is
+        skipped, so an activity retried after a write that did commit adds nothing. The workflow
+        sends events as the input of a regular activity, fixed once in its history, so a retry
+        carries the same content; should a key ever arrive with other content, the stored event
+        stays and the difference is logged, never raised (an audit write must not fail a run).
+        The run row's ``outcome``, ``ended_at`` and ``cooldown_until`` are updated; ``outcome``
+        never returns to ``running``.
+
+        Raises:
+            AuditEventInvalid: an ``alert`` event without ``data.dedup_key``, or ``inp.run`` for
+                another run ID.
+            sqlite3.Error: the database cannot be written (locked, disk full...); nothing is
+                written and the caller retries.
+        """
+        if inp.run is not None and inp.run.run_id != inp.run_id:
+            raise AuditEventInvalid(
+                f"run_id {inp.run_id!r} of the write differs from run.run_id {inp.run.run_id!r}"
+            )
+        rows = []
+        for ev in inp.events:
+            dedup_key = None
+            if ev.kind == "alert":
+                dedup_key = ev.data.get("dedup_key")
+                if not isinstance(dedup_key, str) or not dedup_key:
+                    raise AuditEventInvalid(
+                        f"audit event {ev.key!r} of run {inp.run_id}: kind alert needs "
+                        f"data.dedup_key (fingerprint@startsAt)"
+                    )
+            rows.append(
+                (
+                    inp.run_id,
+                    ev.key,
+                    format_time(ev.at),
+                    ev.kind,
+                    ev.message,
+                    _json(ev.data),
+                    dedup_key,
+                )
+            )
+        written_at = format_time(datetime.now(UTC))
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if inp.run is not None:
+                    self._upsert_run(inp.run)
+                for row in rows:
+                    cur = self._conn.execute(_INSERT_EVENT, (*row, written_at))
+                    if cur.rowcount == 0:
+                        self._check_same(row)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _upsert_run(self, run: RunInfo) -> None:
+        self._conn.execute(
+            """
+            INSERT INTO runs (run_id, workflow_id, alertname, namespace, target, playbook,
+                              playbook_path, playbook_sha256, simulate, started_at, outcome,
+                              ended_at, cooldown_until)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET
+                outcome = CASE WHEN excluded.outcome = 'running' THEN runs.outcome
+                               ELSE excluded.outcome END,
+                ended_at = COALESCE(excluded.ended_at, runs.ended_at),
+                cooldown_until = COALESCE(excluded.cooldown_until, runs.cooldown_until)
+            """,
+            (
+                run.run_id,
+                run.workflow_id,
+                run.alertname,
+                run.namespace,
+                run.target,
+                run.playbook,
+                run.playbook_path,
+                run.playbook_sha256,
+                int(run.simulate),
+                format_time(run.started_at),
+                run.outcome,
+                format_time(run.ended_at) if run.ended_at else None,
+                format_time(run.cooldown_until) if run.cooldown_until else None,
+            ),
+        )
+
+    def _check_same(self, row: tuple) -> None:
+        run_id, key, at, kind, message, data, _ = row
+        old = self._conn.execute(
+            "SELECT at, kind, message, data FROM events WHERE run_id = ? AND key = ?", (run_id, key)
+        ).fetchone()
+        if (old["at"], old["kind"], old["message"], old["data"]) != (at, kind, message, data):
+            log.warning(
+                "audit event %r of run %s is already recorded with other content; the first write "
+                "stays (stored: %s %r at %s; not written: %s %r at %s)",
+                key, run_id, old["kind"], old["message"], old["at"], kind, message, at,
+            )
+
+    def record_intake(
+        self,
+        kind: IntakeKind,
+        alert: AlertRef | None,
+        message: str,
+        playbook: str | None = None,
+        *,
+        run_id: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Append a record of an alert the intake handled without starting a run, or of an
+        approval decision the run refused.
+
+        Args:
+            kind: ``unmatched`` (no playbook's matchers), ``render_failed`` (a playbook matched
+                but its templates failed against the alert), ``duplicate`` (this firing was
+                already taken by ``run_id``), ``cooldown`` (the target is in its cooldown),
+                ``approval_refused`` (the ``decide`` Update's validator refused a click or a
+                CLI decision for ``run_id``; remediator.app.approvals).
+            alert: the alert; stored whole as JSON, with its ``dedup_key``. None when there is
+                no alert (``approval_refused``): the alert columns are then empty and
+                ``starts_at`` is ``at``.
+            message: why, as a person reads it.
+            playbook: the playbook concerned, if any.
+            run_id: the run that already handled it (``duplicate``) or that refused the
+                decision (``approval_refused``), if known.
+            at: when; defaults to now (UTC).
+        """
+        at = at or datetime.now(UTC)
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO intake (at, kind, message, playbook, run_id, alertname, fingerprint,"
+                " starts_at, dedup_key, status, alert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    format_time(at),
+                    kind,
+                    message,
+                    playbook,
+                    run_id,
+                    alert.alertname if alert else "",
+                    alert.fingerprint if alert else "",
+                    format_time(alert.starts_at if alert else at),
+                    alert.dedup_key if alert else "",
+                    alert.status if alert else "",
+                    _json(alert.model_dump(mode="json") if alert else {}),
+                ),
+            )
+
+    # ------------------------------------------------------------------ reads
+
+    def handled_by(self, dedup_key: str) -> str | None:
+        """The run ID that took this alert firing (``fingerprint@startsAt``) to remediate, or None.
+
+        A firing that a run only recorded during its cooldown (disposition ``cooldown``) was not
+        remediated, so it does not count: once the cooldown is over, the same firing may start
+        a remediation. An indexed lookup on ``alert`` events; called by the intake for every alert.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT run_id FROM events WHERE dedup_key = ?"
+                " AND coalesce(json_extract(data, '$.disposition'), '') != 'cooldown' ORDER BY seq LIMIT 1",
+                (dedup_key,),
+            ).fetchone()
+        return row[0] if row else None
+
+    def latest_run(self, workflow_id: str) -> RunRow | None:
+        """The newest run of this workflow ID (``remediation/deployment/prod/checkout``), or None.
+
+        The intake reads it before handing an alert over: its ``cooldown_until`` says whether a
+        new remediation of the target may start, and an ``outcome`` still ``running`` says a run
+        is believed alive. An indexed read.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM runs WHERE workflow_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                (workflow_id,),
+            ).fetchone()
+        return _run_row(row) if row else None
+
+    def get_run(self, run_id: str) -> RunRow:
+        """The run with this Temporal run ID, a unique prefix of one, or else the newest run of
+        this workflow ID (``remediation/deployment/prod/checkout``).
+
+        Raises:
+            LookupError: empty, unknown, or a prefix of several runs (the message lists them).
+        """
+        run_id = run_id.strip()
+        if not run_id:
+            raise LookupError("no run ID given")
+        with self._lock:
+            rows = self._conn.execute(
+                # A range on the primary key rather than LIKE: exact (LIKE folds case and treats
+                # % and _ as wildcards) and indexed. U+10FFFF sorts after any UTF-8 text.
+                "SELECT * FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 6",
+                (run_id, run_id + "\U0010ffff"),
+            ).fetchall()
+            exact = [r for r in rows if r["run_id"] == run_id]
+            if exact:
+                return _run_row(exact[0])
+            if not rows:
+                rows = self._conn.execute(
+                    "SELECT * FROM runs WHERE workflow_id = ? ORDER BY started_at DESC LIMIT 1",
+                    (run_id,),
+                ).fetchall()
+        if not rows:
+            raise LookupError(f"no audited run matches {run_id!r}")
+        if len(rows) > 1:
+            shown = ", ".join(r["run_id"] for r in rows[:5])
+            more = " ..." if len(rows) > 5 else ""
+            raise LookupError(
+                f"run ID prefix {run_id!r} is ambiguous: it matches {shown}{more}; "
+                "give more characters"
+            )
+        return _run_row(rows[0])
+
+    def events(self, run_id: str) -> list[EventRow]:
+        """The run's events in write order (full run ID; see ``get_run`` for prefixes)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        return [
+            EventRow(
+                seq=r["seq"],
+                run_id=r["run_id"],
+                key=r["key"],
+                at=parse_time(r["at"]),
+                kind=r["kind"],
+                message=r["message"],
+                data=json.loads(r["data"]),
+                dedup_key=r["dedup_key"],
+                written_at=parse_time(r["written_at"]),
+            )
+            for r in rows
+        ]
+
+    def list_runs(
+        self,
+        alertname: str | None = None,
+        target: str | None = None,
+        playbook: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        *,
+        namespace: str | None = None,
+    ) -> list[RunRow]:
+        """Runs, newest first (by ``started_at``), filtered by exact values.
+
+        ``alertname`` matches the run's first alert or any alert attached to it later;
+        ``target`` is the target key (``deployment/prod/checkout``); ``since`` (inclusive) and
+        ``until`` (exclusive) bound ``started_at``. At most ``limit`` rows.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if alertname is not None:
+            where.append(
+                "(alertname = ? OR EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id"
+                " AND e.kind = 'alert' AND ? IN (json_extract(e.data, '$.alert.labels.alertname'),"
+                " json_extract(e.data, '$.labels.alertname'))))"
+            )
+            args += [alertname, alertname]
+        rows = self._select(
+            "runs", where, args,
+            {"target": target, "playbook": playbook, "outcome": outcome, "namespace": namespace},
+            "started_at", since, until, "started_at DESC, rowid DESC", limit,
+        )
+        return [_run_row(r) for r in rows]
+
+    def _select(
+        self,
+        table: str,
+        where: list[str],
+        args: list[Any],
+        equal: dict[str, Any],
+        time_column: str,
+        since: datetime | None,
+        until: datetime | None,
+        order: str,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        """``SELECT *`` from ``table`` with ``where`` plus ``column = value`` for each non-None
+        value of ``equal``, ``since <= time_column < until``, newest first, at most ``limit``."""
+        where, args = list(where), list(args)
+        for column, value in equal.items():
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append(f"{time_column} >= ?")
+            args.append(format_time(since))
+        if until is not None:
+            where.append(f"{time_column} < ?")
+            args.append(format_time(until))
+        sql = f"SELECT * FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order} LIMIT ?"
+        args.append(max(0, limit))
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def intake_records(
+        self,
+        kind: IntakeKind | None = None,
+        alertname: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[IntakeRow]:
+        """Intake records, newest first, filtered like ``list_runs``; ``since``/``until``
+        bound ``at``."""
+        rows = self._select(
+            "intake", [], [], {"kind": kind, "alertname": alertname}, "at", since, until, "at DESC, seq DESC", limit
+        )
+        return [
+            IntakeRow(
+                seq=r["seq"],
+                at=parse_time(r["at"]),
+                kind=r["kind"],
+                message=r["message"],
+                playbook=r["playbook"],
+                run_id=r["run_id"],
+                alertname=r["alertname"],
+                fingerprint=r["fingerprint"],
+                starts_at=parse_time(r["starts_at"]),
+                dedup_key=r["dedup_key"],
+                status=r["status"],
+                alert=json.loads(r["alert"]),
+            )
+            for r in rows
+        ]
+
+
+def _run_row(r: sqlite3.Row) -> RunRow:
+    return RunRow(
+        run_id=r["run_id"],
+        workflow_id=r["workflow_id"],
+        alertname=r["alertname"],
+        namespace=r["namespace"],
+        target=r["target"],
+        playbook=r["playbook"],
+        playbook_path=r["playbook_path"],
+        playbook_sha256=r["playbook_sha256"],
+        simulate=bool(r["simulate"]),
+        started_at=parse_time(r["started_at"]),
+        outcome=r["outcome"],
+        ended_at=parse_time(r["ended_at"]) if r["ended_at"] else None,
+        cooldown_until=parse_time(r["cooldown_until"]) if r["cooldown_until"] else None,
+    )
+
+
+def _statements(script: str) -> list[str]:
+    """Split the schema into statements (``executescript`` would COMMIT our transaction)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return [s for s in out if s]

@@ -1,0 +1,26 @@
+"""A Kubernetes API emulator: real HTTP on loopback for kubectl 1.32 and the official client.
+
+No real API server runs in the tests, the CI or the worker's ``--simulate`` demo, so this
+package emulates one together with the controllers that make a cluster behave
+(Deployment -> ReplicaSet -> Pod with revisions and rollout conditions, StatefulSets,
+DaemonSets, scheduling onto nodes, evictions with PodDisruptionBudgets), fault injection
+(crash loops, stalled rollouts, NotReady nodes, API errors) and a kube-state-metrics
+``/metrics`` endpoint.
+
+    from remediator.sim.kube import Emulator
+    emu = Emulator().start()
+    emu.seed_demo()
+    emu.write_kubeconfig("kubeconfig")   # kubectl --kubeconfig kubeconfig get pods -n prod
+    ...
+    emu.stop()
+
+Modules: ``cluster`` (the ``Emulator`` facade), ``server`` (HTTP and REST semantics),
+``store`` (objects and resourceVersions), ``controllers``, ``kinds`` (discovery, errors),
+``patch``, ``selectors``, ``defaults``, ``metrics``, ``names``.
+"""
+
+from remediator.sim.kube.cluster import Emulator
+from remediator.sim.kube.kinds import ApiError
+from remediator.sim.kube.server import RecordedRequest
+
+__all__ = ["ApiError", "Emulator", "RecordedRequest"]

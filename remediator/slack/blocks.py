@@ -1,0 +1,351 @@
+"""Slack Block Kit messages of remediator: the approval request and its updates, notices.
+
+Pure text building, no I/O: the Slack activities (activities/slack.py) post what these build;
+the interactivity endpoint and Socket Mode handler use ``APPROVE_ACTION_ID`` /
+``REJECT_ACTION_ID`` and ``parse_action_value``.
+
+* ``approval_blocks`` / ``approval_text``: the approval request (alert, target, the change,
+  evidence, confidence, links, Approve/Reject buttons) and, after a decision, the same message
+  without buttons and with the outcome line. ``notice_blocks`` / ``notice_text``: a run's
+  outcome, or an escalation. Every builder keeps within Block Kit's limits (``fit_blocks``) by
+  cutting text with "…".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from remediator.domain.messages import ApprovalOutcome, ApprovalRequest, Evidence, Notice
+
+APPROVE_ACTION_ID = "remediator_approve"
+REJECT_ACTION_ID = "remediator_reject"
+APPROVAL_EVENT_TYPE = "remediator_approval_request"
+ESCALATION_EVENT_TYPE = "remediator_approval_escalation"
+NOTICE_EVENT_TYPE = "remediator_notice"
+
+# Block Kit limits (docs.slack.dev/reference/block-kit/blocks, .../composition-objects).
+MAX_BLOCKS = 50
+HEADER_TEXT_MAX = 150
+SECTION_TEXT_MAX = 3000
+FIELD_TEXT_MAX = 2000
+CONTEXT_ELEMENTS_MAX = 10
+BUTTON_VALUE_MAX = 2000
+CONFIRM_TITLE_MAX = 100
+CONFIRM_TEXT_MAX = 300
+# chat.postMessage's ``text`` is cut by Slack at 40 000 characters; as a notification fallback
+# far less is useful, and Slack recommends staying under 4 000.
+FALLBACK_TEXT_MAX = 4000
+EVIDENCE_LINE_MAX = 400
+ELLIPSIS = "…"
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def escape(text: str) -> str:
+    """Escape ``&``, ``<``, ``>`` for Slack mrkdwn (docs.slack.dev/messaging/formatting-message-text)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_USER_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
+
+
+def escape_keep_mentions(text: str) -> str:
+    """``escape`` that keeps user mentions (``<@U123>``): for lines remediator writes about people
+    (outcome, timeline) that may quote user input; ``<!channel>`` and the like stay inert."""
+    return _USER_MENTION.sub(r"<@\1>", escape(text))
+
+
+def link(url: str, label: str) -> str:
+    """A mrkdwn link ``<url|label>``; characters that would end the link are escaped."""
+    safe = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+    return f"<{safe}|{escape(label)}>"
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending with "…" when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def mention(ref: str) -> str:
+    """Slack mention syntax: ``S...`` -> ``<!subteam^S...>``, ``U.../W...`` -> ``<@U...>``;
+    ``here``/``channel`` -> ``<!here>``/``<!channel>``."""
+    ref = ref.strip().lstrip("@")
+    if ref in ("here", "channel", "everyone"):
+        return f"<!{ref}>"
+    if ref.startswith("S"):
+        return f"<!subteam^{ref}>"
+    return f"<@{ref}>"
+
+
+def slack_date(at: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
+    """A date Slack shows in each reader's time zone (``<!date^unix^format|fallback>``)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    fallback = at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at.timestamp())}^{fmt}|{fallback}>"
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _section(text: str, block_id: str | None = None) -> dict[str, Any]:
+    b: dict[str, Any] = {"type": "section", "text": _mrkdwn(text)}
+    if block_id:
+        b["block_id"] = block_id
+    return b
+
+
+def _context(*parts: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [_mrkdwn(p) for p in parts if p]}
+
+
+def fit_blocks(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Blocks cut to Block Kit's limits: header text 150, section text 3000, fields 2000,
+    context 10 elements, 50 blocks (the last block — the buttons — is kept when cutting)."""
+    out: list[dict[str, Any]] = []
+    for b in blocks:
+        b = json.loads(json.dumps(b))
+        if b["type"] == "header":
+            b["text"]["text"] = truncate(b["text"]["text"], HEADER_TEXT_MAX)
+        elif b["type"] == "section":
+            if "text" in b:
+                b["text"]["text"] = truncate(b["text"]["text"], SECTION_TEXT_MAX)
+            for f in b.get("fields", []):
+                f["text"] = truncate(f["text"], FIELD_TEXT_MAX)
+        elif b["type"] == "context":
+            b["elements"] = b["elements"][:CONTEXT_ELEMENTS_MAX]
+            for e in b["elements"]:
+                if "text" in e:
+                    e["text"] = truncate(e["text"], SECTION_TEXT_MAX)
+        out.append(b)
+    if len(out) > MAX_BLOCKS:
+        out = out[: MAX_BLOCKS - 1] + [out[-1]]
+    return out
+
+
+# --------------------------------------------------------------------------- approval message
+
+
+class ActionValue(NamedTuple):
+    """What an Approve/Reject button carries back: enough to send the ``decide`` Update."""
+
+    workflow_id: str
+    run_id: str
+    request_id: str
+
+
+def action_value(req: ApprovalRequest) -> str:
+    """The buttons' ``value``: compact JSON ``{"workflow_id", "run_id", "request_id"}``.
+
+    Raises:
+        ValueError: longer than Slack's 2000 characters (IDs that long are not Kubernetes names).
+    """
+    value = json.dumps({"workflow_id": req.workflow_id, "run_id": req.run_id, "request_id": req.request_id},
+                       separators=(",", ":"))
+    if len(value) > BUTTON_VALUE_MAX:
+        raise ValueError(f"button value is {len(value)} characters, Slack allows {BUTTON_VALUE_MAX}")
+    return value
+
+
+def parse_action_value(value: str) -> ActionValue:
+    """Decode a button ``value`` made by ``action_value``.
+
+    Raises:
+        ValueError: not JSON, or a field is missing or not a non-empty string.
+    """
+    try:
+        data = json.loads(value)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"button value is not JSON: {value!r:.100}") from e
+    if not isinstance(data, dict):
+        raise ValueError("button value must be a JSON object")
+    fields = []
+    for k in ActionValue._fields:
+        v = data.get(k)
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"button value has no {k}")
+        fields.append(v)
+    return ActionValue(*fields)
+
+
+_SIGNAL = {True: ":white_check_mark:", False: ":x:"}
+_STATUS = {
+    "approved": (":white_check_mark:", "Approved"),
+    "rejected": (":no_entry:", "Rejected"),
+    "escalated": (":rotating_light:", "Escalated"),
+    "expired": (":hourglass:", "Expired"),
+    "executed": (":heavy_check_mark:", "Done"),
+    "failed": (":x:", "Failed"),
+}
+DECIDED_STATUSES = frozenset({"approved", "rejected", "expired", "executed", "failed"})
+"""Statuses after which the message has no buttons."""
+
+
+def evidence_line(e: Evidence) -> str:
+    """One evidence line: signal emoji (``:warning:`` when it could not be gathered), name, check
+    and summary, e.g. ``:white_check_mark: *recent_rollout* (recent_rollout) — revision 7, 4m ago``."""
+    icon = ":warning:" if e.error else _SIGNAL[bool(e.signal)]
+    summary = f"could not gather: {e.error}" if e.error else e.summary
+    return truncate(f"{icon} *{escape(e.name)}* ({escape(e.check)}) — {escape(summary)}", EVIDENCE_LINE_MAX)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    if not params:
+        return ""
+    lines = [f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in params.items()]
+    return "```" + escape("\n".join(lines)).replace("```", "'''") + "```"
+
+
+def _links(*pairs: tuple[str, str]) -> str:
+    return " · ".join(link(url, label) for url, label in pairs if url)
+
+
+def _alert_line(req_alert: Any) -> str:
+    if req_alert is None:
+        return ""
+    since = slack_date(req_alert.starts_at)
+    return f"*Alert* `{escape(req_alert.alertname or req_alert.fingerprint)}` {req_alert.status} since {since}"
+
+
+def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None) -> list[dict[str, Any]]:
+    """The approval message as Block Kit blocks.
+
+    Header; the outcome line when ``outcome`` is given; alert and target; the step and what it
+    will change (``req.change`` and its params); the evidence, one line each; confidence and
+    why approval is needed; who may approve and when it escalates / expires; links (alert
+    source = ``generatorURL``, Temporal run = ``req.temporal_url``, audit timeline =
+    ``req.audit_url``); and, unless the outcome is a decision (``DECIDED_STATUSES``), an
+    actions block with Approve (``primary``, ``APPROVE_ACTION_ID``, with a confirm dialog) and
+    Reject (``danger``, ``REJECT_ACTION_ID``), both with ``value`` = ``action_value(req)``.
+    Within Block Kit's limits (``fit_blocks``).
+
+    All text from the request and ``outcome.text`` is escaped for mrkdwn except user mentions
+    (``<@U123>``), so an approver's comment quoted there cannot ping ``<!channel>``.
+    """
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(f"Approval needed: {req.step_name} on {req.target.key}")},
+    ]
+    if outcome is not None:
+        icon, label = _STATUS[outcome.status]
+        blocks.append(_section(f"{icon} *{label}* — {escape_keep_mentions(outcome.text)}", "remediator_status"))
+    target = f"*Target* `{escape(req.target.key)}` · playbook `{escape(req.playbook)}`"
+    alert = _alert_line(req.alert)
+    blocks.append(_section("\n".join(x for x in (alert, target) if x)))
+    step = f"*Step {req.step_index + 1}: {escape(req.step_name)}* (`{escape(req.action)}`) will {escape(req.change)}"
+    params = _params_text(req.params)
+    blocks.append(_section(step + ("\n" + params if params else "")))
+    if req.evidence:
+        lines = "\n".join(evidence_line(e) for e in req.evidence)
+        blocks.append(_section(f"*Evidence*\n{lines}"))
+    conf = "not assessed" if req.confidence is None else f"{round(req.confidence * 100)}%"
+    why = f"\n*Why approval:* {escape(req.reason)}" if req.reason else ""
+    blocks.append(_section(f"*Confidence:* {conf}{why}"))
+    approvers = " ".join([mention(u) for u in req.approvers] + [mention(g) for g in req.approver_groups])
+    timing = f"escalates {slack_date(req.escalate_at)} · expires {slack_date(req.deadline)}"
+    blocks.append(_context(f"Approvers: {approvers or 'anyone in this channel'} · {timing}"))
+    links = _links(
+        (req.alert.generator_url if req.alert else "", "Alert source"),
+        (req.temporal_url, "Temporal run"),
+        (req.audit_url, "Audit timeline"),
+    )
+    if links:
+        blocks.append(_context(links))
+    if outcome is None or outcome.status not in DECIDED_STATUSES:
+        value = action_value(req)
+        blocks.append({
+            "type": "actions",
+            "block_id": "remediator_decision",
+            "elements": [
+                {
+                    "type": "button", "action_id": APPROVE_ACTION_ID, "style": "primary",
+                    "text": _plain("Approve"), "value": value,
+                    "confirm": {
+                        "title": _plain(truncate(f"Run {req.step_name}?", CONFIRM_TITLE_MAX)),
+                        "text": _plain(truncate(f"This will {req.change}.", CONFIRM_TEXT_MAX)),
+                        "confirm": _plain("Approve"), "deny": _plain("Cancel"),
+                    },
+                },
+                {"type": "button", "action_id": REJECT_ACTION_ID, "style": "danger",
+                 "text": _plain("Reject"), "value": value},
+            ],
+        })
+    return fit_blocks(blocks)
+
+
+def approval_text(req: ApprovalRequest, outcome: ApprovalOutcome | None = None) -> str:
+    """Plain-text fallback of the approval message (notifications, screen readers)."""
+    head = f"Approval needed: {req.step_name} on {req.target.key} will {req.change}"
+    conf = "" if req.confidence is None else f" (confidence {round(req.confidence * 100)}%)"
+    if outcome is not None:
+        head = f"[{_STATUS[outcome.status][1]}] {head} — {outcome.text}"
+    # ``text`` is mrkdwn too: escaped so nothing in it pings a channel.
+    return truncate(escape_keep_mentions(head + conf), FALLBACK_TEXT_MAX)
+
+
+def approval_metadata(req: ApprovalRequest) -> dict[str, Any]:
+    """Message metadata that finds the approval message again (``conversations.history``)."""
+    return {"event_type": APPROVAL_EVENT_TYPE,
+            "event_payload": {"request_id": req.request_id, "workflow_id": req.workflow_id, "run_id": req.run_id}}
+
+
+def escalation_text(req: ApprovalRequest) -> str:
+    """The thread reply that pages the on-call group when nobody answered in time."""
+    who = req.oncall_usergroup or (req.approver_groups[0] if req.approver_groups else None)
+    tag = mention(who) if who else " ".join(mention(u) for u in req.approvers)
+    return (f"{tag} no answer yet: *{escape(req.step_name)}* on `{escape(req.target.key)}` is waiting for approval "
+            f"(asked {slack_date(req.requested_at)}). If nobody decides by {slack_date(req.deadline)} "
+            f"the step will not run.").strip()
+
+
+# --------------------------------------------------------------------------- notices
+
+_NOTICE_ICON = {
+    "health_failed": ":x:", "not_healed": ":warning:", "approval_rejected": ":no_entry:",
+    "approval_timeout": ":hourglass:", "approval_escalation": ":rotating_light:",
+    "safety_refusal": ":octagonal_sign:", "failed": ":x:", "healed": ":white_check_mark:",
+    "refused": ":octagonal_sign:", "rolled_back": ":leftwards_arrow_with_hook:", "resolved": ":white_check_mark:",
+    "needs_human": ":raising_hand:", "terminated": ":skull:", "timed_out": ":hourglass:", "cancelled": ":no_entry:",
+}
+
+
+def notice_blocks(n: Notice) -> list[dict[str, Any]]:
+    """A notice (a run's outcome, or an escalation mid-run): header (title), the mention and target/alert, the run's timeline
+    (one line each) and links (alert source, Temporal run, audit timeline). Within limits."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(f"{n.title}")},
+    ]
+    head = " ".join(x for x in (
+        mention(n.mention) if n.mention else "",
+        f"{_NOTICE_ICON.get(n.kind, '')} *Target* `{escape(n.target.key)}` · playbook `{escape(n.playbook)}`",
+    ) if x)
+    alert = _alert_line(n.alert)
+    blocks.append(_section("\n".join(x for x in (head, alert) if x)))
+    if n.timeline:
+        blocks.append(_section("\n".join(f"• {escape_keep_mentions(line)}" for line in n.timeline)))
+    links = _links(
+        (n.alert.generator_url if n.alert else "", "Alert source"),
+        (n.temporal_url, "Temporal run"),
+        (n.audit_url, "Audit timeline"),
+    )
+    if links:
+        blocks.append(_context(links))
+    return fit_blocks(blocks)
+
+
+def notice_text(n: Notice) -> str:
+    """Plain-text fallback of a notice; starts with the mention so the group is notified."""
+    tag = f"{mention(n.mention)} " if n.mention else ""
+    return truncate(f"{tag}{escape(n.title)} ({escape(n.target.key)})", FALLBACK_TEXT_MAX)
+
+
+def notice_metadata(n: Notice) -> dict[str, Any]:
+    return {"event_type": NOTICE_EVENT_TYPE,
+            "event_payload": {"event_key": n.event_key, "target": n.target.key, "run_id": n.run_id, "kind": n.kind}}
