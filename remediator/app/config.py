@@ -1,74 +1,114 @@
-"""Configuration of the worker process, from flags and environment variables.
+"""Configuration of the worker process: one declaration, three readers.
 
-One ``Settings`` object is built by the CLI (``remediator worker`` / ``python worker.py``)
-from typer options, each of which also reads the ``REMEDIATOR_*`` environment variable
-listed in the README's configuration table. Everything else receives the object.
+``Settings`` (pydantic-settings) declares every setting once: its type, default, meaning
+(``description``) and environment variable (``REMEDIATOR_<FIELD>``, or the established name
+given as its ``validation_alias``: ``KUBECONFIG``, ``SLACK_BOT_TOKEN``, ...). From it:
+
+* ``Settings()`` reads the environment, and keyword arguments override it, so the CLI passes
+  only the flags given on the command line (a flag beats its environment variable);
+* ``remediator worker`` / ``python worker.py`` build one option per field (remediator.cli),
+  named by ``flags``, with ``env_var`` and ``default_text`` in ``--help``;
+* ``markdown_table`` writes the README's configuration table (a test keeps them equal).
+
+Everything else receives the built object.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from remediator.domain.durations import Duration
+from remediator.domain.durations import Duration, format_duration
 from remediator.domain.runs import TASK_QUEUE
+
+ENV_PREFIX = "REMEDIATOR_"
 
 
 class ConfigError(ValueError):
     """A setting is missing or contradicts another; the message says which and what to do."""
 
 
-class Settings(BaseModel):
-    """Worker and intake settings.
+def _setting(default: Any, meaning: str, *, env: str | None = None, shown: str | None = None) -> Any:
+    """A field: ``meaning`` (markdown) for the README and ``--help``; ``env`` when the variable
+    is not ``REMEDIATOR_<FIELD>``; ``shown``: what an unset default means, for people."""
+    return Field(
+        default,
+        description=meaning,
+        validation_alias=env,
+        json_schema_extra={"default_text": shown} if shown else None,
+    )
 
-    ``temporal_address`` None starts the embedded dev server (SQLite file in ``state_dir``).
-    ``listen``: ``host:port`` of the HTTP intake. Auth: ``auth_token`` (bearer) and/or
-    ``basic_auth`` (``user:password``), both as Alertmanager's ``http_config`` sends them;
-    one is required unless ``no_auth`` (local demo only).
 
-    Slack: ``slack_bot_token`` (xoxb-, for chat.postMessage/update and usergroups), and for the
-    Approve/Reject buttons either ``slack_signing_secret`` (HTTP interactivity endpoint
-    ``POST /slack/interactivity``) or ``slack_app_token`` (xapp-, Socket Mode, no public URL).
-    ``slack_api_url`` points slack-sdk's WebClient elsewhere (tests use a local emulator).
-    ``public_url``: how people reach the intake, for audit-timeline links in Slack.
+class Settings(BaseSettings):
+    """Worker and intake settings, from the environment and then the command line.
 
-    Durability: ``heartbeat_timeout`` is how long a worker may go silent before Temporal takes
-    it for dead (activity heartbeat timeout, and sticky workflow-task timeout): its work is
-    retried on another worker that much later. ``kube_retry_budget``: how long a Kubernetes
-    call is retried with backoff (an API server outage) before its step fails.
-    ``settle_interval``: how often runs that Temporal ended without an outcome (terminated,
-    timed out) are looked for and given one (remediator.app.settle).
+    ``temporal_address`` unset starts the embedded dev server (SQLite file in ``state_dir``).
+    The intake needs credentials (``auth_token`` and/or ``basic_auth``, as Alertmanager's
+    ``http_config`` sends them) unless ``no_auth`` (local demo only). Slack approvals need
+    ``slack_bot_token`` and, for the buttons, ``slack_signing_secret`` (HTTP) or
+    ``slack_app_token`` (Socket Mode, no public URL).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = SettingsConfigDict(
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # KUBECONFIG= is unset, as for kubectl
+        populate_by_name=True,  # Settings(kubeconfig=...) as well as Settings(KUBECONFIG=...)
+    )
 
-    temporal_address: str | None = None
-    temporal_namespace: str = "default"
-    task_queue: str = TASK_QUEUE
-    temporal_ui_port: int = 8233
-    temporal_port: int = 7233
-    listen: str = "127.0.0.1:9095"
-    auth_token: str | None = None
-    basic_auth: str | None = None
-    no_auth: bool = False
-    kubeconfig: str | None = None
-    context: str | None = None
-    in_cluster: bool | None = None
-    simulate: bool = False
-    prometheus_url: str | None = None
-    alertmanager_url: str | None = None
-    state_dir: Path = Path(".state")
-    playbook_dir: Path = Path("playbooks")
-    public_url: str | None = None
-    slack_bot_token: str | None = None
-    slack_signing_secret: str | None = None
-    slack_app_token: str | None = None
-    slack_api_url: str = "https://slack.com/api/"
-    heartbeat_timeout: Duration = timedelta(seconds=10)
-    kube_retry_budget: Duration = timedelta(minutes=3)
-    settle_interval: Duration = timedelta(seconds=10)
+    temporal_address: str | None = _setting(None, "`host:port` of the Temporal frontend", shown="unset: embedded dev server")
+    temporal_namespace: str = _setting("default", "Temporal namespace")
+    task_queue: str = _setting(TASK_QUEUE, "Temporal task queue")
+    temporal_port: int = _setting(7233, "port of the embedded dev server")
+    temporal_ui_port: int = _setting(8233, "port of the embedded dev server's UI")
+    listen: str = _setting("127.0.0.1:9095", "`host:port` of the HTTP intake")
+    auth_token: str | None = _setting(None, "bearer token Alertmanager must send")
+    basic_auth: str | None = _setting(None, "`user:password` Alertmanager must send")
+    no_auth: bool = _setting(False, "accept alerts without credentials (local demo only)")
+    kubeconfig: str | None = _setting(None, "kubeconfig file", env="KUBECONFIG", shown="`~/.kube/config`")
+    context: str | None = _setting(None, "kubeconfig context", shown="current context")
+    in_cluster: bool | None = _setting(None, "use the pod's service account", shown="auto")
+    simulate: bool = _setting(False, "act on the built-in emulated cluster, never a real one")
+    prometheus_url: str | None = _setting(None, "Prometheus for `promql` health checks")
+    alertmanager_url: str | None = _setting(None, "Alertmanager API for the `alert_resolved` check")
+    state_dir: Path = _setting(Path(".state"), "audit database (`audit.db`) and embedded Temporal's `temporal.db`")
+    playbook_dir: Path = _setting(Path("playbooks"), "directory of playbook YAML files")
+    public_url: str | None = _setting(
+        None, "how people reach the intake (audit-timeline links in Slack)", shown="`http://LISTEN`"
+    )
+    slack_bot_token: str | None = _setting(
+        None, "bot token (`xoxb-`) for approval requests and notices", env="SLACK_BOT_TOKEN"
+    )
+    slack_signing_secret: str | None = _setting(
+        None, "enables the interactivity endpoint `POST /slack/interactivity`", env="SLACK_SIGNING_SECRET"
+    )
+    slack_app_token: str | None = _setting(
+        None, "app-level token (`xapp-`): receive button clicks over Socket Mode instead", env="SLACK_APP_TOKEN"
+    )
+    slack_api_url: str = _setting("https://slack.com/api/", "Slack Web API base URL")
+    heartbeat_timeout: Duration = _setting(
+        timedelta(seconds=10),
+        "how long a silent worker is given before its activity (and its sticky workflow task) is retried on another",
+    )
+    kube_retry_budget: Duration = _setting(
+        timedelta(minutes=3),
+        "how long Kubernetes calls are retried with backoff through an API server outage before the step fails",
+    )
+    settle_interval: Duration = _setting(
+        timedelta(seconds=10),
+        "how often runs that Temporal ended without an outcome (terminated, timed out) are looked for and given one",
+    )
+    log_format: Literal["text", "json"] = _setting(
+        "text",
+        "`text`: one line per event, for people; `json`: one JSON object per line (time, level, logger, "
+        "message, and the run's `workflow_id`, `run_id`, `activity_type`, `attempt`...), for log pipelines",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
@@ -103,3 +143,90 @@ class Settings(BaseModel):
     @property
     def temporal_db_path(self) -> Path:
         return self.state_dir / "temporal.db"
+
+
+def field_named(key: str) -> str | None:
+    """The field a validation error's location names: a field name or its variable's name."""
+    for name, field in Settings.model_fields.items():
+        if key in (name, field.validation_alias):
+            return name
+    return None
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a field: ``REMEDIATOR_TEMPORAL_PORT``, ``KUBECONFIG``..."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + name.upper()
+
+
+def is_switch(name: str) -> bool:
+    """A yes/no setting: its flag takes no value (``--simulate``)."""
+    return base_type(name) is bool
+
+
+def flags(name: str) -> list[str]:
+    """The flag of a field, ``--`` + its name with ``-``; a switch without a default (yes, no or
+    auto) has its negative form too: ``["--in-cluster", "--no-in-cluster"]``."""
+    flag = "--" + name.replace("_", "-")
+    if is_switch(name) and Settings.model_fields[name].default is None:
+        return [flag, "--no-" + flag.removeprefix("--")]
+    return [flag]
+
+
+def default_text(name: str) -> str | None:
+    """The default as a person reads it (markdown): ``10s``, ``off``, ``current context``; None
+    when unset means nothing more than unset."""
+    return _described_default(name) or cli_default(name)
+
+
+def _described_default(name: str) -> str | None:
+    extra = Settings.model_fields[name].json_schema_extra
+    return extra.get("default_text") if isinstance(extra, dict) else None  # type: ignore[return-value]
+
+
+def cli_default(name: str) -> str | None:
+    """The default as it is written on the command line (``10s``, ``7233``, ``.state``), or
+    ``off`` for a switch; None when the field has no default value."""
+    value = Settings.model_fields[name].default
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    return str(value)
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The values a ``Literal`` field accepts (``text``, ``json``); () for other fields."""
+    base = base_type(name)
+    return tuple(typing.get_args(base)) if typing.get_origin(base) is Literal else ()
+
+
+def base_type(name: str) -> Any:
+    """The type of a field without ``| None`` (``Duration`` is ``timedelta``)."""
+    annotation = Settings.model_fields[name].annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def markdown_table() -> str:
+    """The README's configuration table: one row per field (flag, variable, default, meaning)."""
+    rows = ["| Flag | Environment variable | Default | Meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        value = cli_default(name)
+        shown = _described_default(name) or ("—" if value is None else value if is_switch(name) else f"`{value}`")
+        cells = [
+            " / ".join(f"`{f}`" for f in flags(name)),
+            f"`{env_var(name)}`",
+            shown,
+            (field.description or "").replace("|", "\\|"),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m remediator.app.config: print the README table
+    print(markdown_table(), end="")

@@ -4,6 +4,23 @@ Used by the worker when no Temporal address is configured, by the demo, and by t
 that restart the server mid-run. State lives in a SQLite file (``--db-filename``), so a
 stopped and restarted server loses no workflow. The child gets SIGTERM when its parent
 dies (Linux ``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan holding the port.
+
+Why not ``temporalio.testing.WorkflowEnvironment.start_local`` (temporalio 1.35, which the
+tests' in-memory ``temporal_env`` fixture does use): it can start the same binary
+(``dev_server_existing_path``) with a SQLite file (``dev_server_database_filename``), a fixed
+``port``/``ui_port`` and ``dev_server_extra_args``, so restarting in place would work. What it
+lacks (sdk-core ``ephemeral_server``, spawned from Rust with tokio) is the rest of this class:
+
+* a clean stop: its ``shutdown()`` is SIGKILL only; ``stop()`` here sends SIGTERM first, so the
+  server closes its SQLite file itself (``kill()`` keeps the SIGKILL, as a crash, for tests);
+* die-with-parent: its child is only killed when the Rust handle is dropped (``kill_on_drop``),
+  which never happens when the worker is SIGKILLed; the orphan would keep the port and the
+  SQLite file, and the next worker could not start. PR_SET_PDEATHSIG has to be set in the
+  child between fork and exec, which the SDK gives no hook for (nor the child's PID);
+* where the server's output goes: the Python bridge starts it with stdout/stderr inherited,
+  mixed into the worker's own log (and breaking ``--log-format json``); here it goes to
+  ``log_path`` (``STATE_DIR/temporal.log``), whose tail is quoted when start-up fails;
+* a synchronous start/stop without a Client: the SDK's always connects one, on an event loop.
 """
 
 from __future__ import annotations

@@ -54,17 +54,20 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from temporalio.api.workflowservice.v1 import SignalWithStartWorkflowExecutionResponse
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from remediator.app import metrics
-from remediator.audit.store import AuditStore, RunRow
 from remediator.app.config import Settings
-from remediator.playbook.loader import PlaybookSet, RenderError, render
-from remediator.domain.messages import AlertRef, AlertSignal, RemediationInput
-from remediator.domain.alertmanager import WebhookAlert, WebhookMessage
 from remediator.app.settle import Settler
+from remediator.audit.store import AuditStore, RunRow
+from remediator.domain.alertmanager import WebhookAlert, WebhookMessage
+from remediator.domain.messages import AlertRef, AlertSignal, RemediationInput
 from remediator.domain.runs import (
     SA_ALERTNAME,
     SA_NAMESPACE,
@@ -73,6 +76,8 @@ from remediator.domain.runs import (
     SA_TARGET,
     workflow_id_for,
 )
+from remediator.playbook.loader import PlaybookSet, RenderError, render
+from workflows.remediation import ALERT_SIGNAL, RemediationWorkflow
 
 log = logging.getLogger("remediator.app.intake")
 
@@ -80,8 +85,6 @@ WEBHOOK_PATH = "/api/v1/alerts"
 MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted webhook body (1 MiB). Alertmanager's ``max_alerts`` bounds a real one."""
 
-WORKFLOW_TYPE = "RemediationWorkflow"
-ALERT_SIGNAL = "alert"
 DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
 
 Disposition = Literal[
@@ -360,7 +363,7 @@ def create_app(
             return temporal_call(
                 f"signal-with-start {wf_id}",
                 lambda: client.start_workflow(
-                    WORKFLOW_TYPE,
+                    RemediationWorkflow.run,
                     RemediationInput(
                         target=target,
                         playbook=playbook,
@@ -433,7 +436,7 @@ def create_app(
             await temporal_call(
                 f"signal {wf_id}",
                 lambda: handle.signal(
-                    ALERT_SIGNAL,
+                    RemediationWorkflow.alert,
                     AlertSignal(alert=alert, playbook=name, received_at=received_at),
                     rpc_timeout=rpc_timeout,
                 ),

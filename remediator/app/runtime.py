@@ -40,6 +40,7 @@ from remediator.app.socket_mode import SocketModeRunner
 from remediator.app.temporal import HeartbeatInterceptor, connect
 from remediator.audit.store import AuditStore
 from remediator.domain.runs import SEARCH_ATTRIBUTES
+from remediator.k8s.client import KubeClient
 from remediator.playbook.loader import PlaybookError, load_directory
 from remediator.slack.client import make_client
 from remediator.slack.threads import SlackThreads
@@ -50,29 +51,6 @@ log = logging.getLogger("remediator")
 
 class StartupError(RuntimeError):
     """The engine cannot start; the message says why and what to do."""
-
-
-class SimulatedClusterFilter(logging.Filter):
-    """Prefixes every log record with ``[simulated cluster]`` while the emulator is in use."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "_simulated", False):
-            record.msg = f"[simulated cluster] {record.msg}"
-            record._simulated = True  # type: ignore[attr-defined]
-        return True
-
-
-def setup_logging(simulate: bool, level: int = logging.INFO) -> None:
-    """Log to stderr; every line says ``[simulated cluster]`` when ``simulate``."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    if simulate:
-        handler.addFilter(SimulatedClusterFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("uvicorn.access", "kubernetes", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def ensure_search_attributes(client: Client) -> None:
@@ -101,9 +79,10 @@ def build_activities(
 
     Sync activities: the Worker needs an ``activity_executor`` (a thread pool).
     """
-    kube = KubeActivities(api_client)
-    health = HealthActivities(api_client, prometheus_url, alertmanager_url)
-    diagnosis = DiagnosisActivities(api_client, prometheus_url)
+    kube_client = KubeClient(api_client)
+    kube = KubeActivities(kube_client)
+    health = HealthActivities(kube_client, prometheus_url, alertmanager_url)
+    diagnosis = DiagnosisActivities(kube_client, prometheus_url)
     audit = AuditActivities(audit_store)
     slack = SlackActivities(slack_client, slack_threads)
     return [
@@ -260,7 +239,7 @@ class Engine:
         if s.slack_signing_secret:
             app.include_router(slack_interactivity.router(s, self.client, self.audit, self.slack_client))
             log.info("Slack interactivity endpoint: POST /slack/interactivity")
-        config = uvicorn.Config(app, host=s.listen_host, port=s.listen_port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, host=s.listen_host, port=s.listen_port, log_level="warning", lifespan="off", log_config=None)
         return uvicorn.Server(config)
 
     async def run(self) -> None:

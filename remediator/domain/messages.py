@@ -13,10 +13,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from remediator.domain.actions import ACTION_PARAMS, ActionParams, typed_params
 from remediator.domain.durations import Duration
-from remediator.domain.playbook import Playbook, PlaybookRef
+from remediator.domain.playbook import (
+    CHECK_PARAMS,
+    EVIDENCE_PARAMS,
+    EvidenceParams,
+    HealthParams,
+    Playbook,
+    PlaybookRef,
+)
 
 # --------------------------------------------------------------------------- shared
 
@@ -146,7 +154,7 @@ class StepRecord(Model):
     index: int
     name: str
     action: str
-    status: Literal["pending", "skipped", "running", "succeeded", "failed", "refused"] = "pending"
+    status: StepStatus = "pending"
     attempts: int = 0
     message: str = ""
 
@@ -163,13 +171,20 @@ class RemediationResult(Model):
     alerts: list[str] = Field(default_factory=list, description="dedup keys of every alert attached")
 
 
+Phase = Literal["diagnosing", "awaiting_approval", "remediating", "verifying", "cooldown", "done"]
+"""Where a run is: gathering evidence, waiting for a human, changing the target, waiting for
+the alert to resolve, cooling down, or ended."""
+
+StepStatus = Literal["pending", "skipped", "running", "succeeded", "failed", "refused"]
+
+
 class RemediationStatus(Model):
     """Answer of the ``status`` query: the run as it stands."""
 
     run_id: str
     target: TargetRef
     playbook: str
-    phase: Literal["diagnosing", "awaiting_approval", "remediating", "verifying", "cooldown", "done"]
+    phase: Phase
     outcome: Outcome
     reason: str = ""
     current_step: int | None = None
@@ -216,26 +231,36 @@ class TargetState(Model):
     summary: str = ""
 
 
-class UndoAction(Model):
-    """A compensating action that reverses one mutation (saga); run only by ``on_failure: rollback``."""
+class ActionCall(Model):
+    """An action and its typed parameters (remediator.domain.actions); a dict from an older
+    workflow history is read into the action's model."""
 
     action: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: ActionParams | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("params") is None and data.get("action") in ACTION_PARAMS:
+            data = {**data, "params": {}}
+        return typed_params(data, "action", ACTION_PARAMS)
+
+
+class UndoAction(ActionCall):
+    """A compensating action that reverses one mutation (saga); run only by ``on_failure: rollback``."""
+
     description: str = ""
 
 
-class MutationPlanInput(Model):
-    """Input of ``plan_mutation``: the step's action and rendered parameters (a dict of its
-    parameter model), and the workflow's time, used wherever kubectl stamps the wall clock
-    (``restartedAt``)."""
+class MutationPlanInput(ActionCall):
+    """Input of ``plan_mutation``: the step's action and rendered parameters, and the workflow's
+    time, used wherever kubectl stamps the wall clock (``restartedAt``)."""
 
     target: TargetRef
-    action: str
-    params: dict[str, Any] = Field(default_factory=dict)
     now: datetime
 
 
-class MutationPlan(Model):
+class MutationPlan(ActionCall):
     """The concrete change one action will make, decided from one read of the target before
     anything is sent (``plan_mutation``); recorded in the workflow's history and in the audit
     trail before the mutating activity runs, so every retry of that activity applies this very
@@ -251,9 +276,7 @@ class MutationPlan(Model):
     already as wanted; nothing will be sent and ``message`` says why (kubectl's words).
     """
 
-    action: str
     target: TargetRef
-    params: dict[str, Any] = Field(default_factory=dict)
     noop: bool = False
     message: str
     change: dict[str, Any] = Field(default_factory=dict)
@@ -315,12 +338,18 @@ class MutationResult(Model):
 
 
 class HealthInput(Model):
-    """Input of a health-check activity: one evaluation (the workflow does the polling)."""
+    """Input of a health-check activity: one evaluation (the workflow does the polling).
+    ``params``: the check's model (remediator.domain.playbook.CHECK_PARAMS)."""
 
     target: TargetRef
     check: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: HealthParams | None = None
     alert: AlertRef | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed(cls, data: Any) -> Any:
+        return typed_params(data, "check", CHECK_PARAMS)
 
 
 class HealthResult(Model):
@@ -336,6 +365,13 @@ class HealthResult(Model):
 # --------------------------------------------------------------------------- activities: audit
 
 
+AuditEventKind = Literal[
+    "run_started", "alert", "decision", "step_intent", "plan", "mutation", "health", "undo", "outcome",
+    "evidence", "approval", "notice",
+]
+"""The kinds of audit events (remediator.audit.view renders each)."""
+
+
 class AuditEvent(Model):
     """One audit record. ``key`` is unique within the run and deterministic; the events travel
     as the input of the ``audit_write`` activity, so what is written is fixed by the workflow's
@@ -343,20 +379,7 @@ class AuditEvent(Model):
 
     key: str
     at: datetime
-    kind: Literal[
-        "run_started",
-        "alert",
-        "decision",
-        "step_intent",
-        "plan",
-        "mutation",
-        "health",
-        "undo",
-        "outcome",
-        "evidence",
-        "approval",
-        "notice",
-    ]
+    kind: AuditEventKind
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -394,13 +417,19 @@ class AuditWriteInput(Model):
 
 
 class DiagnosisInput(Model):
-    """Input of a diagnosis activity (``diagnose_<check>``): one piece of evidence about the target."""
+    """Input of a diagnosis activity (``diagnose_<check>``): one piece of evidence about the
+    target. ``params``: the check's model (remediator.domain.playbook.EVIDENCE_PARAMS)."""
 
     target: TargetRef
     name: str
     check: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: EvidenceParams | None = None
     alert: AlertRef | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed(cls, data: Any) -> Any:
+        return typed_params(data, "check", EVIDENCE_PARAMS)
 
 
 class Evidence(Model):
@@ -439,7 +468,7 @@ class Assessment(Model):
 # --------------------------------------------------------------------------- approvals (Slack)
 
 
-class ApprovalRequest(Model):
+class ApprovalRequest(ActionCall):
     """A step waiting for a human decision. ``request_id`` = ``<run_id>/step-<index>``: unique,
     stable across retries; the Slack message and every decision refer to it."""
 
@@ -449,7 +478,7 @@ class ApprovalRequest(Model):
     step_index: int
     step_name: str
     action: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: ActionParams | None = None
     change: str = Field(description="What the step will change, in words, e.g. 'roll deployment prod/checkout back to the previous revision'.")
     target: TargetRef
     playbook: str
@@ -509,31 +538,55 @@ class DecisionResult(Model):
     message: str
 
 
-class ApprovalOutcome(Model):
-    """Input of ``update_approval_message``: rewrite the approval message in place with the outcome."""
+ApprovalStatus = Literal["approved", "rejected", "escalated", "expired", "executed", "failed"]
 
-    request: ApprovalRequest
+
+class ApprovalOutcome(Model):
+    """Input of ``update_approval_message``: rewrite the approval message in place with the outcome.
+
+    ``decision`` (who decided, when, how) and ``result`` (what the step did) are what the Slack
+    activity writes the outcome line from; the request itself is what it posted (remembered by
+    ``request_id``). ``request`` and ``text``: what runs started before that sent instead.
+    """
+
     message: ApprovalMessage
-    status: Literal["approved", "rejected", "escalated", "expired", "executed", "failed"]
-    text: str = Field(description="Who, when and what happened next.")
+    status: ApprovalStatus
+    request_id: str = ""
+    decision: ApprovalDecision | None = None
+    result: str = Field("", description="What happened to the step, e.g. the mutation's message or why it failed.")
+    request: ApprovalRequest | None = None
+    text: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.request_id or (self.request.request_id if self.request else "")
+
+
+NoticeKind = Literal[
+    "health_failed", "not_healed", "approval_rejected", "approval_timeout", "approval_escalation",
+    "safety_refusal", "failed", "healed", "refused", "rolled_back", "resolved", "needs_human",
+    "terminated", "timed_out", "cancelled",
+]
+"""A run's outcome (one notice when every run ends), or an event mid-run."""
 
 
 class Notice(Model):
-    """An escalation notice to Slack (``post_notice``). One per ``event_key``; notices for the same
-    target fold into one thread."""
+    """A notice to Slack (``post_notice``): a run's outcome, or an event mid-run. One per
+    ``event_key``; notices for the same target fold into one thread.
+
+    ``reason`` and ``step`` are what the Slack activity writes the title from (``title``: what
+    runs started before that sent instead)."""
 
     event_key: str = Field(description="Unique per event, e.g. '<run_id>/not_healed'; a retry posts nothing twice.")
-    kind: Literal[
-        "health_failed", "not_healed", "approval_rejected", "approval_timeout", "approval_escalation",
-        "safety_refusal", "failed", "healed", "refused", "rolled_back", "resolved", "needs_human",
-        "terminated", "timed_out", "cancelled",
-    ] = Field(description="What happened: a run's outcome (one notice when every run ends), or an event mid-run.")
+    kind: NoticeKind
     channel: str
     target: TargetRef
     run_id: str
     workflow_id: str
     playbook: str
-    title: str
+    title: str = ""
+    reason: str = ""
+    step: str = Field("", description="The step concerned, as 'step 2 (drain)'.")
     timeline: list[str] = Field(default_factory=list, description="Summary lines of the run so far.")
     mention: str | None = Field(None, description="User group ID to mention, e.g. the on-call group.")
     alert: AlertRef | None = None

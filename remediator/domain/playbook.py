@@ -17,29 +17,21 @@ has no I/O so the workflow sandbox can import it.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal, Union
+from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, model_validator
 
+from remediator.domain.actions import (
+    ACTION_KINDS,
+    ACTION_NAMES,
+    ACTIONS,
+    WORKLOAD_KINDS,
+    ActionParams,
+    ActionSpec,
+    Strict,
+    TargetKind,
+)
 from remediator.domain.durations import Duration
-
-TEMPLATE_PATTERN = r"(\{\{|\{%)"
-TemplateString = Annotated[str, StringConstraints(pattern=TEMPLATE_PATTERN)]
-"""A string that contains a Jinja2 expression; valid only until the playbook is rendered."""
-
-TemplatedInt = Union[int, TemplateString]
-"""An integer, or a template that must render to one."""
-
-WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
-TargetKind = Literal["Deployment", "StatefulSet", "DaemonSet", "Node"]
-WORKLOAD_KINDS: tuple[str, ...] = ("Deployment", "StatefulSet", "DaemonSet")
-
-
-class Strict(BaseModel):
-    """Base for playbook models: unknown keys are errors (a typo must not be ignored)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
 
 # --------------------------------------------------------------------------- target
 
@@ -64,97 +56,6 @@ class TargetSpec(Strict):
             raise ValueError("namespace must not be set for kind Node (nodes are cluster-scoped)")
         return self
 
-
-# --------------------------------------------------------------------------- actions
-
-
-class RolloutRestartParams(Strict):
-    """``kubectl rollout restart``: patch ``kubectl.kubernetes.io/restartedAt`` on the pod template.
-
-    Refused for a paused Deployment, as kubectl does.
-    """
-
-
-class ScaleParams(Strict):
-    """``kubectl scale`` through the scale subresource, bounded by ``min_replicas``/``max_replicas``.
-
-    Exactly one of ``replicas`` (absolute) or ``delta`` (relative to the current
-    ``spec.replicas``; may be negative). The result is clamped into [min, max] and the
-    clamp is recorded in the audit trail.
-    """
-
-    replicas: TemplatedInt | None = None
-    delta: TemplatedInt | None = None
-    min_replicas: int = Field(ge=0)
-    max_replicas: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> "ScaleParams":
-        if (self.replicas is None) == (self.delta is None):
-            raise ValueError("exactly one of replicas or delta is required")
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("min_replicas must not be greater than max_replicas")
-        return self
-
-
-class RollbackParams(Strict):
-    """``kubectl rollout undo``: back to ``to_revision`` (0 = the previous revision). Deployments only."""
-
-    to_revision: int = Field(0, ge=0)
-
-
-class CordonParams(Strict):
-    """``kubectl cordon``: mark the target Node unschedulable."""
-
-
-class UncordonParams(Strict):
-    """``kubectl uncordon``: mark the target Node schedulable."""
-
-
-class DrainParams(Strict):
-    """``kubectl drain``: cordon, then evict every pod on the Node through the Eviction API.
-
-    Field names follow kubectl's flags. Evictions refused by a PodDisruptionBudget (HTTP
-    429) are retried every 5 s until ``timeout``; a pod is never deleted instead.
-    """
-
-    ignore_daemonsets: bool = True
-    delete_emptydir_data: bool = False
-    force: bool = Field(False, description="Also evict pods that no controller manages.")
-    grace_period_seconds: int = Field(-1, ge=-1, description="-1: the pod's own terminationGracePeriodSeconds.")
-    pod_selector: str = ""
-    timeout: Duration = timedelta(minutes=5)
-
-
-class DeletePodParams(Strict):
-    """``kubectl delete pod``: delete one pod of the target (it must belong to the target)."""
-
-    pod: str
-    grace_period_seconds: int = Field(-1, ge=-1)
-
-
-ACTION_NAMES: tuple[str, ...] = (
-    "rollout_restart",
-    "scale",
-    "rollback",
-    "cordon",
-    "uncordon",
-    "drain",
-    "delete_pod",
-)
-
-ACTION_KINDS: dict[str, tuple[str, ...]] = {
-    "rollout_restart": WORKLOAD_KINDS,
-    "scale": ("Deployment", "StatefulSet"),
-    "rollback": ("Deployment",),
-    "cordon": ("Node",),
-    "uncordon": ("Node",),
-    "drain": ("Node",),
-    "delete_pod": WORKLOAD_KINDS,
-}
-"""Which target kinds each action can act on."""
-
-MUTATING_ACTIONS: frozenset[str] = frozenset(ACTION_NAMES)
 
 KINDS_CHECKED = "kinds_checked"
 """Validation-context key: the caller (remediator.playbook.loader) has checked ACTION_KINDS,
@@ -195,6 +96,15 @@ CHECK_KINDS: dict[str, tuple[str, ...]] = {
     "promql": WORKLOAD_KINDS + ("Node",),
     "alert_resolved": WORKLOAD_KINDS + ("Node",),
 }
+
+
+CHECK_PARAMS: dict[str, type[BaseModel]] = {
+    "rollout_status": RolloutStatusCheck, "node_ready": NodeReadyCheck, "promql": PromQLCheck,
+    "alert_resolved": AlertResolvedCheck,
+}
+"""The parameter model of each health check, by name."""
+
+HealthParams = Union[RolloutStatusCheck, NodeReadyCheck, PromQLCheck, AlertResolvedCheck]
 
 
 class HealthCheck(Strict):
@@ -276,6 +186,17 @@ DIAGNOSIS_KINDS: dict[str, tuple[str, ...]] = {
     "promql": WORKLOAD_KINDS + ("Node",),
 }
 """Which target kinds each evidence check can examine (a Node's containers are its pods')."""
+
+
+EVIDENCE_PARAMS: dict[str, type[BaseModel]] = {
+    "recent_rollout": RecentRolloutEvidence, "container_status": ContainerStatusEvidence,
+    "kube_events": KubeEventsEvidence, "node_conditions": NodeConditionsEvidence, "promql": PromQLEvidence,
+}
+"""The parameter model of each evidence check, by name."""
+
+EvidenceParams = Union[
+    RecentRolloutEvidence, ContainerStatusEvidence, KubeEventsEvidence, NodeConditionsEvidence, PromQLEvidence
+]
 
 
 class Diagnosis(Strict):
@@ -377,36 +298,22 @@ class When(Strict):
         return self
 
 
-class Step(Strict):
-    """One step: exactly one action, an optional health check, retries and ``on_failure``.
-
-    ``retries``: how many more times the action and its check run after the check fails.
-    ``on_failure``: ``stop`` ends the run, ``continue`` goes on with the next step,
-    ``rollback`` undoes what this run changed (newest first) and ends the run.
-    ``timeout``: start-to-close timeout of the action's API calls.
-    ``approval``: ``never``, ``always``, or ``{below: 0.7}`` (when the run's confidence is lower).
-    """
+class StepBase(Strict):
+    """What every step has besides its action (see ``Step``)."""
 
     name: str = Field(min_length=1)
     when: When | str | None = Field(
         None, description="Typed condition, or a CEL expression over evidence and alert that yields a bool."
     )
     approval: ApprovalPolicy = "never"
-    rollout_restart: RolloutRestartParams | None = None
-    scale: ScaleParams | None = None
-    rollback: RollbackParams | None = None
-    cordon: CordonParams | None = None
-    uncordon: UncordonParams | None = None
-    drain: DrainParams | None = None
-    delete_pod: DeletePodParams | None = None
     health: HealthCheck | None = None
     retries: int = Field(0, ge=0, le=10)
     on_failure: Literal["stop", "continue", "rollback"] = "stop"
     timeout: Duration = timedelta(minutes=2)
 
     @model_validator(mode="after")
-    def _exactly_one_action(self) -> "Step":
-        given = [n for n in ACTION_NAMES if getattr(self, n) is not None]
+    def _exactly_one_action(self) -> "StepBase":
+        given = [n for n in ACTION_NAMES if getattr(self, n, None) is not None]
         if not given:
             raise ValueError(f"an action is required, one of: {', '.join(ACTION_NAMES)}")
         if len(given) > 1:
@@ -419,12 +326,34 @@ class Step(Strict):
     @property
     def action(self) -> str:
         """Name of the step's action, e.g. ``"rollback"``."""
-        return next(n for n in ACTION_NAMES if getattr(self, n) is not None)
+        return next(n for n in ACTION_NAMES if getattr(self, n, None) is not None)
 
     @property
-    def params(self) -> Strict:
+    def params(self) -> ActionParams:
         """The action's parameter model."""
         return getattr(self, self.action)
+
+    @property
+    def spec(self) -> ActionSpec:
+        """The action's registry entry (remediator.domain.actions)."""
+        return ACTIONS[self.action]
+
+
+Step = create_model(
+    "Step",
+    __base__=StepBase,
+    __doc__="""One step: exactly one action, an optional health check, retries and ``on_failure``.
+
+    The action is one optional field per entry of the action registry
+    (remediator.domain.actions.ACTIONS), named as the action: ``scale: {delta: 1, ...}``.
+    ``retries``: how many more times the action and its check run after the check fails.
+    ``on_failure``: ``stop`` ends the run, ``continue`` goes on with the next step,
+    ``rollback`` undoes what this run changed (newest first) and ends the run.
+    ``timeout``: start-to-close timeout of the action's API calls.
+    ``approval``: ``never``, ``always``, or ``{below: 0.7}`` (when the run's confidence is lower).
+    """,
+    **{name: (spec.params | None, None) for name, spec in ACTIONS.items()},  # type: ignore[call-overload]
+)
 
 
 class Playbook(Strict):

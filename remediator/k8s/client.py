@@ -1,17 +1,27 @@
-"""The one place that configures the Kubernetes client.
+"""The one place that talks to the Kubernetes API server through the ``kubernetes`` client.
 
-Called by the composition root (remediator.cli, ``load_api_client`` once at start); the
-activities receive the ApiClient it builds.
+* ``load_api_client``: the ApiClient, configured as kubectl finds its configuration; called by
+  the composition root (remediator.cli) once at start;
+* ``KubeClient``: every request remediator sends (get/list/patch/put/evict/delete by kind),
+  JSON in and out as on the wire, errors raised by reason (remediator.k8s.errors).
 """
 
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import kubernetes.client
 import kubernetes.config
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+
+from remediator.domain.messages import TargetRef, TargetState
+from remediator.k8s.errors import NotFound, classify
+from remediator.k8s.kubectl import controller_of, revision_of, rfc3339, selector_string
 
 SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 SERVICE_TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -89,3 +99,212 @@ def _in_cluster_client(hint: str) -> kubernetes.client.ApiClient:
             f"are set only inside a pod); {hint}"
         ) from exc
     return kubernetes.client.ApiClient(configuration)
+
+
+# --------------------------------------------------------------------------- requests
+
+JSON = "application/json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+FIELD_MANAGER = "remediator"
+"""``fieldManager`` of every write, so managedFields show who changed what."""
+
+_RESOURCES: dict[str, tuple[str, str, bool]] = {
+    # kind: (API path prefix, plural, namespaced)
+    "Node": ("/api/v1", "nodes", False),
+    "Pod": ("/api/v1", "pods", True),
+    "Event": ("/api/v1", "events", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
+}
+
+
+class KubeClient:
+    """Every request remediator sends to the Kubernetes API server: the one module that calls the
+    ``kubernetes`` client, shared by the activities (activities/kube.py, diagnosis.py, health.py).
+
+    Bodies go out and come back as JSON exactly as on the wire (dicts; no model conversion, so
+    no field is dropped and what is recorded is what was sent). Errors are raised by reason
+    (remediator.k8s.errors: ``NotFound``, ``Conflict``, ``TooManyRequests``, ``Unreachable``...),
+    each prefixed with the request (``GET deployment/prod/checkout: 404 Not Found: ...``).
+
+    Args:
+        api_client: from ``load_api_client`` (or the emulator's ``api_client()``); it carries
+            the server, credentials and TLS settings.
+    """
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api_client = api_client
+
+    @staticmethod
+    def path(kind: str, name: str | None = None, namespace: str | None = None, subresource: str = "") -> str:
+        """The REST path: ``/apis/apps/v1/namespaces/prod/deployments/checkout/scale``.
+
+        Raises:
+            ValueError: a kind remediator does not address.
+        """
+        try:
+            prefix, plural, namespaced = _RESOURCES[kind]
+        except KeyError:
+            raise ValueError(f"remediator does not address {kind} objects") from None
+        path = prefix + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
+        if name:
+            path += f"/{name}"
+        return path + (f"/{subresource}" if subresource else "")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str | None = None,
+        query: list[tuple[str, str]] | None = None,
+        what: str = "",
+    ) -> dict[str, Any]:
+        """Send one request; return the JSON body of a 2xx answer (``{}`` when empty).
+
+        ``content_type`` None sends no Content-Type header (as kubectl's scale client does for
+        its PUT); the API server reads JSON. ``what`` prefixes error messages (default
+        ``METHOD path``).
+
+        Raises:
+            remediator.k8s.errors.KubeError: by reason, for any other answer or no answer.
+        """
+        headers = {"Accept": JSON}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            params = self.api_client.param_serialize(
+                method=method, resource_path=path, query_params=query or [], header_params=headers,
+                body=body, auth_settings=["BearerToken"],
+            )
+            response = self.api_client.call_api(*params)
+            response.read()
+            data = self.api_client.response_deserialize(response, {"2XX": "object"}).data
+        except (ApiException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            raise classify(exc, what or f"{method} {path}") from exc
+        return data if isinstance(data, dict) else {}
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """``GET`` one object. Raises ``NotFound`` when there is none."""
+        return self.request("GET", self.path(kind, name, namespace), what=f"GET {_key(kind, name, namespace)}")
+
+    def get_or_none(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """``get``, None instead of ``NotFound``."""
+        try:
+            return self.get(kind, name, namespace)
+        except NotFound:
+            return None
+
+    def list(
+        self, kind: str, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """``LIST`` the kind's objects (``namespace`` None: all namespaces), filtered as the
+        API server filters (``labelSelector=``, ``fieldSelector=``)."""
+        query = [(k, v) for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v]
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        listed = self.request("GET", self.path(kind, namespace=namespace), query=query, what=f"LIST {kind} {where}")
+        return listed.get("items") or []
+
+    # ------------------------------------------------------------------ writes
+
+    def patch(self, kind: str, name: str, namespace: str | None, body: Any, content_type: str, subresource: str = "") -> dict[str, Any]:
+        """``PATCH`` with ``content_type`` (strategic-merge, merge or JSON patch) and
+        ``fieldManager=remediator``; returns the object the server answered."""
+        return self.request(
+            "PATCH", self.path(kind, name, namespace, subresource), body=body, content_type=content_type,
+            query=[("fieldManager", FIELD_MANAGER)],
+            what=f"PATCH {_key(kind, name, namespace)}" + (f"/{subresource}" if subresource else ""),
+        )
+
+    def put_scale(self, kind: str, name: str, namespace: str, scale: dict[str, Any]) -> dict[str, Any]:
+        """``PUT .../scale`` with the Scale object (its ``resourceVersion`` makes the write
+        conditional: ``Conflict`` when it changed), no Content-Type header, as kubectl's scaler."""
+        return self.request(
+            "PUT", self.path(kind, name, namespace, "scale"), body=scale,
+            query=[("fieldManager", FIELD_MANAGER)], what=f"PUT {_key(kind, name, namespace)}/scale",
+        )
+
+    def evict(self, name: str, namespace: str, eviction: dict[str, Any]) -> None:
+        """``POST pods/{name}/eviction`` with a policy/v1 Eviction (application/json, as kubectl).
+
+        Raises:
+            TooManyRequests: a PodDisruptionBudget does not allow it now; ``NotFound``: gone.
+        """
+        self.request(
+            "POST", self.path("Pod", name, namespace, "eviction"), body=eviction, content_type=JSON,
+            query=[("fieldManager", FIELD_MANAGER)], what=f'error when evicting pods/"{name}" -n "{namespace}"',
+        )
+
+    def delete(self, kind: str, name: str, namespace: str | None, options: dict[str, Any]) -> dict[str, Any]:
+        """``DELETE`` with DeleteOptions (application/json, as kubectl)."""
+        return self.request(
+            "DELETE", self.path(kind, name, namespace), body=options, content_type=JSON,
+            what=f"DELETE {_key(kind, name, namespace)}",
+        )
+
+
+    # ------------------------------------------------------------------ kubectl's reads
+
+    def owned_replica_sets(self, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+        """ReplicaSets controlled by the Deployment (kubectl deploymentutil.ListReplicaSets):
+        listed with the Deployment's selector, kept when their controller ownerRef has its UID."""
+        uid = deployment["metadata"].get("uid")
+        selector = selector_string((deployment.get("spec") or {}).get("selector"))
+        listed = self.list("ReplicaSet", deployment["metadata"].get("namespace"), label_selector=selector)
+        return [rs for rs in listed if (controller_of(rs) or {}).get("uid") == uid]
+
+    def describe(self, target: TargetRef) -> TargetState:
+        """The target's state in one read: ``exists`` False on 404; revision, last rollout
+        time, paused, replicas, ready count; a Node's Ready condition and cordon.
+
+        For a Deployment, ``revision`` is its ``deployment.kubernetes.io/revision`` and
+        ``last_rollout`` the creationTimestamp of the ReplicaSet it owns with that revision.
+        ``summary`` is one line for people.
+        """
+        obj = self.get_or_none(target.kind, target.name, target.namespace)
+        if obj is None:
+            return TargetState(exists=False, summary=f"{target.key} not found")
+        meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+        state = TargetState(exists=True, resource_version=str(meta.get("resourceVersion", "")), generation=meta.get("generation"))
+        if target.kind == "Node":
+            ready = next(
+                (c.get("status") == "True" for c in status.get("conditions") or [] if c.get("type") == "Ready"), False
+            )
+            state.unschedulable = bool(spec.get("unschedulable", False))
+            state.ready = ready
+            state.summary = f"node {target.name}: {'Ready' if ready else 'NotReady'}" + (
+                ", SchedulingDisabled" if state.unschedulable else ""
+            )
+            return state
+        if target.kind == "DaemonSet":
+            state.replicas = status.get("desiredNumberScheduled")
+            ready_count = status.get("numberReady", 0)
+        else:
+            state.replicas = spec.get("replicas", 1)
+            ready_count = status.get("readyReplicas", 0)
+        state.summary = f"{target.kind.lower()} {target.namespace}/{target.name}: {ready_count}/{state.replicas} ready"
+        if target.kind == "Deployment":
+            state.paused = bool(spec.get("paused", False))
+            state.revision = revision_of(obj)
+            if state.revision is not None:
+                for rs in self.owned_replica_sets(obj):
+                    if revision_of(rs) == state.revision:
+                        created = (rs.get("metadata") or {}).get("creationTimestamp")
+                        if created:
+                            state.last_rollout = datetime.fromisoformat(created.replace("Z", "+00:00"))
+                        break
+            state.summary += f", revision {state.revision}" + (", paused" if state.paused else "")
+            if state.last_rollout:
+                state.summary += f", rolled out {rfc3339(state.last_rollout)}"
+        return state
+
+
+def _key(kind: str, name: str, namespace: str | None) -> str:
+    return f"{kind.lower()}/{namespace}/{name}" if namespace else f"{kind.lower()}/{name}"

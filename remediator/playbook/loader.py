@@ -41,9 +41,8 @@ from pydantic import BaseModel, ValidationError
 from remediator.playbook import cel
 from remediator.playbook.matchers import Matcher, matches_all, parse_matchers
 from remediator.domain.messages import AlertRef, TargetRef
+from remediator.domain.actions import ACTION_KINDS, ACTION_NAMES
 from remediator.domain.playbook import (
-    ACTION_KINDS,
-    ACTION_NAMES,
     CHECK_KINDS,
     CHECK_NAMES,
     DIAGNOSIS_KINDS,

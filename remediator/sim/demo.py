@@ -38,12 +38,14 @@ from rich.console import Console
 from temporalio.service import RPCError
 
 from remediator.app.config import Settings
-from remediator.app.runtime import Engine, StartupError, setup_logging
+from remediator.app.logs import setup_logging
+from remediator.app.runtime import Engine, StartupError
 from remediator.audit.view import render_run
 from remediator.domain.messages import RemediationStatus
 from remediator.sim import alerting
 from remediator.sim.kube import Emulator
 from remediator.sim.slack import SlackEmulator
+from workflows.remediation import RemediationWorkflow
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,7 +260,7 @@ async def _follow(engine, workflow_id: str, timeout: float, on_waiting=None) -> 
     with console.status("waiting for the alert (Prometheus evaluates, Alertmanager groups)...") as spinner:
         while time.monotonic() < deadline:
             try:
-                status = await engine.client.get_workflow_handle(workflow_id).query("status", result_type=RemediationStatus)
+                status = await engine.client.get_workflow_handle(workflow_id).query(RemediationWorkflow.status)
             except RPCError:
                 await asyncio.sleep(0.5)
                 continue

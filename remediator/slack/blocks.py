@@ -18,7 +18,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from remediator.domain.messages import ApprovalOutcome, ApprovalRequest, Evidence, Notice
+from remediator.domain.actions import ACTIONS
+from remediator.domain.messages import ApprovalDecision, ApprovalOutcome, ApprovalRequest, Evidence, Notice
 
 APPROVE_ACTION_ID = "remediator_approve"
 REJECT_ACTION_ID = "remediator_reject"
@@ -197,7 +198,9 @@ def evidence_line(e: Evidence) -> str:
     return truncate(f"{icon} *{escape(e.name)}* ({escape(e.check)}) — {escape(summary)}", EVIDENCE_LINE_MAX)
 
 
-def _params_text(params: dict[str, Any]) -> str:
+def _params_text(params: Any) -> str:
+    if params is not None and not isinstance(params, dict):
+        params = params.model_dump(mode="json")
     if not params:
         return ""
     lines = [f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in params.items()]
@@ -213,6 +216,41 @@ def _alert_line(req_alert: Any) -> str:
         return ""
     since = slack_date(req_alert.starts_at)
     return f"*Alert* `{escape(req_alert.alertname or req_alert.fingerprint)}` {req_alert.status} since {since}"
+
+
+def change_text(req: ApprovalRequest) -> str:
+    """What the step will change, in the words of the kubectl command it mirrors (the action
+    registry's description), e.g. "scale deployment prod/web by +1 replicas, within 2..10
+    (kubectl scale)"."""
+    if req.change:
+        return req.change
+    spec = ACTIONS.get(req.action)
+    return spec.describe(req.params, req.target) if spec and req.params is not None else f"run {req.action}"
+
+
+def decided_line(decision: ApprovalDecision) -> str:
+    """``approved by <@U1> at 2026-11-21 05:56:13Z via slack``: who decided, when and how."""
+    verb = "approved" if decision.decision == "approve" else "rejected"
+    at = decision.decided_at.strftime("%Y-%m-%d %H:%M:%SZ") if decision.decided_at else "?"
+    return f"{verb} by <@{decision.user_id}> at {at} via {decision.via}"
+
+
+def outcome_text(req: ApprovalRequest, outcome: ApprovalOutcome) -> str:
+    """The outcome line of an approval message: who decided and what happened next (or, for
+    runs started before the workflow sent structured outcomes, the text it sent)."""
+    if outcome.text:
+        return outcome.text
+    who = decided_line(outcome.decision) if outcome.decision else ""
+    step = f"step {req.step_index + 1}"
+    tail = {
+        "approved": f"running {step}",
+        "rejected": "the step did not run",
+        "executed": f"the step ran: {outcome.result}",
+        "failed": f"the step ran and failed: {outcome.result}",
+        "escalated": outcome.result or "escalated to the on-call",
+        "expired": outcome.result or "no decision by the deadline; the step did not run",
+    }[outcome.status]
+    return f"{who}; {tail}" if who else tail
 
 
 def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None) -> list[dict[str, Any]]:
@@ -235,11 +273,11 @@ def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None
     ]
     if outcome is not None:
         icon, label = _STATUS[outcome.status]
-        blocks.append(_section(f"{icon} *{label}* — {escape_keep_mentions(outcome.text)}", "remediator_status"))
+        blocks.append(_section(f"{icon} *{label}* — {escape_keep_mentions(outcome_text(req, outcome))}", "remediator_status"))
     target = f"*Target* `{escape(req.target.key)}` · playbook `{escape(req.playbook)}`"
     alert = _alert_line(req.alert)
     blocks.append(_section("\n".join(x for x in (alert, target) if x)))
-    step = f"*Step {req.step_index + 1}: {escape(req.step_name)}* (`{escape(req.action)}`) will {escape(req.change)}"
+    step = f"*Step {req.step_index + 1}: {escape(req.step_name)}* (`{escape(req.action)}`) will {escape(change_text(req))}"
     params = _params_text(req.params)
     blocks.append(_section(step + ("\n" + params if params else "")))
     if req.evidence:
@@ -282,10 +320,10 @@ def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None
 
 def approval_text(req: ApprovalRequest, outcome: ApprovalOutcome | None = None) -> str:
     """Plain-text fallback of the approval message (notifications, screen readers)."""
-    head = f"Approval needed: {req.step_name} on {req.target.key} will {req.change}"
+    head = f"Approval needed: {req.step_name} on {req.target.key} will {change_text(req)}"
     conf = "" if req.confidence is None else f" (confidence {round(req.confidence * 100)}%)"
     if outcome is not None:
-        head = f"[{_STATUS[outcome.status][1]}] {head} — {outcome.text}"
+        head = f"[{_STATUS[outcome.status][1]}] {head} — {outcome_text(req, outcome)}"
     # ``text`` is mrkdwn too: escaped so nothing in it pings a channel.
     return truncate(escape_keep_mentions(head + conf), FALLBACK_TEXT_MAX)
 
@@ -316,11 +354,28 @@ _NOTICE_ICON = {
 }
 
 
+def notice_title(n: Notice) -> str:
+    """The notice's headline, from its kind, target, playbook, step and reason (or the title a
+    run started before structured notices sent)."""
+    if n.title:
+        return n.title
+    target, playbook, step = n.target.key, n.playbook, n.step
+    if n.kind == "healed":
+        return f"{target} healed by playbook {playbook}"
+    if n.kind == "not_healed":
+        return f"{target} is not healed: {n.reason}"
+    if n.kind == "approval_escalation":
+        return f"{step} of {playbook} on {target} still waits for approval"
+    if n.kind == "health_failed":
+        return f"{step} of {playbook} on {target} failed: {n.reason}"
+    return f"remediation of {target} with playbook {playbook} ended {n.kind}: {n.reason}"
+
+
 def notice_blocks(n: Notice) -> list[dict[str, Any]]:
     """A notice (a run's outcome, or an escalation mid-run): header (title), the mention and target/alert, the run's timeline
     (one line each) and links (alert source, Temporal run, audit timeline). Within limits."""
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(f"{n.title}")},
+        {"type": "header", "text": _plain(notice_title(n))},
     ]
     head = " ".join(x for x in (
         mention(n.mention) if n.mention else "",
@@ -343,7 +398,7 @@ def notice_blocks(n: Notice) -> list[dict[str, Any]]:
 def notice_text(n: Notice) -> str:
     """Plain-text fallback of a notice; starts with the mention so the group is notified."""
     tag = f"{mention(n.mention)} " if n.mention else ""
-    return truncate(f"{tag}{escape(n.title)} ({escape(n.target.key)})", FALLBACK_TEXT_MAX)
+    return truncate(f"{tag}{escape(notice_title(n))} ({escape(n.target.key)})", FALLBACK_TEXT_MAX)
 
 
 def notice_metadata(n: Notice) -> dict[str, Any]:

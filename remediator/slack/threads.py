@@ -51,6 +51,7 @@ class SlackThreads:
                     PRIMARY KEY (channel, target));
                 CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, id TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS approval_status (request_id TEXT PRIMARY KEY, rank INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS approval_requests (request_id TEXT PRIMARY KEY, request TEXT NOT NULL);
             """)
 
     def close(self) -> None:
@@ -99,6 +100,19 @@ class SlackThreads:
     def set_channel_id(self, name: str, channel_id: str) -> None:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO channels (name, id) VALUES (?, ?)", (name, channel_id))
+
+    def record_request(self, request_id: str, request_json: str) -> None:
+        """Remember the approval request as posted (JSON), so updates of its message need only
+        its ID; the first record wins."""
+        with self._lock:
+            self._conn.execute("INSERT OR IGNORE INTO approval_requests (request_id, request) VALUES (?, ?)",
+                               (request_id, request_json))
+
+    def request(self, request_id: str) -> str | None:
+        """The approval request recorded at post time (JSON), or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT request FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()
+        return row[0] if row else None
 
     def advance_status(self, request_id: str, rank: int) -> bool:
         """Record ``rank`` for an approval message if it is not lower than the one recorded.

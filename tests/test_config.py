@@ -1,0 +1,208 @@
+"""Settings are declared once (remediator.app.config.Settings): the environment variables, the
+``remediator worker`` flags and the README's configuration table all come from that model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from remediator import cli
+from remediator.app.config import Settings, env_var, flags, is_switch, markdown_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A value for every field, as written in the environment or on the command line, and what it
+# must become. None of them is the default, so each one shows its variable was read.
+SAMPLES: dict[str, tuple[str, object]] = {
+    "temporal_address": ("temporal.example:7233", "temporal.example:7233"),
+    "temporal_namespace": ("ops", "ops"),
+    "task_queue": ("remediator-2", "remediator-2"),
+    "temporal_port": ("17233", 17233),
+    "temporal_ui_port": ("18233", 18233),
+    "listen": ("0.0.0.0:9999", "0.0.0.0:9999"),
+    "auth_token": ("s3cret", "s3cret"),
+    "basic_auth": ("alertmanager:pw", "alertmanager:pw"),
+    "no_auth": ("true", True),
+    "kubeconfig": ("/etc/kube/config", "/etc/kube/config"),
+    "context": ("prod-eu", "prod-eu"),
+    "in_cluster": ("false", False),
+    "simulate": ("1", True),
+    "prometheus_url": ("http://prometheus:9090", "http://prometheus:9090"),
+    "alertmanager_url": ("http://alertmanager:9093", "http://alertmanager:9093"),
+    "state_dir": ("/var/lib/remediator", Path("/var/lib/remediator")),
+    "playbook_dir": ("/etc/remediator/playbooks", Path("/etc/remediator/playbooks")),
+    "public_url": ("https://remediator.example", "https://remediator.example"),
+    "slack_bot_token": ("xoxb-1", "xoxb-1"),
+    "slack_signing_secret": ("signing", "signing"),
+    "slack_app_token": ("xapp-1", "xapp-1"),
+    "slack_api_url": ("http://127.0.0.1:1/api/", "http://127.0.0.1:1/api/"),
+    "heartbeat_timeout": ("30s", timedelta(seconds=30)),
+    "kube_retry_budget": ("1h", timedelta(hours=1)),
+    "settle_interval": ("2m", timedelta(minutes=2)),
+    "log_format": ("json", "json"),
+}
+
+# Other values, for the flags that must win over SAMPLES in the environment.
+FLAG_VALUES: dict[str, tuple[str, object]] = {
+    "temporal_address": ("flag.example:7233", "flag.example:7233"),
+    "temporal_namespace": ("flagged", "flagged"),
+    "task_queue": ("q-flag", "q-flag"),
+    "temporal_port": ("27233", 27233),
+    "temporal_ui_port": ("28233", 28233),
+    "listen": ("127.0.0.2:1234", "127.0.0.2:1234"),
+    "auth_token": ("flag-token", "flag-token"),
+    "basic_auth": ("flag:pw", "flag:pw"),
+    "kubeconfig": ("/flag/kubeconfig", "/flag/kubeconfig"),
+    "context": ("flag-ctx", "flag-ctx"),
+    "prometheus_url": ("http://flag-prom", "http://flag-prom"),
+    "alertmanager_url": ("http://flag-am", "http://flag-am"),
+    "state_dir": ("/flag/state", Path("/flag/state")),
+    "playbook_dir": ("/flag/playbooks", Path("/flag/playbooks")),
+    "public_url": ("https://flag.example", "https://flag.example"),
+    "slack_bot_token": ("xoxb-flag", "xoxb-flag"),
+    "slack_signing_secret": ("flag-signing", "flag-signing"),
+    "slack_app_token": ("xapp-flag", "xapp-flag"),
+    "slack_api_url": ("http://flag/api/", "http://flag/api/"),
+    "heartbeat_timeout": ("45s", timedelta(seconds=45)),
+    "kube_retry_budget": ("5m", timedelta(minutes=5)),
+    "settle_interval": ("3s", timedelta(seconds=3)),
+    "log_format": ("text", "text"),
+}
+# Switches: the environment says the opposite of the flag.
+SWITCH_ENV_AND_FLAG: dict[str, tuple[str, str, bool]] = {
+    "no_auth": ("false", "--no-auth", True),
+    "simulate": ("false", "--simulate", True),
+    "in_cluster": ("true", "--no-in-cluster", False),
+}
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No setting comes from the environment of whoever runs the tests."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(env_var(name), raising=False)
+    return monkeypatch
+
+
+class Parsed(Exception):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+
+def parse_worker_command_line(monkeypatch, *args: str) -> Settings:
+    """``remediator worker ARGS`` up to the Settings it builds (nothing is started)."""
+    def stop(settings):
+        raise Parsed(settings)
+
+    monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "_cluster", stop)
+    result = CliRunner().invoke(cli.app, ["worker", *args])
+    assert isinstance(result.exception, Parsed), result.output
+    return result.exception.settings
+
+
+def readme_table() -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| Flag | Environment variable | Default | Meaning |")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def test_readme_configuration_table_is_generated_from_the_model():
+    assert readme_table() == markdown_table(), (
+        "README.md's configuration table is out of date; replace it with the output of "
+        "`python -m remediator.app.config`"
+    )
+
+
+def test_the_samples_cover_every_field():
+    assert set(SAMPLES) == set(Settings.model_fields)
+    assert set(FLAG_VALUES) | set(SWITCH_ENV_AND_FLAG) == set(Settings.model_fields)
+    for name, (_, value) in SAMPLES.items():
+        assert Settings.model_fields[name].default != value, f"{name}: the sample is the default"
+
+
+def test_every_field_is_settable_by_its_environment_variable(clean_env):
+    for name, (text, _) in SAMPLES.items():
+        clean_env.setenv(env_var(name), text)
+    settings = Settings()
+    for name, (_, value) in SAMPLES.items():
+        assert getattr(settings, name) == value, f"{env_var(name)}={SAMPLES[name][0]!r} did not arrive"
+
+
+def test_every_environment_variable_reaches_the_worker_command(clean_env):
+    for name, (text, _) in SAMPLES.items():
+        clean_env.setenv(env_var(name), text)
+    settings = parse_worker_command_line(clean_env)
+    for name, (_, value) in SAMPLES.items():
+        assert getattr(settings, name) == value, f"{env_var(name)}={SAMPLES[name][0]!r} did not arrive"
+
+
+def test_the_established_variable_names_are_kept():
+    assert env_var("kubeconfig") == "KUBECONFIG"
+    assert [env_var(n) for n in ("slack_bot_token", "slack_signing_secret", "slack_app_token")] == [
+        "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN",
+    ]
+    assert env_var("temporal_ui_port") == "REMEDIATOR_TEMPORAL_UI_PORT"
+
+
+def test_a_flag_overrides_its_environment_variable(clean_env):
+    args: list[str] = []
+    for name, (text, _) in SAMPLES.items():
+        clean_env.setenv(env_var(name), text)
+    for name, (text, _) in FLAG_VALUES.items():
+        args += [flags(name)[0], text]
+    for name, (env_text, flag, _) in SWITCH_ENV_AND_FLAG.items():
+        clean_env.setenv(env_var(name), env_text)
+        args.append(flag)
+    clean_env.setenv("REMEDIATOR_AUTH_TOKEN", "from-env")  # credentials that do not depend on no_auth
+    settings = parse_worker_command_line(clean_env, *args)
+    for name, (_, value) in FLAG_VALUES.items():
+        assert getattr(settings, name) == value, f"{flags(name)[0]} lost to {env_var(name)}"
+    for name, (_, flag, value) in SWITCH_ENV_AND_FLAG.items():
+        assert getattr(settings, name) is value, f"{flag} lost to {env_var(name)}"
+
+
+def test_defaults_without_environment_or_flags(clean_env):
+    settings = parse_worker_command_line(clean_env, "--no-auth")
+    assert settings == Settings(no_auth=True)
+    assert settings.heartbeat_timeout == timedelta(seconds=10) and settings.log_format == "text"
+    assert settings.in_cluster is None and settings.state_dir == Path(".state")
+
+
+def test_an_empty_variable_is_unset(clean_env):
+    clean_env.setenv("KUBECONFIG", "")
+    clean_env.setenv("REMEDIATOR_TEMPORAL_PORT", "")
+    settings = Settings(no_auth=True)
+    assert settings.kubeconfig is None and settings.temporal_port == 7233
+
+
+def test_flag_names_follow_the_fields():
+    for name in Settings.model_fields:
+        assert flags(name)[0] == "--" + name.replace("_", "-")
+    assert flags("in_cluster") == ["--in-cluster", "--no-in-cluster"]
+    assert flags("no_auth") == ["--no-auth"] and flags("simulate") == ["--simulate"]
+    assert {n for n in Settings.model_fields if is_switch(n)} == {"no_auth", "in_cluster", "simulate"}
+
+
+@pytest.mark.parametrize("command", [["worker.py"], ["-m", "remediator.cli", "worker"]])
+def test_help_lists_every_flag_with_its_variable_and_default(command):
+    p = subprocess.run(
+        [sys.executable, *command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "250", "TERM": "dumb", "NO_COLOR": "1"},
+    )
+    assert p.returncode == 0, p.stderr
+    for name in Settings.model_fields:
+        for flag in flags(name):
+            assert flag in p.stdout, flag
+        assert f"[env var: {env_var(name)}]" in p.stdout, name
+    for shown in ("[default: 7233]", "[default: 10s]", "[default: text]", "[default: (auto)]", "[default: .state]"):
+        assert shown in p.stdout, shown
