@@ -83,12 +83,14 @@ from remediator.k8s.kubectl import (
     UNMANAGED_WARNING,
     controller_of,
     cordon_body,
+    deployment_revision,
     equal_ignore_hash,
     eviction_body,
     go_duration,
     go_encoded_template,
     refuse_paused_restart,
     refuse_paused_rollback,
+    replica_set_revision,
     restarted_at,
     revision_of,
     rfc3339,
@@ -449,7 +451,7 @@ class KubeActivities:
             ApplicationError: ``SafetyRefusal`` with kubectl's messages: 'no rollout history
                 found for deployment "x"', "unable to find specified revision N in history",
                 "you cannot rollback a paused deployment; resume it first with 'kubectl rollout
-                resume' and try again" (kubectl 1.32's wording), or when the Deployment changed
+                resume' and try again" (kubectl's wording), or when the Deployment changed
                 since the plan; API errors as classified.
         """
         return self._apply("rollback", input, self._apply_rollback)
@@ -462,8 +464,8 @@ class KubeActivities:
         rv = str(meta.get("resourceVersion", ""))
         current_revision = revision_of(deployment)
         template = (deployment.get("spec") or {}).get("template") or {}
-        rs = self._revision_replica_set(target, deployment, params.to_revision)
-        revision = revision_of(rs)
+        rs = deployment_revision(self.kube.owned_replica_sets(deployment), params.to_revision, target.name)
+        revision = replica_set_revision(rs)
         refuse_paused_rollback(deployment)
         rs_template = (rs.get("spec") or {}).get("template") or {}
         precondition = {"revision": current_revision, "template_sha256": template_sha256(template)}
@@ -537,27 +539,6 @@ class KubeActivities:
             state_after={"revision": revision_of(after), "template_revision": revision},
             undo=plan.undo,
         )
-
-    def _revision_replica_set(self, target: TargetRef, deployment: dict[str, Any], to_revision: int) -> dict[str, Any]:
-        """kubectl rollback.go ``deploymentRevision``."""
-        latest: tuple[int, dict[str, Any] | None] = (-1, None)
-        previous: tuple[int, dict[str, Any] | None] = (-1, None)
-        for rs in self.kube.owned_replica_sets(deployment):
-            v = revision_of(rs)
-            if v is None:
-                continue
-            if to_revision == 0:
-                if latest[0] < v:
-                    previous, latest = latest, (v, rs)
-                elif previous[0] < v:
-                    previous = (v, rs)
-            elif to_revision == v:
-                return rs
-        if to_revision > 0:
-            raise SafetyRefusal(f"unable to find specified revision {to_revision} in history")
-        if previous[1] is None:
-            raise SafetyRefusal(f'no rollout history found for deployment "{target.name}"')
-        return previous[1]
 
     # ------------------------------------------------------------------ cordon / uncordon
 

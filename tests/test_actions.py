@@ -23,7 +23,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.kube import KubeActivities
-from remediator.k8s.kubectl import rfc3339
+from remediator.k8s.errors import SafetyRefusal
+from remediator.k8s.kubectl import deployment_revision, rfc3339
 from remediator.sim.kube import Emulator
 from remediator.domain.errors import NON_RETRYABLE_KUBE as NON_RETRYABLE_ERROR_TYPES
 from remediator.k8s.client import KubeClient, KubeConfigError, load_api_client
@@ -669,3 +670,138 @@ def test_load_api_client_unknown_context(emulator, tmp_path):
     path = emulator.write_kubeconfig(tmp_path / "config")
     with pytest.raises(KubeConfigError, match="context 'staging'"):
         load_api_client(str(path), "staging", None)
+
+
+# --------------------------------------------------------------------------- fidelity to kubectl
+
+
+def test_a_replica_set_without_a_revision_annotation_counts_as_revision_0():
+    """kubectl deploymentutil.Revision reads a missing annotation as 0, and rollback.go's
+    deploymentRevision counts it: it can be the previous revision."""
+    def rs(name: str, revision: str | None) -> dict[str, Any]:
+        annotations = {} if revision is None else {"deployment.kubernetes.io/revision": revision}
+        return {"metadata": {"name": name, "annotations": annotations}}
+
+    history = [rs("old", None), rs("current", "5"), rs("garbled", "x")]
+    assert deployment_revision(history, 0, "web")["metadata"]["name"] == "old"
+    assert deployment_revision(history, 5, "web")["metadata"]["name"] == "current"
+    with pytest.raises(SafetyRefusal, match='no rollout history found for deployment "web"'):
+        deployment_revision([rs("only", "3"), rs("garbled", "x")], 0, "web")
+
+
+def test_a_retried_rollback_checks_spec_paused_again(emulator, kube):
+    planned = plan(kube, CHECKOUT, "rollback", to_revision=0)
+    AppsV1Api(emulator.api_client()).patch_namespaced_deployment("checkout", "prod", {"spec": {"paused": True}})
+    emulator.clear_requests()
+    with pytest.raises(ApplicationError) as info:
+        apply(kube, planned, attempt=2)
+    assert info.value.type == "SafetyRefusal" and "cannot rollback a paused deployment" in info.value.message
+    assert sent(emulator) == []
+
+
+def test_scale_writes_back_the_scale_it_read_with_its_resource_version(emulator, kube):
+    """Something else changed the Deployment (not its replicas) since the plan: the write is
+    conditional on the resourceVersion the apply read, not the plan's, and goes through."""
+    planned = plan(kube, CHECKOUT, "scale", delta=1, min_replicas=1, max_replicas=10)
+    AppsV1Api(emulator.api_client()).patch_namespaced_deployment("checkout", "prod", {"metadata": {"labels": {"team": "payments"}}})
+    current = emulator.get("Deployment", "checkout", "prod")["metadata"]["resourceVersion"]
+    assert current != planned.resource_version
+    emulator.clear_requests()
+    apply(kube, planned)
+    [(method, _, _, body)] = sent(emulator)
+    assert method == "PUT" and body["metadata"]["resourceVersion"] == current and body["spec"]["replicas"] == 4
+
+
+def test_a_409_on_the_scale_write_is_retried_not_final(emulator, kube):
+    planned = plan(kube, CHECKOUT, "scale", delta=1, min_replicas=1, max_replicas=10)
+    emulator.fault_api_error("PUT", r"/deployments/checkout/scale$", 409)
+    with pytest.raises(ApplicationError) as info:
+        apply(kube, planned)
+    assert info.value.type == "KubeTemporaryError" and not info.value.non_retryable
+    assert apply(kube, planned, attempt=2).state_after == {"replicas": 4}
+
+
+def _checkout_pod_on(emu: Emulator, node: str) -> dict[str, Any]:
+    return next(p for p in _pods_on(emu, node) if p["metadata"]["labels"].get("app") == "checkout")
+
+
+def test_a_drain_whose_eviction_fails_otherwise_carries_its_requests_and_undo_and_is_not_retried(emulator, kube):
+    """Two PodDisruptionBudgets over one pod: the API server answers the eviction 500 "more than
+    one PodDisruptionBudget"; kubectl drain does not retry that, and neither does the activity.
+    The failure says what was sent (the cordon) and how to undo it."""
+    PolicyV1Api(emulator.api_client()).create_namespaced_pod_disruption_budget("prod", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "checkout-too"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "checkout"}}},
+    })
+    _checkout_pod_on(emulator, "worker-1")
+    planned = plan(kube, WORKER_1, "drain", ignore_daemonsets=True, timeout="30s")
+    with pytest.raises(ApplicationError) as info:
+        apply(kube, planned)
+    err = info.value
+    assert err.non_retryable and err.type == "KubePermanentError"
+    assert "more than one PodDisruptionBudget" in err.message
+    details = err.details[0]
+    assert details["undo"]["action"] == "uncordon"
+    assert details["requests"][0]["body"] == {"spec": {"unschedulable": True}}
+
+
+def test_a_drain_that_loses_the_api_server_while_waiting_keeps_its_requests_and_undo(emulator, kube):
+    pod = _checkout_pod_on(emulator, "worker-1")
+    name = pod["metadata"]["name"]
+    planned = plan(kube, WORKER_1, "drain", ignore_daemonsets=True, timeout="30s")
+
+    def fail_the_wait(request) -> None:
+        if request.method == "POST" and request.path.endswith(f"/pods/{name}/eviction") and request.status == 201:
+            emulator.fault_api_error("GET", rf"/namespaces/prod/pods/{name}$", 503, count=5)
+
+    emulator.on_request(fail_the_wait)
+    with pytest.raises(ApplicationError) as info:
+        apply(kube, planned)
+    err = info.value
+    assert not err.non_retryable and err.type == "KubeTemporaryError"
+    details = err.details[0]
+    assert details["undo"]["action"] == "uncordon"
+    assert [r["method"] for r in details["requests"]][0] == "PATCH"
+    assert any(r["path"].endswith(f"/pods/{name}/eviction") for r in details["requests"])
+
+
+def test_drain_treats_only_apps_v1_daemonsets_as_daemonsets(emulator, kube):
+    """kubectl filters.go isControllerRefDaemonSet: kind DaemonSet *and* apiVersion apps/v1. A
+    pod controlled by a DaemonSet of another API group is an ordinary controlled pod: evicted,
+    and no apps/v1 DaemonSet of that name is looked up."""
+    emulator.create({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "agent-x1", "namespace": "default", "ownerReferences": [{
+            "apiVersion": "example.com/v1", "kind": "DaemonSet", "name": "agent", "uid": "0f0e0d0c",
+            "controller": True, "blockOwnerDeletion": True}]},
+        "spec": {"nodeName": "worker-1", "containers": [{"name": "c", "image": "agent:1"}]},
+    })
+    emulator.clear_requests()
+    planned = plan(kube, WORKER_1, "drain", ignore_daemonsets=True, timeout="30s")
+    assert "default/agent-x1" in planned.change["evict"]
+    apply(kube, planned)
+    assert not emulator.requests("GET", "/daemonsets/agent")
+    assert [r for r in sent(emulator) if r[1].endswith("/pods/agent-x1/eviction")]
+
+
+def test_drain_waits_for_a_deleting_pod_of_a_terminating_namespace(emulator, kube):
+    """Its eviction is answered 403 NamespaceTerminating (NamespaceLifecycle admission): for a pod
+    already being deleted kubectl drain stops evicting and waits for it to go (drain.go
+    evictPods), and so does the activity, instead of failing the drain."""
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}})
+    emulator.create({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "leftover", "namespace": "doomed", "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone", "uid": "0a0b0c0d", "controller": True}]},
+        "spec": {"nodeName": "worker-1", "containers": [{"name": "c", "image": "x:1"}]},
+    })
+    planned = plan(kube, WORKER_1, "drain", ignore_daemonsets=True, timeout="30s")
+    assert "doomed/leftover" in planned.change["evict"]
+    api = kube.kube
+    api.request("DELETE", "/api/v1/namespaces/doomed")
+    emulator.wait_until(lambda e: (e.get("Pod", "leftover", "doomed") or {}).get("metadata", {}).get("deletionTimestamp"))
+    result = apply(kube, planned)
+    refused = [r for r in emulator.requests("POST", "/pods/leftover/eviction")]
+    assert refused and {r.status for r in refused} == {403}
+    assert result.changed and "doomed/leftover" in result.message
+    assert emulator.get("Pod", "leftover", "doomed") is None

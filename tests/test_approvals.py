@@ -1,125 +1,48 @@
 """Approvals, evidence and escalation through the real workflow: a Temporal dev server, every
 real activity, the Kubernetes API emulator and the Slack Web API emulator over HTTP.
 
-Deadlines and escalation run on a time-skipping dev server, so the 10-minute and 30-minute
-timers pass in moments; everything else uses the session's ordinary dev server.
+Deadlines and escalation run on the time-skipping dev server (``skipping_env``), so the
+10-minute and 30-minute timers pass in moments; everything else uses the session's ordinary
+dev server and the shared ``worker`` and ``slack`` fixtures (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import pytest_asyncio
-from slack_sdk import WebClient
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import CancelledError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
+from remediator.domain.messages import ApprovalDecision, RemediationStatus
+from remediator.domain.playbook import Playbook
 from remediator.sim.kube import Emulator
-from remediator.domain.messages import (
-    AlertRef,
-    AlertSignal,
-    ApprovalDecision,
-    RemediationInput,
-    RemediationStatus,
-    TargetRef,
-)
-from remediator.domain.playbook import Playbook, PlaybookRef
-from remediator.app.runtime import build_activities, new_worker
-from remediator.slack.threads import SlackThreads
 from remediator.sim.slack import SlackEmulator
-from remediator.domain.runs import SEARCH_ATTRIBUTES
-from remediator.app.temporal import temporal_cli_path
+from tests.support import SLACK, alert, real_activities, running_worker, start_run, until
+from tests.support import playbook as _playbook
 from workflows.remediation import RemediationWorkflow
-
-CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
-SLACK = {
-    "channel": "#sre-oncall",
-    "approvers": {"users": ["U0BOB"], "usergroups": ["S0ONCALL"]},
-    "oncall_usergroup": "S0ONCALL",
-    "approval_timeout": "10m",
-    "approval_deadline": "30m",
-}
-
-
-@pytest.fixture
-def slack():
-    with SlackEmulator() as s:
-        s.add_channel("sre-oncall")
-        for uid, name in (("U0ALICE", "alice"), ("U0BOB", "bob"), ("U0MALLORY", "mallory")):
-            s.add_user(uid, name)
-        s.add_usergroup("S0ONCALL", "oncall", ["U0ALICE"])
-        yield s
-
-
-def activities(emulator, audit, slack, tmp_path, prometheus_url=None):
-    client = WebClient(base_url=slack.url, token=slack.bot_token)
-    return build_activities(emulator.api_client(), prometheus_url, None, audit, client, SlackThreads(tmp_path / "slack.db"))
-
-
-@pytest.fixture
-async def worker(client, emulator, audit, slack, tmp_path):
-    queue = f"test-{uuid.uuid4()}"
-    with ThreadPoolExecutor(16) as pool:
-        async with new_worker(client, queue, activities(emulator, audit, slack, tmp_path), pool):
-            yield queue
 
 
 def playbook(steps, **extra) -> Playbook:
-    return Playbook.model_validate(
-        {
-            "name": "approve-test",
-            "match": ['alertname="KubePodCrashLooping"'],
-            "target": {"kind": "Deployment", "namespace": "prod", "name": "checkout"},
-            "steps": steps,
-            "verification_window": "1s",
-            "cooldown": "0s",
-            "slack": SLACK,
-            **extra,
-        }
-    )
+    return _playbook(steps, **{"name": "approve-test", "slack": SLACK, "verification_window": "1s", **extra})
 
 
 RESTART = {"name": "restart", "approval": "always", "rollout_restart": {}, "health": {"rollout_status": {}, "timeout": "20s", "interval": "200ms"}}
 
 
 async def start(client, queue, pb: Playbook):
-    alert = AlertRef(
-        fingerprint="c0ffee",
-        starts_at=datetime(2026, 11, 21, 5, tzinfo=timezone.utc),
-        status="firing",
-        labels={"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": "checkout-abc-xyz"},
-        generator_url="http://prometheus.example/graph?g0.expr=x",
-    )
-    return await client.start_workflow(
-        RemediationWorkflow.run,
-        RemediationInput(
-            target=CHECKOUT, playbook=pb, playbook_ref=PlaybookRef(name=pb.name, path="inline.yaml", sha256="ab" * 32),
-            ui_url="http://temporal-ui.example", public_url="http://remediator.example",
-        ),
-        id=f"remediation/deployment/prod/checkout-{uuid.uuid4().hex[:8]}",
-        task_queue=queue,
-        start_signal="alert",
-        start_signal_args=[AlertSignal(alert=alert, playbook=pb.name, received_at=datetime.now(timezone.utc))],
+    return await start_run(
+        client, queue, pb, alert(), ui_url="http://temporal-ui.example", public_url="http://remediator.example"
     )
 
 
 async def waiting(handle, timeout: float = 30) -> RemediationStatus:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def asked() -> RemediationStatus | None:
         status = await handle.query("status", result_type=RemediationStatus)
-        if status.waiting is not None:
-            return status
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the run never waited for approval: {status}")
+        return status if status.waiting is not None else None
+
+    return await until(asked, "the run to wait for approval", timeout)
 
 
 def approval_posts(slack: SlackEmulator) -> list:
@@ -144,7 +67,7 @@ async def test_approval_by_a_group_member_resumes_the_exact_step(client, worker,
     assert status.phase == "awaiting_approval" and status.current_step == 0
     assert restart_patches(emulator) == []  # nothing happens to the target while it waits
     # One Block Kit message with the evidence, the change, links and the two buttons.
-    await _until(lambda: len(approval_posts(slack)) == 1)
+    await until(lambda: len(approval_posts(slack)) == 1, "the approval message")
     post = approval_posts(slack)[0].params
     text = str(post["blocks"])
     assert "kubectl rollout restart" in text and "remediator_approve" in text and "remediator_reject" in text
@@ -220,24 +143,25 @@ async def test_high_confidence_needs_no_approval_low_confidence_asks(client, wor
     assert (await handle.result()).outcome == "needs_human"
 
 
-async def test_diagnosis_checks_run_concurrently(client, emulator, audit, slack, tmp_path):
-    """Three PromQL evidence checks against a Prometheus API that answers after 1 s: all three
-    requests are in flight at the same time (the phase lasts about the slowest, not the sum)."""
-    server, seen = _slow_prometheus(delay=1.0)
+async def test_diagnosis_checks_run_concurrently(client, emulator, audit, slack_client, tmp_path):
+    """Three PromQL evidence checks against a Prometheus API that answers no query until all three
+    are in flight at once: the run gets its evidence only if the checks were dispatched
+    concurrently, however slow the machine (gathered one by one, each would wait out the bound)."""
+    server, state = _prometheus_holding_queries(expected=3, bound=15.0)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        queue = f"test-{uuid.uuid4()}"
         pb = playbook(
             [{"name": "restart", "rollout_restart": {}}],
             diagnosis=[{"name": f"q{i}", "promql": {"query": f"up{{i='{i}'}}", "op": ">", "threshold": 0}} for i in range(3)],
             confidence={"weights": {"q0": 1, "q1": 1, "q2": 1}},
         )
-        with ThreadPoolExecutor(16) as pool:
-            async with new_worker(client, queue, activities(emulator, audit, slack, tmp_path, prometheus_url=url), pool):
-                handle = await start(client, queue, pb)
-                await handle.result()
-        assert len(seen) == 3
-        assert max(seen) == 3, f"requests in flight at once: {seen}"
+        activities = real_activities(emulator, audit, slack_client, tmp_path / "slack.db", prometheus_url=url)
+        async with running_worker(client, activities) as queue:
+            handle = await start(client, queue, pb)
+            await handle.result()
+        assert state["arrived"] == 3
+        assert state["most"] == 3, f"at most {state['most']} queries were in flight at once"
+        assert state["held_out"] == 0, "a query waited the whole bound for the others"
         evidence = [e for e in audit.events(handle.result_run_id) if e.kind == "evidence"]
         assert sorted(e.data["name"] for e in evidence) == ["q0", "q1", "q2"]
         assert all(e.data["signal"] for e in evidence)
@@ -245,28 +169,12 @@ async def test_diagnosis_checks_run_concurrently(client, emulator, audit, slack,
         server.shutdown()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def skipping_env():
-    env = await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=temporal_cli_path(),
-        dev_server_extra_args=["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"],
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
-
-
-async def test_no_answer_escalates_then_expires_with_skipped_time(skipping_env, emulator, audit, slack, tmp_path):
+async def test_no_answer_escalates_then_expires_with_skipped_time(skipping_env, emulator, audit, slack, slack_client, tmp_path):
     client = skipping_env.client
-    queue = f"test-{uuid.uuid4()}"
     emulator.clear_requests()
-    with ThreadPoolExecutor(16) as pool:
-        async with new_worker(client, queue, activities(emulator, audit, slack, tmp_path), pool):
-            handle = await start(client, queue, playbook([RESTART]))
-            outcome = await handle.result()
+    async with running_worker(client, real_activities(emulator, audit, slack_client, tmp_path / "slack.db")) as queue:
+        handle = await start(client, queue, playbook([RESTART]))
+        outcome = await handle.result()
     assert outcome.outcome == "needs_human"
     assert "not approved by its deadline" in outcome.reason
     assert restart_patches(emulator) == []
@@ -283,30 +191,24 @@ async def test_no_answer_escalates_then_expires_with_skipped_time(skipping_env, 
     assert kinds == ["approval_escalation", "needs_human"]
 
 
-async def _until(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+def _prometheus_holding_queries(expected: int, bound: float):
+    """A Prometheus HTTP API stand-in that holds every query until ``expected`` queries have
+    been in flight at the same time (or ``bound`` seconds passed), then answers one sample.
 
-
-def _slow_prometheus(delay: float):
-    """A Prometheus HTTP API stand-in that answers every query with one sample after ``delay``
-    seconds and records how many queries were in flight when each arrived."""
-    lock = threading.Lock()
-    state = {"inflight": 0}
-    seen: list[int] = []
+    ``state``: ``arrived`` (queries received), ``most`` (most in flight at once), ``held_out``
+    (queries answered only because the bound passed)."""
+    cond = threading.Condition()
+    state = {"arrived": 0, "inflight": 0, "most": 0, "held_out": 0}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
-            with lock:
+            with cond:
+                state["arrived"] += 1
                 state["inflight"] += 1
-                seen.append(state["inflight"])
-            time.sleep(delay)
-            with lock:
-                # The last request to arrive sees every earlier one still in flight.
-                seen[-1] = max(seen[-1], state["inflight"])
+                state["most"] = max(state["most"], state["inflight"])
+                cond.notify_all()
+                if not cond.wait_for(lambda: state["most"] >= expected, timeout=bound):
+                    state["held_out"] += 1
                 state["inflight"] -= 1
             body = b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[0,"1"]}]}}'
             self.send_response(200)
@@ -320,7 +222,7 @@ def _slow_prometheus(delay: float):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
+    return server, state
 
 
 async def test_a_cancelled_run_records_its_outcome_and_posts_a_notice(client, worker, emulator, slack, audit):

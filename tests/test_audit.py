@@ -1,13 +1,23 @@
 """Tests of the audit trail (remediator.audit), its rendering (remediator.audit.view) and the
-``audit_write`` activity run by a real Temporal worker on the dev server."""
+``audit_write`` activity run by a real Temporal worker on the dev server.
+
+The events written here are those real runs of the workflow wrote: the ``audit_write`` inputs
+recorded in their histories (tests/histories/, recorded by tests/histories/record.py), made out
+for the test's run IDs and times. ``test_the_recorded_runs_are_what_the_workflow_writes_now``
+runs the real workflow again and checks that it still writes events of the same keys, kinds and
+fields, so the fixtures cannot drift from what the workflow writes.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from temporalio import workflow
 
@@ -15,7 +25,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     import pytest
     from rich.console import Console
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import WorkflowHistory
     from temporalio.common import RetryPolicy
+    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Worker
 
     from activities.audit import AuditActivities
@@ -28,167 +41,83 @@ with workflow.unsafe.imports_passed_through():
         parse_time_bound,
     )
     from remediator.audit.view import render_intake, render_run, render_runs, run_as_dict
-    from remediator.domain.messages import AlertRef, AuditEvent, AuditWriteInput, RunInfo
+    from remediator.domain.messages import AuditEvent, AuditWriteInput
+    from tests.support import SLACK, alert, alert_signal, playbook, start_run, wait_phase
 
+HISTORIES = Path(__file__).parent / "histories"
+HEALED = "v2-restart-healed"
+"""restart, rollout_status passes, the alert resolves: healed, Slack notice (12 events)."""
+NOT_HEALED = "v2-scale-rolled-back"
+"""scale up by one, rollout_status passes, the alert keeps firing: not_healed (11 events)."""
+REJECTED = "v2-reject"
+"""approval always, rejected in Slack: needs_human."""
+STORM = "v2-storm-then-cooldown"
+"""alerts attached while running, resolved one by one, one more recorded during the cooldown."""
 T0 = datetime(2026, 11, 21, 5, 37, 15, 250000, tzinfo=UTC)
-RESTART_BODY = {
-    "spec": {
-        "template": {
-            "metadata": {
-                "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-21T05:37:16Z"}
-            }
-        }
-    }
-}
+FIRST = "c0ffee@2026-11-21T05:00:00+00:00"
+"""dedup key of the recorded runs' first alert."""
 
 
-def alert_ref(
-    fingerprint: str = "32c16fb6eca3387b", alertname: str = "KubePodCrashLooping"
-) -> AlertRef:
-    return AlertRef(
-        fingerprint=fingerprint,
-        starts_at=datetime(2026, 11, 21, 5, 37, 14, 576395, tzinfo=UTC),
-        status="firing",
-        labels={"alertname": alertname, "namespace": "prod", "deployment": "checkout"},
-    )
+@functools.cache
+def _recorded(name: str) -> tuple[AuditWriteInput, ...]:
+    history = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text())
+    writes = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        attrs = event.activity_task_scheduled_event_attributes
+        if attrs.activity_type.name == "audit_write":
+            [inp] = pydantic_data_converter.payload_converter.from_payloads(attrs.input.payloads, [AuditWriteInput])
+            writes.append(inp)
+    return tuple(writes)
 
 
-def run_info(
-    run_id: str,
-    *,
-    started: datetime = T0,
-    outcome: str = "running",
-    ended: datetime | None = None,
-    alertname: str = "KubePodCrashLooping",
-    target: str = "deployment/prod/checkout",
-    playbook: str = "restart-crashlooping",
-    simulate: bool = False,
-) -> RunInfo:
-    return RunInfo(
-        run_id=run_id,
-        workflow_id="remediation/" + target,
-        alertname=alertname,
-        namespace="prod",
-        target=target,
-        playbook=playbook,
-        playbook_path="playbooks/restart-crashlooping.yaml",
-        playbook_sha256="1a2b3c4d5e6f7a8b9c0d" + "0" * 44,
-        simulate=simulate,
-        started_at=started,
-        outcome=outcome,
-        ended_at=ended,
-    )
+def recorded(name: str = HEALED, run_id: str = "run-a", *, started: datetime = T0,
+             relabel: dict[str, str] | None = None, **run: Any) -> list[AuditWriteInput]:
+    """The ``audit_write`` inputs of a recorded run, in the order it wrote them, made out for
+    ``run_id`` and shifted in time so that the run starts at ``started``.
+
+    ``relabel``: text replaced everywhere (alert names, fingerprints, targets), as if the same run
+    had been started by another alert or for another object. ``run``: RunInfo columns set on
+    every write that carries them (``simulate``, ``playbook_path``...)."""
+    writes = list(_recorded(name))
+    delta = started - writes[0].run.started_at
+    text = json.dumps([w.model_dump(mode="json") for w in writes])
+    for old, new in (relabel or {}).items():
+        text = text.replace(old, new)
+    out = []
+    # A run on a simulated cluster marks every event (workflows/trail.py AuditTrail.event).
+    marks = {"simulated_cluster": True} if run.get("simulate") else {}
+    for w in (AuditWriteInput.model_validate(d) for d in json.loads(text)):
+        events = [e.model_copy(update={"at": e.at + delta, "data": {**e.data, **marks}}) for e in w.events]
+        info = None
+        if w.run is not None:
+            info = w.run.model_copy(update={
+                "run_id": run_id,
+                "started_at": w.run.started_at + delta,
+                "ended_at": w.run.ended_at + delta if w.run.ended_at else None,
+                "cooldown_until": w.run.cooldown_until + delta if w.run.cooldown_until else None,
+                **run,
+            })
+        out.append(w.model_copy(update={"run_id": run_id, "run": info, "events": events}))
+    return out
 
 
-def start_events(alert: AlertRef, started: datetime = T0) -> list[AuditEvent]:
-    """Events as workflows/remediation.py writes them at the start of a run."""
-    return [
-        AuditEvent(
-            key="run_started",
-            at=started,
-            kind="run_started",
-            message="remediation of deployment/prod/checkout with playbook restart-crashlooping",
-            data={"steps": ["restart", "scale-up"]},
-        ),
-        AuditEvent(
-            key=f"alert/{alert.dedup_key}",
-            at=started,
-            kind="alert",
-            message=f"alert {alert.alertname} firing",
-            data={
-                "dedup_key": alert.dedup_key,
-                "status": "firing",
-                "disposition": "started",
-                "playbook": "restart-crashlooping",
-                "alert": alert.model_dump(mode="json"),
-            },
-        ),
-    ]
+def recorded_event(name: str, key: str) -> AuditEvent:
+    """One event of a recorded run, by key (``00023-alert``)."""
+    return next(e for w in _recorded(name) for e in w.events if e.key == key)
 
 
-def step_events(started: datetime = T0) -> list[AuditEvent]:
-    return [
-        AuditEvent(
-            key="decision/0",
-            at=started + timedelta(milliseconds=300),
-            kind="decision",
-            message="remediate: last rollout 3h ago",
-            data={"decision": "remediate", "reason": "no rollout in the last 30m, not paused"},
-        ),
-        AuditEvent(
-            key="step/0/intent",
-            at=started + timedelta(milliseconds=400),
-            kind="step_intent",
-            message="step 1 restart: rollout restart deployment/prod/checkout",
-            data={"step": 0, "action": "rollout_restart", "params": {}},
-        ),
-        AuditEvent(
-            key="step/0/attempt/1/mutation",
-            at=started + timedelta(seconds=1.2),
-            kind="mutation",
-            message="restarted deployment/prod/checkout",
-            data={
-                "changed": True,
-                "requests": [
-                    {
-                        "method": "PATCH",
-                        "path": "/apis/apps/v1/namespaces/prod/deployments/checkout",
-                        "content_type": "application/strategic-merge-patch+json",
-                        "body": RESTART_BODY,
-                    }
-                ],
-                "resource_version_before": "1234",
-                "resource_version_after": "1240",
-            },
-        ),
-        AuditEvent(
-            key="step/0/attempt/1/health/1",
-            at=started + timedelta(seconds=9.8),
-            kind="health",
-            message="rollout_status: failed: 1 of 3 updated replicas are available",
-            data={"check": "rollout_status", "healthy": False, "final": False},
-        ),
-        AuditEvent(
-            key="step/0/attempt/1/health/2",
-            at=started + timedelta(seconds=75.5),
-            kind="health",
-            message='rollout_status: passed: deployment "checkout" successfully rolled out',
-            data={"check": "rollout_status", "healthy": True},
-        ),
-        AuditEvent(
-            key="outcome",
-            at=started + timedelta(seconds=190),
-            kind="outcome",
-            message="healed: every step succeeded and the alert resolved",
-            data={"outcome": "healed", "reason": "every step succeeded and the alert resolved"},
-        ),
-    ]
+def full_run(store: AuditStore, run_id: str, name: str = HEALED, **kw: Any) -> list[AuditWriteInput]:
+    """Write a recorded run for ``run_id`` as the workflow wrote it (see ``recorded``)."""
+    writes = recorded(name, run_id, **kw)
+    for w in writes:
+        store.write(w)
+    return writes
 
 
-def full_run(store: AuditStore, run_id: str, **kw) -> None:
-    started = kw.pop("started", T0)
-    alert = kw.pop("alert", alert_ref())
-    store.write(
-        AuditWriteInput(
-            run_id=run_id,
-            run=run_info(run_id, started=started, **kw),
-            events=start_events(alert, started),
-        )
-    )
-    outcome = kw.pop("outcome", "healed")
-    store.write(
-        AuditWriteInput(
-            run_id=run_id,
-            run=run_info(
-                run_id,
-                started=started,
-                outcome=outcome,
-                ended=started + timedelta(seconds=190),
-                **kw,
-            ),
-            events=step_events(started),
-        )
-    )
+def keys(name: str = HEALED) -> list[str]:
+    return [e.key for w in _recorded(name) for e in w.events]
 
 
 @pytest.fixture
@@ -201,6 +130,26 @@ def store(tmp_path):
 def raw(store: AuditStore) -> sqlite3.Connection:
     """A second connection to the same file, as another process or a person would open it."""
     return sqlite3.connect(store.path, isolation_level=None)
+
+
+# --------------------------------------------------------------------------- the fixtures are real
+
+
+async def test_the_recorded_runs_are_what_the_workflow_writes_now(client, worker, audit):
+    """The restart-healed scenario of tests/histories/record.py on today's workflow writes the
+    events of the recorded run: same keys, kinds and data fields, in the same writes."""
+    pb = playbook([{"name": "restart", "rollout_restart": {}, "health": {"rollout_status": {}, "timeout": "20s", "interval": "200ms"}}],
+                  name="restart-healed", slack=SLACK, verification_window="2s")
+    first = alert()
+    handle = await start_run(client, worker, pb, first)
+    await wait_phase(handle, "verifying")
+    await handle.signal("alert", alert_signal(first.model_copy(update={"status": "resolved"}), pb))
+    assert (await handle.result()).outcome == "healed"
+
+    def shape(events) -> list[tuple[str, str, list[str]]]:
+        return [(e.key, e.kind, sorted(e.data)) for e in events]
+
+    assert shape(audit.events(handle.result_run_id)) == shape(e for w in _recorded(HEALED) for e in w.events)
 
 
 # --------------------------------------------------------------------------- writes
@@ -223,10 +172,7 @@ def test_reopen_keeps_data_and_newer_schema_refused(tmp_path):
     full_run(s, "run-a")
     s.close()
     s = AuditStore(path)
-    assert [e.key for e in s.events("run-a")][:2] == [
-        "run_started",
-        "alert/32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00",
-    ]
+    assert [e.key for e in s.events("run-a")][:2] == ["00001-run_started", "00002-alert"]
     s.close()
     sqlite3.connect(path, isolation_level=None).execute("PRAGMA user_version=7")
     with pytest.raises(
@@ -244,46 +190,34 @@ def test_not_a_database_is_refused(tmp_path):
 
 
 def test_same_events_twice_are_stored_once(store):
-    inp = AuditWriteInput(
-        run_id="run-a", run=run_info("run-a"), events=start_events(alert_ref()) + step_events()
-    )
-    store.write(inp)
-    store.write(inp)
-    keys = [e.key for e in store.events("run-a")]
-    assert keys == [
-        "run_started",
-        "alert/32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00",
-        "decision/0",
-        "step/0/intent",
-        "step/0/attempt/1/mutation",
-        "step/0/attempt/1/health/1",
-        "step/0/attempt/1/health/2",
-        "outcome",
+    """A retried or replayed ``audit_write`` sends the very same input again: stored once."""
+    writes = recorded()
+    for w in writes + writes:
+        store.write(w)
+    stored = store.events("run-a")
+    assert [e.key for e in stored] == keys() == [
+        "00001-run_started", "00002-alert", "00003-decision", "00004-step_intent", "00005-plan",
+        "00006-mutation", "00007-health", "00008-decision", "00009-alert", "00010-decision",
+        "00011-outcome", "00012-notice",
     ]
-    assert raw(store).execute("SELECT count(*) FROM events").fetchone()[0] == 8
-    mutation = store.events("run-a")[4]
-    assert mutation.at == T0 + timedelta(seconds=1.2)
-    assert mutation.data["requests"][0]["body"] == RESTART_BODY
-    assert (
-        raw(store).execute("SELECT at FROM events WHERE key='outcome'").fetchone()[0]
-        == "2026-11-21T05:40:25.250000Z"
-    )
+    assert raw(store).execute("SELECT count(*) FROM events").fetchone()[0] == 12
+    sent = [e for w in writes for e in w.events if e.key == "00006-mutation"][0]
+    mutation = stored[5]
+    assert mutation.at == sent.at
+    assert mutation.data["requests"] == sent.data["requests"]
+    assert mutation.data["requests"][0]["content_type"] == "application/strategic-merge-patch+json"
+    outcome = next(e for e in stored if e.key == "00011-outcome")
+    assert raw(store).execute("SELECT at FROM events WHERE key='00011-outcome'").fetchone()[0] == format_time(outcome.at)
 
 
 def test_reused_key_keeps_the_first_write_and_never_fails(store, caplog):
-    store.write(
-        AuditWriteInput(run_id="run-a", run=run_info("run-a"), events=start_events(alert_ref()))
-    )
-    changed = AuditEvent(key="run_started", at=T0, kind="run_started", message="something else")
-    extra = AuditEvent(key="later", at=T0, kind="decision", message="x")
-    store.write(AuditWriteInput(run_id="run-a", events=[extra, changed]))
+    first, second, *_ = recorded()
+    store.write(first)
+    changed = first.events[0].model_copy(update={"message": "something else"})
+    store.write(second.model_copy(update={"events": [*second.events, changed]}))
     events = store.events("run-a")
-    assert [e.key for e in events] == [
-        "run_started",
-        "alert/32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00",
-        "later",
-    ]
-    assert events[0].message != "something else"
+    assert [e.key for e in events] == keys()[:7]
+    assert events[0].message == "remediation of deployment/prod/checkout with playbook restart-healed"
     assert "already recorded with other content; the first write stays" in caplog.text
 
 
@@ -313,36 +247,40 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     assert raw(store).execute("PRAGMA user_version").fetchone()[0] == 2
     old = store.get_run("run-old")
     assert old.outcome == "healed" and old.cooldown_until is None
+    # The end of the run, as today's workflow writes it (outcome, ended_at, cooldown_until).
+    final = recorded(run_id="run-old")[2].run
     until = T0 + timedelta(hours=1)
-    store.write(AuditWriteInput(run_id="run-old", run=run_info("run-old", outcome="healed").model_copy(
-        update={"workflow_id": old.workflow_id, "alertname": old.alertname, "target": old.target, "playbook": "p",
-                "playbook_path": "p.yaml", "playbook_sha256": "ab", "cooldown_until": until})))
+    store.write(AuditWriteInput(run_id="run-old", run=final.model_copy(
+        update={"workflow_id": old.workflow_id, "playbook": "p", "playbook_path": "p.yaml", "playbook_sha256": "ab",
+                "started_at": old.started_at, "cooldown_until": until})))
     assert store.latest_run("remediation/deployment/prod/checkout").cooldown_until == until
 
 
 def test_alert_event_needs_dedup_key(store):
-    bad = AuditEvent(key="alert/x", at=T0, kind="alert", message="alert", data={"fingerprint": "x"})
+    started = recorded_event(HEALED, "00002-alert")
+    bad = started.model_copy(update={"data": {k: v for k, v in started.data.items() if k != "dedup_key"}})
     with pytest.raises(AuditEventInvalid, match="kind alert needs data.dedup_key"):
         store.write(AuditWriteInput(run_id="run-a", events=[bad]))
     assert store.events("run-a") == []
 
 
 def test_run_upsert_updates_outcome_and_never_back_to_running(store):
-    store.write(AuditWriteInput(run_id="run-a", run=run_info("run-a")))
+    first, _, final, _ = recorded()
+    store.write(AuditWriteInput(run_id="run-a", run=first.run))
     assert store.get_run("run-a").outcome == "running"
     assert store.get_run("run-a").ended_at is None
-    end = T0 + timedelta(minutes=3)
-    store.write(AuditWriteInput(run_id="run-a", run=run_info("run-a", outcome="healed", ended=end)))
+    store.write(AuditWriteInput(run_id="run-a", run=final.run))
     # a late duplicate of the start write (same input as the first) changes nothing
-    store.write(AuditWriteInput(run_id="run-a", run=run_info("run-a")))
+    store.write(AuditWriteInput(run_id="run-a", run=first.run))
     row = store.get_run("run-a")
-    assert (row.outcome, row.ended_at, row.started_at, row.simulate) == ("healed", end, T0, False)
+    assert (row.outcome, row.ended_at, row.started_at, row.simulate) == ("healed", final.run.ended_at, T0, False)
+    assert row.cooldown_until == final.run.cooldown_until
     assert raw(store).execute("SELECT count(*) FROM runs").fetchone()[0] == 1
 
 
 def test_database_refuses_update_and_delete(store):
     full_run(store, "run-a")
-    store.record_intake("unmatched", alert_ref(), "no playbook matches")
+    store.record_intake("unmatched", alert(), "no playbook matches")
     conn = raw(store)
     intake_refused = "audit intake records are append-only: "
     run_frozen = "audit runs: only outcome and ended_at may change"
@@ -358,20 +296,17 @@ def test_database_refuses_update_and_delete(store):
     for sql, message in refusals.items():
         with pytest.raises(sqlite3.IntegrityError, match=message):
             conn.execute(sql)
-    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 8
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 12
     assert conn.execute("SELECT message FROM intake").fetchall() == [("no playbook matches",)]
 
 
 def test_handled_by_uses_dedup_key_index(store):
-    alert = alert_ref()
-    assert store.handled_by(alert.dedup_key) is None
-    full_run(store, "run-a", alert=alert)
+    assert store.handled_by(FIRST) is None
+    full_run(store, "run-a")
     # a second run that attaches the same firing later does not take it over
-    store.write(
-        AuditWriteInput(run_id="run-b", events=start_events(alert, T0 + timedelta(hours=1)))
-    )
-    assert store.handled_by(alert.dedup_key) == "run-a"
-    assert store.handled_by("32c16fb6eca3387b@2026-11-21T06:00:00+00:00") is None
+    store.write(recorded(run_id="run-b", started=T0 + timedelta(hours=1))[0])
+    assert store.handled_by(FIRST) == "run-a"
+    assert store.handled_by("c0ffee@2026-11-21T06:00:00+00:00") is None
     plan = (
         raw(store)
         .execute(
@@ -385,26 +320,19 @@ def test_handled_by_uses_dedup_key_index(store):
 
 def test_a_firing_only_recorded_during_cooldown_is_not_handled(store):
     """Suppressed by a run's cooldown is not remediated: after the cooldown it may start one."""
-    alert = alert_ref()
-    store.write(
-        AuditWriteInput(
-            run_id="run-a",
-            events=[
-                AuditEvent(
-                    key="00007-alert", at=T0, kind="alert", message="recorded, no new remediation: cooling down",
-                    data={"dedup_key": alert.dedup_key, "status": "firing", "disposition": "cooldown"},
-                )
-            ],
-        )
-    )
-    assert store.handled_by(alert.dedup_key) is None
-    store.write(AuditWriteInput(run_id="run-b", events=start_events(alert, T0 + timedelta(hours=1))))
-    assert store.handled_by(alert.dedup_key) == "run-b"
+    cooling = recorded_event(STORM, "00023-alert")
+    assert cooling.data["disposition"] == "cooldown"
+    store.write(AuditWriteInput(run_id="run-a", events=[cooling]))
+    dedup_key = cooling.data["dedup_key"]
+    assert store.handled_by(dedup_key) is None
+    fingerprint = dedup_key.split("@")[0]
+    store.write(recorded(run_id="run-b", started=T0 + timedelta(hours=1), relabel={"c0ffee": fingerprint})[0])
+    assert store.handled_by(dedup_key) == "run-b"
 
 
 def test_record_intake_and_query(store):
-    a = alert_ref("aaaa", "HighErrorRate")
-    b = alert_ref("bbbb", "KubePodCrashLooping")
+    a = alert(fingerprint="aaaa", alertname="HighErrorRate")
+    b = alert(fingerprint="bbbb")
     store.record_intake("unmatched", a, "no playbook matches alertname=HighErrorRate", at=T0)
     store.record_intake(
         "render_failed",
@@ -444,24 +372,20 @@ def test_record_intake_and_query(store):
 
 def test_concurrent_writers_and_readers_share_one_store(store):
     """The activity thread pool and the intake share one store: nothing lost, nothing doubled."""
-    alerts = [alert_ref(f"fp{i:02d}") for i in range(16)]
 
     def work(i: int) -> str | None:
-        inp = AuditWriteInput(
-            run_id=f"run-{i:02d}",
-            run=run_info(f"run-{i:02d}"),
-            events=start_events(alerts[i]) + step_events(),
-        )
-        store.write(inp)
-        store.write(inp)
-        store.record_intake("duplicate", alerts[i], "already handled", run_id=f"run-{i:02d}")
-        return store.handled_by(alerts[i].dedup_key)
+        fingerprint = f"fp{i:02d}"
+        writes = recorded(run_id=f"run-{i:02d}", relabel={"c0ffee": fingerprint})
+        for w in writes + writes:
+            store.write(w)
+        store.record_intake("duplicate", alert(fingerprint=fingerprint), "already handled", run_id=f"run-{i:02d}")
+        return store.handled_by(alert(fingerprint=fingerprint).dedup_key)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         handled = list(pool.map(work, range(16)))
     assert handled == [f"run-{i:02d}" for i in range(16)]
     conn = raw(store)
-    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 16 * 8
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 16 * 12
     assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 16
     assert conn.execute("SELECT count(*) FROM intake").fetchone()[0] == 16
 
@@ -472,12 +396,13 @@ def test_concurrent_writers_and_readers_share_one_store(store):
 def test_get_run_by_prefix_and_errors(store):
     full_run(store, "7f3a9c1e-0001")
     full_run(store, "7f3a9c1e-0002", started=T0 + timedelta(hours=1))
-    full_run(
-        store, "b0b0b0b0-0001", started=T0 + timedelta(hours=2), target="deployment/prod/other"
-    )
+    full_run(store, "b0b0b0b0-0001", started=T0 + timedelta(hours=2), relabel={"prod/checkout": "prod/other"})
     assert store.get_run("7f3a9c1e-0002").run_id == "7f3a9c1e-0002"
     assert store.get_run("b0b").run_id == "b0b0b0b0-0001"
-    assert store.get_run("remediation/deployment/prod/checkout").run_id == "7f3a9c1e-0002"
+    # by workflow ID: its latest run (the recorded runs' IDs carry a suffix, see record.py)
+    workflow_id = store.get_run("7f3a9c1e-0002").workflow_id
+    assert workflow_id.startswith("remediation/deployment/prod/checkout-")
+    assert store.get_run(workflow_id).run_id == "7f3a9c1e-0002"
     with pytest.raises(
         LookupError,
         match="run ID prefix '7f3a' is ambiguous: it matches 7f3a9c1e-0001, 7f3a9c1e-0002; "
@@ -494,57 +419,17 @@ def test_get_run_by_prefix_and_errors(store):
 
 
 def test_list_runs_filters_newest_first(store):
-    full_run(store, "r1", started=T0)
-    full_run(
-        store,
-        "r2",
-        started=T0 + timedelta(hours=1),
-        target="deployment/prod/other",
-        outcome="failed",
-    )
-    full_run(
-        store,
-        "r3",
-        started=T0 + timedelta(hours=2),
-        playbook="scale-up",
-        alertname="HighLatency",
-        alert=alert_ref("cccc", "HighLatency"),
-    )
-    # r1 got a second alert with another name attached later
-    store.write(
-        AuditWriteInput(
-            run_id="r1",
-            events=[
-                AuditEvent(
-                    key="alert/dddd",
-                    at=T0 + timedelta(seconds=30),
-                    kind="alert",
-                    message="alert attached",
-                    data={
-                        "dedup_key": "dddd@x",
-                        "status": "firing",
-                        "disposition": "attached",
-                        "alert": alert_ref("dddd", "HighErrorRate").model_dump(mode="json"),
-                    },
-                )
-            ],
-        )
-    )
-    # r2 got one recorded with a flat AlertRef dump
-    store.write(
-        AuditWriteInput(
-            run_id="r2",
-            events=[
-                AuditEvent(
-                    key="alert/eeee",
-                    at=T0 + timedelta(hours=1, seconds=30),
-                    kind="alert",
-                    message="alert attached",
-                    data={"dedup_key": "eeee@x", "labels": {"alertname": "FlatAlert"}},
-                )
-            ],
-        )
-    )
+    full_run(store, "r1", HEALED, started=T0)
+    full_run(store, "r2", REJECTED, started=T0 + timedelta(hours=1))
+    full_run(store, "r3", NOT_HEALED, started=T0 + timedelta(hours=2),
+             relabel={"KubePodCrashLooping": "HighLatency", "prod/checkout": "prod/cart"})
+    # r1 gets a second firing with another name attached while it runs, as the storm run did
+    attached = recorded_event(STORM, "00003-alert")
+    assert attached.data["disposition"] == "attached"
+    relabelled = json.loads(attached.model_dump_json().replace("KubePodCrashLooping", "HighErrorRate"))
+    store.write(AuditWriteInput(run_id="r1", events=[
+        AuditEvent.model_validate({**relabelled, "key": "00013-alert", "at": T0 + timedelta(seconds=30)})
+    ]))
 
     def ids(**kw):
         return [r.run_id for r in store.list_runs(**kw)]
@@ -554,19 +439,19 @@ def test_list_runs_filters_newest_first(store):
     assert ids(alertname="KubePodCrashLooping") == ["r2", "r1"]
     assert ids(alertname="HighErrorRate") == ["r1"]
     assert ids(alertname="HighLatency") == ["r3"]
-    assert ids(alertname="FlatAlert") == ["r2"]
     assert ids(alertname="NoSuchAlert") == []
-    assert ids(target="deployment/prod/other") == ["r2"]
-    assert ids(playbook="scale-up") == ["r3"]
-    assert ids(outcome="failed") == ["r2"]
-    assert ids(outcome="healed") == ["r3", "r1"]
+    assert ids(target="deployment/prod/cart") == ["r3"]
+    assert ids(playbook="reject") == ["r2"]
+    assert ids(outcome="needs_human") == ["r2"]
+    assert ids(outcome="healed") == ["r1"]
+    assert ids(outcome="not_healed") == ["r3"]
     assert ids(since=T0 + timedelta(hours=1)) == ["r3", "r2"]
     assert ids(until=T0 + timedelta(hours=1)) == ["r1"]
     assert ids(since=T0 + timedelta(minutes=30), until=T0 + timedelta(minutes=90)) == ["r2"]
     # a since given in another timezone means the same instant
     cet = datetime(2026, 11, 21, 7, 37, 15, 250000).astimezone().tzinfo
     assert ids(since=(T0 + timedelta(hours=2)).astimezone(cet)) == ["r3"]
-    assert ids(namespace="prod", outcome="failed") == ["r2"]
+    assert ids(namespace="prod", outcome="needs_human") == ["r2"]
 
 
 def test_time_bounds():
@@ -595,8 +480,41 @@ def render(renderable) -> str:
     return text
 
 
+TIMELINE = [  # as `remediator audit show` prints the recorded run
+    '+0.0s  run_started  remediation of deployment/prod/checkout with playbook restart-healed',
+    '                    steps: restart',
+    '+0.0s  alert        alert KubePodCrashLooping c0ffee firing since 2026-11-21T05:00:00+00:00',
+    '                    alertname="KubePodCrashLooping",namespace="prod",pod="checkout-abc-xyz"',
+    '+0.1s  decision     target deployment/prod/checkout: deployment prod/checkout: 3/3 ready, revision',
+    '                    2, rolled out 2026-12-01T05:30:48Z',
+    '+0.1s  step_intent  step 1 (restart): rollout_restart deployment/prod/checkout, then check',
+    '                    rollout_status',
+    '                    rollout_restart',
+    '+0.1s  plan         restart every pod of deployment/prod/checkout:',
+    '                    kubectl.kubernetes.io/restartedAt=2026-12-01T05:30:50Z on its pod template',
+    '                    (kubectl rollout restart)',
+    '                    precondition {"restartedAt":null}',
+    '                    will send PATCH /apis/apps/v1/namespaces/prod/deployments/checkout',
+    '                    {"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restarte',
+    '                    dAt":"2026-12-01T05:30:50Z"}}}}}',
+    '+0.1s  mutation     deployment.apps/checkout restarted',
+    '                    PATCH /apis/apps/v1/namespaces/prod/deployments/checkout',
+    '                    Content-Type: application/strategic-merge-patch+json',
+    '                    {"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restarte',
+    '                    dAt":"2026-12-01T05:30:50Z"}}}}}',
+    '                    resourceVersion 80 -> 119',
+    '+1.2s  health       PASS rollout_status: deployment "checkout" successfully rolled out',
+    '+1.2s  decision     steps done; verifying for up to 2s that the alert resolves',
+    '+1.3s  alert        alert KubePodCrashLooping c0ffee resolved',
+    '+1.3s  decision     run ends healed: every step succeeded and the alert resolved',
+    '+1.3s  outcome      healed: every step succeeded and the alert resolved',
+    '+1.3s  notice       Slack notice (healed) posted: deployment/prod/checkout healed by playbook',
+    '                    restart-healed',
+]
+
+
 def test_render_run_timeline(store):
-    full_run(store, "7f3a9c1e-5b6d-4e2f-9a1b-0c2d3e4f5a6b")
+    writes = full_run(store, "7f3a9c1e-5b6d-4e2f-9a1b-0c2d3e4f5a6b")
     out = render(render_run(store, "7f3a"))
     assert "SIMULATED" not in out
     lines = out.splitlines()
@@ -606,140 +524,75 @@ def test_render_run_timeline(store):
 
     assert "7f3a9c1e-5b6d-4e2f-9a1b-0c2d3e4f5a6b" in line_with("Run ")
     assert "deployment/prod/checkout" in line_with("Target")
-    assert line_with("Playbook").split()[1:5] == [
-        "Playbook",
-        "restart-crashlooping",
-        "playbooks/restart-crashlooping.yaml",
-        "sha256:1a2b3c4d5e6f",
-    ]
-    assert (
-        "KubePodCrashLooping firing  32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00"
-        in line_with("Alerts")
-    )
+    assert line_with("Playbook").split()[1:5] == ["Playbook", "restart-healed", "restart-healed.yaml", "sha256:abababababab"]
+    assert f"KubePodCrashLooping firing  {FIRST}" in line_with("Alerts")
     assert "2026-11-21 05:37:15Z" in line_with("Started")
-    assert "2026-11-21 05:40:25Z  (took 3m10s)" in line_with("Ended")
+    assert "2026-11-21 05:37:16Z  (took 1s)" in line_with("Ended")
     assert "healed  every step succeeded and the alert resolved" in line_with("Outcome")
     timeline = [line.rstrip() for line in lines[lines.index(line_with("TIME  KIND")) + 2 :]]
-    assert timeline == [
-        "   +0.0s  run_started  remediation of deployment/prod/checkout with playbook restart-crashlooping",
-        "                       steps: restart, scale-up",
-        "   +0.0s  alert        alert KubePodCrashLooping firing",
-        '                       alertname="KubePodCrashLooping",deployment="checkout",namespace="prod"',
-        "   +0.3s  decision     remediate: last rollout 3h ago",
-        "                       because: no rollout in the last 30m, not paused",
-        "   +0.4s  step_intent  step 1 restart: rollout restart deployment/prod/checkout",
-        "                       rollout_restart",
-        "   +1.2s  mutation     restarted deployment/prod/checkout",
-        "                       PATCH /apis/apps/v1/namespaces/prod/deployments/checkout",
-        "                       Content-Type: application/strategic-merge-patch+json",
-        '                       {"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/resta',
-        '                       rtedAt":"2026-11-21T05:37:16Z"}}}}}',
-        "                       resourceVersion 1234 -> 1240",
-        "   +9.8s  health       FAIL rollout_status: failed: 1 of 3 updated replicas are available",
-        '+1m15.5s  health       PASS rollout_status: passed: deployment "checkout" successfully rolled out',
-        "+3m10.0s  outcome      healed: every step succeeded and the alert resolved",
-    ]
+    assert timeline == TIMELINE
     # the body, unfolded, is exactly the JSON sent
-    body = json.dumps(RESTART_BODY, separators=(",", ":"))
-    assert "".join(line.strip() for line in timeline[11:13]) == body
+    [mutation] = [e for w in writes for e in w.events if e.kind == "mutation"]
+    body = json.dumps(mutation.data["requests"][0]["body"], separators=(",", ":"))
+    start = timeline.index(next(line for line in timeline if "Content-Type: application/strategic" in line)) + 1
+    assert "".join(line.strip() for line in timeline[start : start + 2]) == body
 
 
 def test_render_run_simulated_and_markup_is_literal(store):
-    store.write(
-        AuditWriteInput(
-            run_id="sim-1",
-            run=run_info("sim-1", simulate=True),
-            events=[
-                AuditEvent(
-                    key="d",
-                    at=T0 + timedelta(seconds=2),
-                    kind="decision",
-                    message="skip [bold]step[/bold] 2",
-                    data={"reason": "[red]not[/red] needed"},
-                ),
-                AuditEvent(
-                    key="m",
-                    at=T0 + timedelta(seconds=3),
-                    kind="mutation",
-                    message="scale: already 3 replicas",
-                    data={"changed": False, "requests": [], "resource_version_before": "1240"},
-                ),
-            ],
-        )
-    )
+    """A simulated run, with text from outside (an API server's answer) that looks like console
+    markup, and a change planned as already in place (nothing sent)."""
+    writes = recorded(run_id="sim-1", simulate=True)
+    first = writes[0]
+    describe = next(e for e in first.events if e.key == "00003-decision")
+    marked = describe.model_copy(update={"message": "target deployment/prod/checkout: [bold]paused[/bold] by [red]someone[/red]"})
+    store.write(first.model_copy(update={"events": [e if e.key != "00003-decision" else marked for e in first.events]}))
+    mutation = next(e for e in writes[1].events if e.kind == "mutation")
+    unchanged = mutation.model_copy(update={
+        "message": "deployment/prod/checkout already at 3 replicas",
+        "data": {**mutation.data, "changed": False, "requests": [], "resource_version_after": ""},
+    })
+    store.write(writes[1].model_copy(update={"events": [unchanged]}))
     out = render(render_run(store, "sim-1"))
     assert "SIMULATED CLUSTER: this run acted on a simulated cluster, not a real one" in out
-    assert "skip [bold]step[/bold] 2" in out
-    assert "because: [red]not[/red] needed" in out
-    assert next(line for line in out.splitlines() if "Ended" in line).split()[1:] == [
-        "Ended",
-        "-",
-        "│",
-    ]
+    assert "[bold]paused[/bold] by [red]someone[/red]" in out
+    assert next(line for line in out.splitlines() if "Ended" in line).split()[1:] == ["Ended", "-", "│"]
     lines = out.splitlines()
-    i = lines.index(next(line for line in lines if "+3.0s" in line))
+    i = lines.index(next(line for line in lines if " mutation " in line))
     assert [line.strip() for line in lines[i : i + 3]] == [
-        "+3.0s  mutation  scale: already 3 replicas",
+        "+0.1s  mutation     deployment/prod/checkout already at 3 replicas",
         "no change sent (already in the desired state)",
-        "resourceVersion 1240",
+        f"resourceVersion {mutation.data['resource_version_before']}",
     ]
+
+
+RUNS_TABLE = [
+    ['RUN', 'STARTED', '(UTC)', 'TOOK', 'OUTCOME', 'ALERTNAME', '/', 'PLAYBOOK', 'TARGET'],
+    ['<rule>'],
+    ['b0b0b0b0', '2026-11-21', '06:37:15', '-', 'running', 'KubePodCrashLooping', 'deployment/prod/checkout'],
+    ['simulated', 'restart-healed'],
+    ['7f3a9c1e', '2026-11-21', '05:37:15', '1s', 'healed', 'KubePodCrashLooping', 'deployment/prod/checkout'],
+    ['restart-healed'],
+]
 
 
 def test_render_runs_and_intake_tables(store):
     full_run(store, "7f3a9c1e-0001")
-    store.write(
-        AuditWriteInput(
-            run_id="b0b0b0b0-0002",
-            run=run_info("b0b0b0b0-0002", started=T0 + timedelta(hours=1), simulate=True),
-        )
-    )
+    store.write(recorded(run_id="b0b0b0b0-0002", started=T0 + timedelta(hours=1), simulate=True)[0])
     out = render(render_runs(store.list_runs()))
     lines = out.splitlines()
-    assert [line.split() for line in lines[0:7]] == [
-        ["RUN", "STARTED", "(UTC)", "TOOK", "OUTCOME", "ALERTNAME", "/", "PLAYBOOK", "TARGET"],
-        [lines[1].strip()],
-        [
-            "b0b0b0b0",
-            "2026-11-21",
-            "06:37:15",
-            "-",
-            "running",
-            "KubePodCrashLooping",
-            "deployment/prod/checkout",
-        ],
-        ["simulated", "restart-crashlooping"],
-        [
-            "7f3a9c1e",
-            "2026-11-21",
-            "05:37:15",
-            "3m10s",
-            "healed",
-            "KubePodCrashLooping",
-            "deployment/prod/checkout",
-        ],
-        ["restart-crashlooping"],
-    ]
+    assert [["<rule>"] if i == 1 else line.split() for i, line in enumerate(lines[0:6])] == RUNS_TABLE
     assert set(lines[1].strip()) == {"─"}
     store.record_intake(
         "duplicate",
-        alert_ref(),
+        alert(),
         "already handled",
-        playbook="restart",
+        playbook="restart-healed",
         run_id="7f3a9c1e-0001",
         at=T0,
     )
     out = render(render_intake(store.intake_records()))
     assert [line.split() for line in out.splitlines()[2:4]] == [
-        [
-            "2026-11-21",
-            "05:37:15",
-            "duplicate",
-            "KubePodCrashLooping",
-            "32c16fb6eca3387b",
-            "restart",
-            "already",
-            "handled",
-        ],
+        ["2026-11-21", "05:37:15", "duplicate", "KubePodCrashLooping", "c0ffee", "restart-healed", "already", "handled"],
         ["(run", "7f3a9c1e)"],
     ]
 
@@ -755,16 +608,10 @@ def test_run_as_dict(store):
     assert d["run"]["outcome"] == "healed"
     assert d["run"]["started_at"] == "2026-11-21T05:37:15.250000Z"
     assert [e["kind"] for e in d["events"]] == [
-        "run_started",
-        "alert",
-        "decision",
-        "step_intent",
-        "mutation",
-        "health",
-        "health",
-        "outcome",
+        "run_started", "alert", "decision", "step_intent", "plan", "mutation", "health",
+        "decision", "alert", "decision", "outcome", "notice",
     ]
-    assert d["events"][4]["data"]["requests"][0]["method"] == "PATCH"
+    assert d["events"][5]["data"]["requests"][0]["method"] == "PATCH"
 
 
 # --------------------------------------------------------------------------- through Temporal
@@ -789,13 +636,8 @@ async def test_audit_write_through_temporal_worker(temporal_env, store):
     client = temporal_env.client
     queue = f"audit-{uuid.uuid4()}"
     run_id = str(uuid.uuid4())
-    inp = AuditWriteInput(
-        run_id=run_id, run=run_info(run_id), events=start_events(alert_ref()) + step_events()
-    )
-    other = AuditWriteInput(
-        run_id=run_id,
-        events=[AuditEvent(key="run_started", at=T0, kind="run_started", message="changed")],
-    )
+    first = recorded(run_id=run_id)[0]
+    other = AuditWriteInput(run_id=run_id, events=[first.events[0].model_copy(update={"message": "changed"})])
     with ThreadPoolExecutor(max_workers=4) as pool:
         async with Worker(
             client,
@@ -805,18 +647,15 @@ async def test_audit_write_through_temporal_worker(temporal_env, store):
             activity_executor=pool,
         ):
             await client.execute_workflow(
-                AuditTwiceWorkflow.run, inp, id=f"audit-test-{uuid.uuid4()}", task_queue=queue
+                AuditTwiceWorkflow.run, first, id=f"audit-test-{uuid.uuid4()}", task_queue=queue
             )
             # A key written again with other content never fails the caller: the first stays.
             await client.execute_workflow(
                 AuditTwiceWorkflow.run, other, id=f"audit-test-{uuid.uuid4()}", task_queue=queue
             )
     events = store.events(run_id)
-    assert [e.key for e in events] == [e.key for e in inp.events]
-    assert events[0].message == inp.events[0].message
-    assert events[1].data["dedup_key"] == alert_ref().dedup_key
-    assert store.handled_by(alert_ref().dedup_key) == run_id
-    assert (
-        raw(store).execute("SELECT count(*) FROM events WHERE run_id = ?", (run_id,)).fetchone()[0]
-        == 8
-    )
+    assert [e.key for e in events] == [e.key for e in first.events] == keys()[:5]
+    assert events[0].message == first.events[0].message
+    assert events[1].data["dedup_key"] == FIRST
+    assert store.handled_by(FIRST) == run_id
+    assert raw(store).execute("SELECT count(*) FROM events WHERE run_id = ?", (run_id,)).fetchone()[0] == 5

@@ -1,5 +1,5 @@
 """The Kubernetes API emulator, over real HTTP: the official client (typed, strict models),
-kubectl 1.32 against a written kubeconfig, the controllers, faults, evictions and /metrics.
+the pinned kubectl (tests.support.KUBECTL) against a written kubeconfig, the controllers, faults, evictions and /metrics.
 
 Every test gets a fresh emulator seeded with the demo cluster (prod/checkout and friends);
 waits go through ``Emulator.wait_until`` (bounded polling), never through sleeps.
@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -23,9 +24,8 @@ from remediator.sim.kube import Emulator
 from remediator.sim.kube.patch import strategic_merge
 from remediator.sim.kube.selectors import parse_label_selector
 from remediator.sim.kube.server import Handler
+from tests.support import KUBECTL
 
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
 
 @pytest.fixture
@@ -129,7 +129,10 @@ def test_typed_client_reads_every_kind(emu, api):
     assert len(apps.list_replica_set_for_all_namespaces().items) == 2
     assert apps.read_namespaced_stateful_set("orders-db", "prod").status.ready_replicas == 2
     assert apps.read_namespaced_daemon_set("node-exporter", "kube-system").status.number_ready == 3
-    assert apps.list_controller_revision_for_all_namespaces().items == []
+    # StatefulSets and DaemonSets keep their template history in ControllerRevisions.
+    revisions = apps.list_controller_revision_for_all_namespaces().items
+    assert sorted((r.metadata.owner_references[0].kind, r.metadata.owner_references[0].name, r.revision)
+                  for r in revisions) == [("DaemonSet", "node-exporter", 1), ("StatefulSet", "orders-db", 1)]
     pdb = policy.read_namespaced_pod_disruption_budget("checkout", "prod")
     assert pdb.status.disruptions_allowed == 1 and pdb.status.conditions[0].type == "DisruptionAllowed"
     assert len(policy.list_pod_disruption_budget_for_all_namespaces().items) == 1
@@ -312,8 +315,10 @@ def test_delete_propagation_and_preconditions(emu, api):
     status = apps.delete_namespaced_stateful_set("orders-db", "prod",
                                                  body=client.V1DeleteOptions(propagation_policy="Background"))
     assert status["status"] == "Success" and status["details"]["kind"] == "statefulsets"
-    assert [p["metadata"]["name"] for p in emu.list("pods", "prod") if p["metadata"]["name"].startswith("orders")] \
-        == []
+    # The garbage collector deletes them as any client would: gracefully.
+    orders = [p for p in emu.list("pods", "prod") if p["metadata"]["name"].startswith("orders")]
+    assert len(orders) == 2 and all(p["metadata"]["deletionTimestamp"] for p in orders)
+    emu.wait_until(lambda e: not [p for p in e.list("pods", "prod") if p["metadata"]["name"].startswith("orders")])
     delete = emu.requests("DELETE", "/statefulsets/orders-db")[0]
     assert delete.body["propagationPolicy"] == "Background"
 
@@ -335,7 +340,6 @@ def test_watch_streams_changes(emu, api):
 # --------------------------------------------------------------------------- kubectl
 
 
-@needs_kubectl
 def test_kubectl_get_scale_and_rollout_status(emu, kubectl):
     out = json.loads(kubectl("get", "deploy,rs,pods", "-n", "prod", "-o", "json").stdout)
     kinds = sorted({item["kind"] for item in out["items"]})
@@ -352,7 +356,6 @@ def test_kubectl_get_scale_and_rollout_status(emu, kubectl):
     assert status.stdout.strip() == 'deployment "checkout" successfully rolled out'
 
 
-@needs_kubectl
 def test_kubectl_rollout_restart_and_undo_reuse_the_old_replicaset(emu, kubectl):
     original = {rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]: rs["metadata"]["name"]
                 for rs in emu.list("rs", "prod")}
@@ -383,7 +386,6 @@ def test_kubectl_rollout_restart_and_undo_reuse_the_old_replicaset(emu, kubectl)
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4"
 
 
-@needs_kubectl
 def test_kubectl_cordon_uncordon(emu, kubectl):
     emu.clear_requests()
     assert kubectl("cordon", "worker-1").stdout.strip() == "node/worker-1 cordoned"
@@ -403,7 +405,6 @@ def _node_with_one_checkout_pod(emu: Emulator) -> str:
     return next(node for node, n in sorted(counts.items()) if n == 1)
 
 
-@needs_kubectl
 def test_kubectl_drain_evicts_through_the_pdb(emu, kubectl):
     node = _node_with_one_checkout_pod(emu)
     on_node = {p["metadata"]["name"] for p in emu.list("pods", "prod") if p["spec"]["nodeName"] == node}
@@ -414,11 +415,17 @@ def test_kubectl_drain_evicts_through_the_pdb(emu, kubectl):
     assert {r.path.split("/")[-2] for r in evictions} == on_node
     assert all(r.status == 201 and r.body["kind"] == "Eviction" for r in evictions)
     assert emu.get("node", node)["spec"]["unschedulable"] is True
+    # kubectl waited for each evicted pod to terminate (drain.go waitForDelete): it found it
+    # still there, terminating, before it found it gone (a StatefulSet pod comes back under
+    # its name, so only the ReplicaSet's are checked).
+    for name in (n for n in on_node if n.startswith("checkout-")):
+        after = [r.status for r in emu.requests("GET", f"/namespaces/prod/pods/{name}")
+                 if r.at >= next(e.at for e in evictions if f"/pods/{name}/" in e.path)]
+        assert 200 in after and after[-1] == 404, (name, after)
     emu.wait_until(checkout_ready)
     assert all(p["spec"]["nodeName"] != node for p in emu.list("pods", "prod"))
 
 
-@needs_kubectl
 def test_kubectl_drain_fails_on_a_blocking_pdb(emu, kubectl):
     client.PolicyV1Api(emu.api_client()).patch_namespaced_pod_disruption_budget(
         "checkout", "prod", {"spec": {"maxUnavailable": 0}})
@@ -440,7 +447,7 @@ def test_eviction_with_pdb(emu, api):
     pods = [p.metadata.name for p in core.list_namespaced_pod("prod", label_selector="app=checkout").items]
     eviction = lambda name: client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace="prod"))  # noqa: E731
     core.create_namespaced_pod_eviction(pods[0], "prod", eviction(pods[0]))
-    assert emu.get("pod", pods[0], "prod") is None
+    assert emu.get("pod", pods[0], "prod")["metadata"]["deletionTimestamp"]  # terminating, gone shortly
     with pytest.raises(ApiException) as exc:
         core.create_namespaced_pod_eviction(pods[1], "prod", eviction(pods[1]))
     assert exc.value.status == 429
@@ -498,8 +505,8 @@ def test_crashloop_pods_fault_is_healed_by_a_restart(emu, api):
     assert (available["status"], available["reason"]) == ("False", "MinimumReplicasUnavailable")
     client.AppsV1Api(api).patch_namespaced_deployment("checkout", "prod", {"spec": {"template": {"metadata": {
         "annotations": {"kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z"}}}}})
-    emu.wait_until(checkout_ready)
-    assert waiting_reasons(emu) == [""] * 3
+    # The crash-looping pods terminate (gracefully) while their replacements come up.
+    emu.wait_until(lambda e: checkout_ready(e) and waiting_reasons(e) == [""] * 3)
 
 
 def test_crashloop_image_fault_and_clear(emu):
@@ -630,7 +637,6 @@ def test_keepalive_without_nagle(emu):
                for r in responses)
 
 
-@needs_kubectl
 def test_kubectl_get_prints_server_side_tables_and_logs(emu, kubectl):
     emu.fault_crashloop_pods("prod", "app=orders-db")
     emu.wait_until(lambda e: all(
@@ -645,3 +651,375 @@ def test_kubectl_get_prints_server_side_tables_and_logs(emu, kubectl):
     assert [line.split()[:2] for line in nodes[1:]] == [["worker-1", "Ready"], ["worker-2", "Ready"],
                                                         ["worker-3", "Ready"]]
     assert "emulated crash" in kubectl("logs", "-n", "prod", "orders-db-0").stdout
+
+
+# --------------------------------------------------------------------------- disruption budgets (fidelity)
+
+
+def evict(core: client.CoreV1Api, name: str, namespace: str = "prod", **delete_options):
+    """POST pods/{name}/eviction with a policy/v1 Eviction, as kubectl drain sends it."""
+    body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+                             delete_options=client.V1DeleteOptions(**delete_options) if delete_options else None)
+    return core.create_namespaced_pod_eviction(name, namespace, body)
+
+
+def create_pdb(api, name: str, selector: dict, namespace: str = "prod", **spec):
+    return client.PolicyV1Api(api).create_namespaced_pod_disruption_budget(namespace, {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": selector}, **spec}})
+
+
+def pdb_numbers(emu: Emulator, name: str, namespace: str = "prod") -> dict:
+    st = emu.get("pdb", name, namespace).get("status") or {}
+    return {k: st.get(k) for k in ("currentHealthy", "desiredHealthy", "expectedPods", "disruptionsAllowed")}
+
+
+def pdb_observed(emu: Emulator, name: str, namespace: str = "prod") -> bool:
+    pdb = emu.get("pdb", name, namespace)
+    return (pdb.get("status") or {}).get("observedGeneration") == pdb["metadata"]["generation"]
+
+
+def disruption_allowed(emu: Emulator, name: str, namespace: str = "prod") -> dict:
+    cond = next(c for c in emu.get("pdb", name, namespace)["status"]["conditions"] if c["type"] == "DisruptionAllowed")
+    return {k: v for k, v in cond.items() if k != "lastTransitionTime"}
+
+
+def budget_refusal(exc: ApiException) -> tuple[int, str, list]:
+    body = error_body(exc)
+    return exc.status, body["message"], body["details"]["causes"]
+
+
+def is_ready(pod: dict) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def bare_pod(name: str, labels: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}
+
+
+def test_pdb_with_neither_min_available_nor_max_unavailable_allows_no_disruption(emu, api):
+    """policy/v1 has no default for either field: getExpectedPodCount leaves expectedCount
+    and desiredHealthy at 0, and updatePdbStatus allows no disruption when expectedCount <= 0."""
+    core = client.CoreV1Api(api)
+    create_pdb(api, "orders-db", {"app": "orders-db"})
+    emu.wait_until(lambda e: pdb_observed(e, "orders-db"))
+    assert pdb_numbers(emu, "orders-db") == {
+        "currentHealthy": 2, "desiredHealthy": 0, "expectedPods": 0, "disruptionsAllowed": 0}
+    assert disruption_allowed(emu, "orders-db") == {
+        "type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods", "message": "",
+        "observedGeneration": 1}
+    with pytest.raises(ApiException) as exc:
+        evict(core, "orders-db-1")
+    assert budget_refusal(exc.value) == (
+        429, "Cannot evict pod as it would violate the pod's disruption budget.",
+        [{"reason": "DisruptionBudget",
+          "message": "The disruption budget orders-db needs 0 healthy pods and has 2 currently"}])
+    assert "deletionTimestamp" not in emu.get("pod", "orders-db-1", "prod")["metadata"]
+
+
+def test_pdb_over_pods_without_a_scalable_controller_allows_no_disruption(emu, api):
+    """getExpectedScale: unmanaged pods count for nothing (expectedCount 0, so no disruption and
+    an UnmanagedPods warning); a controller without a scale subresource (a DaemonSet) is a sync
+    error, and failSafe sets disruptionsAllowed to 0 without observing the generation, so the
+    eviction answers that the budget is still being processed."""
+    core = client.CoreV1Api(api)
+    for name in ("bare-1", "bare-2"):
+        core.create_namespaced_pod("prod", bare_pod(name, {"app": "bare"}))
+    emu.wait_until(lambda e: all(is_ready(e.get("pod", n, "prod")) for n in ("bare-1", "bare-2")))
+    create_pdb(api, "bare", {"app": "bare"}, maxUnavailable=1)
+    create_pdb(api, "node-exporter", {"app.kubernetes.io/name": "node-exporter"}, "kube-system", maxUnavailable=1)
+    emu.wait_until(lambda e: pdb_observed(e, "bare"))
+    assert pdb_numbers(emu, "bare") == {"currentHealthy": 2, "desiredHealthy": 0, "expectedPods": 0,
+                                        "disruptionsAllowed": 0}
+    warnings = [e for e in emu.list("events", "prod") if e["reason"] == "UnmanagedPods"]
+    assert warnings and warnings[0]["type"] == "Warning" and warnings[0]["involvedObject"]["name"] == "bare"
+    assert "were found to be unmanaged" in warnings[0]["message"]
+    with pytest.raises(ApiException) as exc:
+        evict(core, "bare-1")
+    assert budget_refusal(exc.value)[0] == 429
+    assert budget_refusal(exc.value)[2][0]["message"] == \
+        "The disruption budget bare needs 0 healthy pods and has 2 currently"
+
+    exporter = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget("node-exporter", "kube-system")
+    assert exporter.status.disruptions_allowed == 0 and not exporter.status.observed_generation
+    assert disruption_allowed(emu, "node-exporter", "kube-system") == {
+        "type": "DisruptionAllowed", "status": "False", "reason": "SyncFailed",
+        "message": "daemonsets.apps does not implement the scale subresource", "observedGeneration": 0}
+    failed = [e for e in emu.list("events", "kube-system") if e["reason"] == "CalculateExpectedPodCountFailed"]
+    assert failed and failed[0]["message"] == ("Failed to calculate the number of expected pods: "
+                                               "daemonsets.apps does not implement the scale subresource")
+    pod = emu.list("pods", "kube-system")[0]["metadata"]["name"]
+    with pytest.raises(ApiException) as exc:
+        evict(core, pod, "kube-system")
+    assert exc.value.status == 429 and error_body(exc.value)["details"] == {
+        "retryAfterSeconds": 10, "causes": [{
+            "reason": "DisruptionBudget",
+            "message": "The disruption budget node-exporter is still being processed by the server."}]}
+
+    # An integer minAvailable counts the selected pods themselves, as the warning advises.
+    client.PolicyV1Api(api).patch_namespaced_pod_disruption_budget(
+        "bare", "prod", {"spec": {"maxUnavailable": None, "minAvailable": 1}})
+    emu.wait_until(lambda e: pdb_observed(e, "bare"))
+    assert pdb_numbers(emu, "bare") == {"currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2,
+                                        "disruptionsAllowed": 1}
+    evict(core, "bare-1")
+
+
+def test_unhealthy_pod_eviction_policy(emu, api):
+    """eviction.go: an unready pod may be evicted outside the budget when the budget is met
+    (IfHealthyBudget, the default), or always (AlwaysAllow); a Ready pod is always guarded."""
+    core, policy = client.CoreV1Api(api), client.PolicyV1Api(api)
+    create_pdb(api, "orders-db", {"app": "orders-db"}, minAvailable=2)
+    emu.fault_crashloop_pods("prod", "app=orders-db")
+    emu.wait_until(lambda e: pdb_observed(e, "orders-db") and pdb_numbers(e, "orders-db")["currentHealthy"] == 0)
+    with pytest.raises(ApiException) as exc:
+        evict(core, "orders-db-1")
+    assert budget_refusal(exc.value)[2][0]["message"] == \
+        "The disruption budget orders-db needs 2 healthy pods and has 0 currently"
+    policy.patch_namespaced_pod_disruption_budget("orders-db", "prod",
+                                                  {"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}})
+    emu.wait_until(lambda e: pdb_observed(e, "orders-db"))
+    evict(core, "orders-db-1")
+    evicted = emu.get("pod", "orders-db-1", "prod")
+    assert evicted["metadata"]["deletionTimestamp"]
+    assert "disruptedPods" not in emu.get("pdb", "orders-db", "prod")["status"]  # the budget was not spent
+    # Once healthy, the pods are guarded by the budget again.
+    emu.clear_faults()
+    emu.wait_until(lambda e: pdb_numbers(e, "orders-db")["currentHealthy"] == 2)
+    with pytest.raises(ApiException) as exc:
+        evict(core, "orders-db-0")
+    assert budget_refusal(exc.value)[2][0]["message"] == \
+        "The disruption budget orders-db needs 2 healthy pods and has 2 currently"
+
+
+def test_unhealthy_pod_eviction_policy_is_validated(emu, api):
+    with pytest.raises(ApiException) as exc:
+        create_pdb(api, "orders-db", {"app": "orders-db"}, minAvailable=1, unhealthyPodEvictionPolicy="Sometimes")
+    assert exc.value.status == 422 and error_body(exc.value)["message"] == (
+        'PodDisruptionBudget.policy "orders-db" is invalid: spec.unhealthyPodEvictionPolicy: Unsupported value: '
+        '"Sometimes": supported values: "AlwaysAllow", "IfHealthyBudget"')
+
+
+# --------------------------------------------------------------------------- graceful termination
+
+
+@pytest.fixture
+def slow_emu():
+    """An emulator whose containers take 3 s to exit on SIGTERM, to look at terminating pods."""
+    emulator = Emulator(pod_ready_seconds=0.1, tick_seconds=0.02, termination_seconds=3).start()
+    emulator.seed_demo()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def checkout_pods(emu: Emulator, terminating: bool | None = None) -> list[dict]:
+    return [p for p in emu.list("pods", "prod") if p["metadata"]["labels"].get("app") == "checkout"
+            and (terminating is None or bool(p["metadata"].get("deletionTimestamp")) == terminating)]
+
+
+def test_deleted_pod_terminates_gracefully(slow_emu):
+    """A DELETE sets deletionTimestamp and deletionGracePeriodSeconds (pod strategy
+    CheckGracefulDelete, rest.BeforeDelete); the ReplicaSet replaces the pod at once and no
+    controller counts it; the kubelet stops its containers, reports the terminal phase, then
+    the pod is removed. Grace period 0 removes it at once."""
+    emu = slow_emu
+    api = emu.api_client()
+    core = client.CoreV1Api(api)
+    first, second = (p["metadata"]["name"] for p in checkout_pods(emu)[:2])
+    rv = core.list_namespaced_pod("prod").metadata.resource_version
+    started = time.monotonic()
+    deleted = core.delete_namespaced_pod(first, "prod")
+    assert deleted.metadata.deletion_timestamp is not None and deleted.metadata.deletion_grace_period_seconds == 30
+    pod = core.read_namespaced_pod(first, "prod")
+    assert pod.metadata.deletion_timestamp == deleted.metadata.deletion_timestamp
+    left = pod.metadata.deletion_timestamp.timestamp() - time.time()
+    assert 28 <= left <= 31
+    # Until its containers stop, the kubelet reports it as it was (Running, Ready: the
+    # container has no readiness probe), while no controller counts it.
+    assert pod.status.phase == "Running" and pod.status.container_statuses[0].state.running is not None
+    with emu.store.lock:
+        assert len(checkout_pods(emu, terminating=False)) == 3 and len(checkout_pods(emu)) == 4
+        rs = next(r for r in emu.list("rs", "prod") if r["spec"]["replicas"] == 3)
+        live_ready = sum(1 for p in checkout_pods(emu, terminating=False) if is_ready(p))
+        assert rs["status"]["replicas"] == 3 and rs["status"].get("readyReplicas", 0) == live_ready
+        assert pdb_numbers(emu, "checkout")["currentHealthy"] == live_ready
+    killing = [e for e in emu.list("events", "prod")
+               if e["reason"] == "Killing" and e["involvedObject"]["name"] == first]
+    assert [(e["message"], e["source"]["component"]) for e in killing] == [("Stopping container checkout", "kubelet")]
+    # A second DELETE changes nothing; a shorter grace period would shorten it.
+    again = core.delete_namespaced_pod(first, "prod")
+    assert again.metadata.deletion_timestamp == deleted.metadata.deletion_timestamp
+    # Grace period 0: removed at once.
+    core.delete_namespaced_pod(second, "prod", grace_period_seconds=0)
+    with pytest.raises(ApiException) as exc:
+        core.read_namespaced_pod(second, "prod")
+    assert exc.value.status == 404
+    emu.wait_until(lambda e: e.get("pod", first, "prod") is None, timeout=10)
+    assert time.monotonic() - started >= 3  # the containers took termination_seconds to exit
+    # What a watch saw: the deletion, the kubelet's terminal status, the removal.
+    stream = watch.Watch()
+    seen = []
+    for event in stream.stream(core.list_namespaced_pod, "prod", field_selector=f"metadata.name={first}",
+                               resource_version=rv, timeout_seconds=5):
+        seen.append(event)
+        if event["type"] == "DELETED":
+            stream.stop()
+    assert [e["type"] for e in seen][-1] == "DELETED"
+    assert seen[0]["object"].metadata.deletion_timestamp is not None and seen[0]["object"].status.phase == "Running"
+    final = next(e["object"] for e in seen if e["object"].status.phase != "Running")
+    assert final.status.phase == "Succeeded"
+    term = final.status.container_statuses[0].state.terminated
+    assert (term.exit_code, term.reason, final.status.container_statuses[0].ready) == (0, "Completed", False)
+    conditions = {c.type: (c.status, c.reason) for c in final.status.conditions}
+    assert conditions["Ready"] == conditions["ContainersReady"] == ("False", "PodCompleted")
+    api.close()
+
+
+def test_grace_period_from_the_request_or_the_pod(slow_emu):
+    """deletionGracePeriodSeconds is the request's, else the pod's terminationGracePeriodSeconds;
+    containers that outlive a short grace period are stopped at its end."""
+    emu = slow_emu
+    api = emu.api_client()
+    core = client.CoreV1Api(api)
+    short = bare_pod("short", {"app": "short"})
+    short["spec"]["terminationGracePeriodSeconds"] = 1
+    core.create_namespaced_pod("prod", short)
+    emu.wait_until(lambda e: is_ready(e.get("pod", "short", "prod")))
+    started = time.monotonic()
+    assert core.delete_namespaced_pod("short", "prod").metadata.deletion_grace_period_seconds == 1
+    other = checkout_pods(emu)[0]["metadata"]["name"]
+    deleted = core.delete_namespaced_pod(other, "prod", body=client.V1DeleteOptions(grace_period_seconds=2))
+    assert deleted.metadata.deletion_grace_period_seconds == 2
+    emu.wait_until(lambda e: e.get("pod", "short", "prod") is None, timeout=10)
+    assert time.monotonic() - started < 2.5  # the end of its 1 s grace period, not the containers' 3 s
+    emu.wait_until(lambda e: e.get("pod", other, "prod") is None, timeout=10)
+    api.close()
+
+
+def test_eviction_marks_the_pod_and_a_terminating_pod_is_evicted_again(slow_emu):
+    """eviction.go addConditionAndDeletePod adds DisruptionTarget (EvictionByEvictionAPI); a pod
+    already being deleted skips the budget (canIgnorePDB) and its eviction only deletes again,
+    which may shorten the grace period."""
+    emu = slow_emu
+    api = emu.api_client()
+    core = client.CoreV1Api(api)
+    first, second = (p["metadata"]["name"] for p in checkout_pods(emu)[:2])
+    evict(core, first)
+    pod = emu.get("pod", first, "prod")
+    assert pod["metadata"]["deletionTimestamp"] and pod["metadata"]["deletionGracePeriodSeconds"] == 30
+    target = next(c for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget")
+    assert {k: target[k] for k in ("status", "reason", "message")} == {
+        "status": "True", "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"}
+    client.PolicyV1Api(api).patch_namespaced_pod_disruption_budget("checkout", "prod", {"spec": {"maxUnavailable": 0}})
+    emu.wait_until(lambda e: pdb_observed(e, "checkout"))
+    evict(core, first)  # already being deleted: no budget to consult
+    assert emu.get("pod", first, "prod")["metadata"]["deletionTimestamp"] == pod["metadata"]["deletionTimestamp"]
+    with pytest.raises(ApiException) as exc:
+        evict(core, second)
+    assert exc.value.status == 429
+    evict(core, first, grace_period_seconds=0)
+    assert emu.get("pod", first, "prod") is None
+    assert [r.status for r in emu.requests("POST", "/eviction")] == [201, 201, 429, 201]
+    api.close()
+
+
+def test_statefulset_waits_for_its_pod_to_terminate(emu, api):
+    """stateful_set_control.go: a terminating replica blocks an OrderedReady set; its successor,
+    under the same name, is created once it is gone."""
+    core = client.CoreV1Api(api)
+    uid = core.read_namespaced_pod("orders-db-1", "prod").metadata.uid
+    core.delete_namespaced_pod("orders-db-1", "prod")
+    pod = core.read_namespaced_pod("orders-db-1", "prod")
+    assert pod.metadata.uid == uid and pod.metadata.deletion_timestamp is not None
+    emu.wait_until(lambda e: (p := e.get("pod", "orders-db-1", "prod")) is not None
+                   and p["metadata"]["uid"] != uid and is_ready(p))
+    emu.wait_until(lambda e: e.get("sts", "orders-db", "prod")["status"].get("readyReplicas") == 2)
+
+
+def test_pods_on_a_node_whose_kubelet_is_gone_stay_terminating(emu, api):
+    """Only the kubelet ends a graceful termination: on a node that stopped posting status
+    (NodeStatusUnknown) the pod stays terminating until the node comes back."""
+    core = client.CoreV1Api(api)
+    on = {p["spec"]["nodeName"]: p["metadata"]["name"] for p in checkout_pods(emu)}
+    lost_node, lost = min(on.items())
+    fine = next(name for node, name in on.items() if node != lost_node)
+    emu.fault_node_not_ready(lost_node, reason="NodeStatusUnknown")
+    core.delete_namespaced_pod(lost, "prod")
+    core.delete_namespaced_pod(fine, "prod")
+    emu.wait_until(lambda e: e.get("pod", fine, "prod") is None)
+    assert emu.get("pod", lost, "prod")["metadata"]["deletionTimestamp"]
+    emu.clear_faults()
+    emu.wait_until(lambda e: e.get("pod", lost, "prod") is None)
+
+
+# --------------------------------------------------------------------------- workload controllers (fidelity)
+
+
+def test_paused_deployment_scales_but_does_not_roll_out(emu, api):
+    """deployment_controller.go syncDeployment: a paused Deployment goes through sync(), which
+    scales its ReplicaSets (sync.go scale) but creates no new one."""
+    apps = client.AppsV1Api(api)
+    apps.patch_namespaced_deployment("checkout", "prod", {"spec": {"paused": True}})
+    apps.patch_namespaced_deployment("checkout", "prod", {"spec": {"template": {"spec": {"containers": [
+        {"name": "checkout", "image": "registry.example/checkout:1.5.0"}]}}}})
+    apps.patch_namespaced_deployment_scale("checkout", "prod", {"spec": {"replicas": 5}})
+    emu.wait_until(lambda e: e.get("deploy", "checkout", "prod")["status"].get("availableReplicas") == 5)
+    rss = emu.list("rs", "prod")
+    assert len(rss) == 2
+    active = next(rs for rs in rss if rs["spec"]["replicas"])
+    assert active["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/checkout:1.4.2"
+    assert active["spec"]["replicas"] == 5
+    assert {k: active["metadata"]["annotations"][f"deployment.kubernetes.io/{k}"]
+            for k in ("desired-replicas", "max-replicas")} == {"desired-replicas": "5", "max-replicas": "7"}
+    scaled = f"Scaled up replica set {active['metadata']['name']} from 3 to 5"
+    assert any(e["reason"] == "ScalingReplicaSet" and e["message"] == scaled for e in emu.list("events", "prod"))
+    d = emu.get("deploy", "checkout", "prod")
+    progressing = next(c for c in d["status"]["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "DeploymentPaused" and d["status"].get("updatedReplicas", 0) == 0
+    apps.patch_namespaced_deployment("checkout", "prod", {"spec": {"paused": False}})
+    emu.wait_until(lambda e: checkout_ready(e, 5) and all(
+        p["spec"]["containers"][0]["image"] == "registry.example/checkout:1.5.0" for p in checkout_pods(e)))
+
+
+def test_statefulset_partition_keeps_lower_ordinals_on_the_old_revision(emu, api):
+    """stateful_set_control.go: a rolling update stops at spec.updateStrategy.rollingUpdate.partition;
+    a pod below it that is recreated comes back at the current revision (newVersionedStatefulSetPod)."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps.patch_namespaced_stateful_set_scale("orders-db", "prod", {"spec": {"replicas": 3}})
+    emu.wait_until(lambda e: e.get("sts", "orders-db", "prod")["status"].get("readyReplicas") == 3)
+    old = emu.get("sts", "orders-db", "prod")["status"]["currentRevision"]
+    apps.patch_namespaced_stateful_set("orders-db", "prod", {"spec": {
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
+        "template": {"spec": {"containers": [{"name": "postgres", "image": "docker.io/library/postgres:16.5"}]}}}})
+
+    def images(e: Emulator) -> list[tuple[str, str, str]]:
+        return [(p["metadata"]["name"], p["spec"]["containers"][0]["image"].rsplit(":", 1)[1],
+                 p["metadata"]["labels"]["controller-revision-hash"])
+                for p in e.list("pods", "prod") if p["metadata"]["name"].startswith("orders-db")]
+
+    def settled(e: Emulator, updated: int) -> bool:
+        st = e.get("sts", "orders-db", "prod")["status"]
+        return (st.get("updatedReplicas") == updated and st.get("readyReplicas") == 3 and st.get("replicas") == 3
+                and len(images(e)) == 3)
+
+    emu.wait_until(lambda e: settled(e, 2))
+    new = emu.get("sts", "orders-db", "prod")["status"]["updateRevision"]
+    assert new != old
+    assert images(emu) == [("orders-db-0", "16.4", old), ("orders-db-1", "16.5", new), ("orders-db-2", "16.5", new)]
+    st = emu.get("sts", "orders-db", "prod")["status"]
+    assert (st["currentRevision"], st["currentReplicas"], st["updatedReplicas"]) == (old, 1, 2)
+    # Recreated below the partition: the current revision again.
+    core.delete_namespaced_pod("orders-db-0", "prod", grace_period_seconds=0)
+    emu.wait_until(lambda e: settled(e, 2) and is_ready(e.get("pod", "orders-db-0", "prod")))
+    assert images(emu)[0] == ("orders-db-0", "16.4", old)
+    revisions = sorted((r["revision"], r["metadata"]["name"]) for r in emu.list("controllerrevisions", "prod"))
+    assert revisions == [(1, old), (2, new)]
+    # Partition 0 completes the rollout.
+    apps.patch_namespaced_stateful_set("orders-db", "prod", {"spec": {"updateStrategy": {
+        "type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}})
+    emu.wait_until(lambda e: settled(e, 3) and e.get("sts", "orders-db", "prod")["status"]["currentRevision"] == new)
+    assert [image for _, image, _ in images(emu)] == ["16.5"] * 3

@@ -16,15 +16,13 @@ import json
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import httpx
 import pytest
 
-from tests.support import serve
+from tests.support import alert, playbook, serve, start_run
 from slack_sdk import WebClient
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -35,31 +33,24 @@ from remediator.app.config import Settings
 from remediator.app.intake import create_app
 from remediator.playbook.loader import load_directory
 from remediator.domain.messages import (
-    AlertRef,
-    AlertSignal,
     ApprovalDecision,
     ApprovalRequest,
-    RemediationInput,
     RemediationStatus,
-    TargetRef,
 )
-from remediator.domain.playbook import Playbook, PlaybookRef
-from remediator.app.runtime import build_activities, new_worker
-from remediator.slack.threads import SlackThreads
+from remediator.domain.playbook import Playbook
 from remediator.slack.client import make_client
 from remediator.sim.slack import SlackEmulator, block_actions_payload, signed_interaction
 from remediator.app.slack_interactivity import INTERACTIVITY_PATH, MAX_BODY_BYTES, router
-from remediator.domain.runs import workflow_id_for
-from workflows.remediation import RemediationWorkflow
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test-token"
 ALICE = "U0ALICE01"
 MALLORY = "U0MALLORY1"
-CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 
 
 # --------------------------------------------------------------------------- fixtures
+# ``slack`` and ``slack_client`` replace tests/conftest.py's: a Slack app with a signing secret
+# and a channel by ID. The shared ``worker`` fixture runs the real workflow with them.
 
 
 @pytest.fixture
@@ -77,17 +68,6 @@ def slack():
 @pytest.fixture
 def slack_client(slack):
     return make_client(BOT_TOKEN, slack.url)
-
-
-@pytest.fixture
-async def worker(client, emulator, audit, slack_client, tmp_path):
-    """The real workflow with every real activity (Kubernetes, audit, Slack), as the worker runs it."""
-    queue = f"test-{uuid.uuid4()}"
-    with ThreadPoolExecutor(16) as pool:
-        async with new_worker(
-            client, queue, build_activities(emulator.api_client(), None, None, audit, slack_client, SlackThreads(tmp_path / "slack.db")), pool
-        ):
-            yield queue
 
 
 def settings(slack: SlackEmulator, **extra: Any) -> Settings:
@@ -135,17 +115,12 @@ async def intake(client, worker, slack, audit, slack_client, tmp_path) -> AsyncI
 
 
 def approval_playbook() -> Playbook:
-    return Playbook.model_validate(
-        {
-            "name": "restart-with-approval",
-            "match": ['alertname="KubePodCrashLooping"'],
-            "target": {"kind": "Deployment", "namespace": "prod", "name": "checkout"},
-            "steps": [{"name": "restart", "rollout_restart": {}, "approval": "always"}],
-            "slack": {"channel": "C0ONCALL01", "approvers": {"users": [ALICE]}},
-            # Long enough that the run is still there for a second click after an approval.
-            "verification_window": "10m",
-            "cooldown": "0s",
-        }
+    return playbook(
+        [{"name": "restart", "rollout_restart": {}, "approval": "always"}],
+        name="restart-with-approval",
+        slack={"channel": "C0ONCALL01", "approvers": {"users": [ALICE]}},
+        # Long enough that the run is still there for a second click after an approval.
+        verification_window="10m",
     )
 
 
@@ -166,20 +141,7 @@ async def until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) 
 async def waiting_run(client: Client, queue: str, slack: SlackEmulator) -> tuple[WorkflowHandle, ApprovalRequest, str]:
     """Start a run that waits for approval; returns its handle, the request and the message ts."""
     pb = approval_playbook()
-    alert = AlertRef(
-        fingerprint=uuid.uuid4().hex[:16],
-        starts_at=datetime(2026, 11, 21, 5, 0, tzinfo=timezone.utc),
-        status="firing",
-        labels={"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": "checkout-7d4b9c-x2x9z"},
-    )
-    handle = await client.start_workflow(
-        RemediationWorkflow.run,
-        RemediationInput(target=CHECKOUT, playbook=pb, playbook_ref=PlaybookRef(name=pb.name, path="inline.yaml", sha256="ab" * 32)),
-        id=workflow_id_for(CHECKOUT.key) + "-" + uuid.uuid4().hex[:8],
-        task_queue=queue,
-        start_signal="alert",
-        start_signal_args=[AlertSignal(alert=alert, playbook=pb.name, received_at=datetime.now(timezone.utc))],
-    )
+    handle = await start_run(client, queue, pb, alert(fingerprint=uuid.uuid4().hex[:16], pod="checkout-7d4b9c-x2x9z"))
 
     async def waiting() -> ApprovalRequest | None:
         return (await handle.query("status", result_type=RemediationStatus)).waiting

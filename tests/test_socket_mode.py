@@ -5,8 +5,8 @@ Slack's side is two real servers on loopback: ``apps.connections.open`` over HTT
 token in ``Authorization: Bearer``, answering a ``ws://`` URL as Slack answers a ``wss://`` one)
 and a WebSocket server (the ``websockets`` package) that says ``hello`` and then sends
 ``interactive`` envelopes exactly as Slack does, reading back the acknowledgements. Ephemeral
-explanations go to the Slack Web API emulator. The run, the worker and the Slack activities are
-those of tests/test_slack_interactivity.py.
+explanations go to the Slack Web API emulator. The run and the Slack emulator are those of
+tests/test_slack_interactivity.py, the worker the shared one of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from remediator.app.config import ConfigError, Settings
 from remediator.sim.slack import block_actions_payload
 from remediator.app.socket_mode import SocketModeRunner
 
-# Shared with the HTTP endpoint's tests: the same run, worker, Slack emulator and assertions.
+# Shared with the HTTP endpoint's tests: the same run, Slack emulator and assertions; the worker is
+# tests/conftest.py's, with this Slack.
 from tests.test_slack_interactivity import (  # noqa: F401 - fixtures are used by name
     ALICE,
     BOT_TOKEN,
@@ -36,7 +37,6 @@ from tests.test_slack_interactivity import (  # noqa: F401 - fixtures are used b
     slack_client,
     until,
     waiting_run,
-    worker,
 )
 
 APP_TOKEN = "xapp-1-A0REMED001-1234-abcdef"

@@ -46,13 +46,14 @@ from typing import Any
 import httpx
 import uvicorn
 
-from remediator.audit.store import AuditStore
 from remediator.app.config import Settings
 from remediator.app.devserver import DevServer, port_open
 from remediator.app.intake import WEBHOOK_PATH, WORKFLOW_TYPE, create_app
-from remediator.playbook.loader import load_directory
-from remediator.domain.messages import AuditEvent, AuditWriteInput
 from remediator.app.temporal import connect
+from remediator.audit.store import AuditStore
+from remediator.domain.messages import AuditEvent, AuditWriteInput
+from remediator.playbook.loader import load_directory
+from remediator.sim.alerting import free_port
 
 ALERTNAME = "BenchHighErrorRate"
 NAMESPACE = "bench"
@@ -72,12 +73,6 @@ steps:
 cooldown: 0s
 verification_window: 1s
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def webhook(alerts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from temporalio.api.enums.v1 import EventType
@@ -40,6 +40,7 @@ from remediator.domain.messages import (
     AuditEvent,
     AuditWriteInput,
     Notice,
+    NoticeKind,
     RemediationInput,
     RemediationResult,
     RunInfo,
@@ -219,7 +220,7 @@ class Settler:
         ui = inp.ui_url.rstrip("/")
         notice = Notice(
             event_key=f"{run.run_id}/settled",
-            kind=outcome,  # type: ignore[arg-type]
+            kind=cast(NoticeKind, outcome),
             channel=slack.channel,
             target=TargetRef.model_validate(inp.target.model_dump()),
             run_id=run.run_id,

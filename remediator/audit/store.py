@@ -39,9 +39,9 @@ import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import to_jsonable_python
 
 from remediator.domain.durations import parse_duration
@@ -153,7 +153,20 @@ class AuditEventInvalid(AuditError, ValueError):
 
 
 class _Row(BaseModel):
+    """A row as stored, read by column name: times are RFC 3339 text (UTC-aware datetimes
+    here), JSON columns are text (dicts here), booleans are 0/1."""
+
     model_config = ConfigDict(frozen=True)
+
+    @field_validator("data", "alert", mode="before", check_fields=False)
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @classmethod
+    def of(cls, row: sqlite3.Row) -> Self:
+        """The row model of one ``sqlite3.Row`` (the one mapping from the database)."""
+        return cls.model_validate(dict(row))
 
 
 class RunRow(_Row):
@@ -499,7 +512,7 @@ class AuditStore:
                 "SELECT * FROM runs WHERE workflow_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
                 (workflow_id,),
             ).fetchone()
-        return _run_row(row) if row else None
+        return RunRow.of(row) if row else None
 
     def get_run(self, run_id: str) -> RunRow:
         """The run with this Temporal run ID, a unique prefix of one, or else the newest run of
@@ -520,7 +533,7 @@ class AuditStore:
             ).fetchall()
             exact = [r for r in rows if r["run_id"] == run_id]
             if exact:
-                return _run_row(exact[0])
+                return RunRow.of(exact[0])
             if not rows:
                 rows = self._conn.execute(
                     "SELECT * FROM runs WHERE workflow_id = ? ORDER BY started_at DESC LIMIT 1",
@@ -535,7 +548,7 @@ class AuditStore:
                 f"run ID prefix {run_id!r} is ambiguous: it matches {shown}{more}; "
                 "give more characters"
             )
-        return _run_row(rows[0])
+        return RunRow.of(rows[0])
 
     def events(self, run_id: str) -> list[EventRow]:
         """The run's events in write order (full run ID; see ``get_run`` for prefixes)."""
@@ -543,20 +556,7 @@ class AuditStore:
             rows = self._conn.execute(
                 "SELECT * FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
-        return [
-            EventRow(
-                seq=r["seq"],
-                run_id=r["run_id"],
-                key=r["key"],
-                at=parse_time(r["at"]),
-                kind=r["kind"],
-                message=r["message"],
-                data=json.loads(r["data"]),
-                dedup_key=r["dedup_key"],
-                written_at=parse_time(r["written_at"]),
-            )
-            for r in rows
-        ]
+        return [EventRow.of(r) for r in rows]
 
     def list_runs(
         self,
@@ -590,7 +590,7 @@ class AuditStore:
             {"target": target, "playbook": playbook, "outcome": outcome, "namespace": namespace},
             "started_at", since, until, "started_at DESC, rowid DESC", limit,
         )
-        return [_run_row(r) for r in rows]
+        return [RunRow.of(r) for r in rows]
 
     def _select(
         self,
@@ -638,41 +638,7 @@ class AuditStore:
         rows = self._select(
             "intake", [], [], {"kind": kind, "alertname": alertname}, "at", since, until, "at DESC, seq DESC", limit
         )
-        return [
-            IntakeRow(
-                seq=r["seq"],
-                at=parse_time(r["at"]),
-                kind=r["kind"],
-                message=r["message"],
-                playbook=r["playbook"],
-                run_id=r["run_id"],
-                alertname=r["alertname"],
-                fingerprint=r["fingerprint"],
-                starts_at=parse_time(r["starts_at"]),
-                dedup_key=r["dedup_key"],
-                status=r["status"],
-                alert=json.loads(r["alert"]),
-            )
-            for r in rows
-        ]
-
-
-def _run_row(r: sqlite3.Row) -> RunRow:
-    return RunRow(
-        run_id=r["run_id"],
-        workflow_id=r["workflow_id"],
-        alertname=r["alertname"],
-        namespace=r["namespace"],
-        target=r["target"],
-        playbook=r["playbook"],
-        playbook_path=r["playbook_path"],
-        playbook_sha256=r["playbook_sha256"],
-        simulate=bool(r["simulate"]),
-        started_at=parse_time(r["started_at"]),
-        outcome=r["outcome"],
-        ended_at=parse_time(r["ended_at"]) if r["ended_at"] else None,
-        cooldown_until=parse_time(r["cooldown_until"]) if r["cooldown_until"] else None,
-    )
+        return [IntakeRow.of(r) for r in rows]
 
 
 def _statements(script: str) -> list[str]:

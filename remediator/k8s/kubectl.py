@@ -119,6 +119,47 @@ def revision_of(obj: dict[str, Any]) -> int | None:
         return None
 
 
+def replica_set_revision(rs: dict[str, Any]) -> int | None:
+    """kubectl deploymentutil.Revision: the ``deployment.kubernetes.io/revision`` annotation,
+    0 when there is none; None when it is not a number (kubectl skips such a ReplicaSet)."""
+    value = ((rs.get("metadata") or {}).get("annotations") or {}).get(REVISION)
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def deployment_revision(replica_sets: list[dict[str, Any]], to_revision: int, deployment_name: str) -> dict[str, Any]:
+    """kubectl rollback.go ``deploymentRevision``: the ReplicaSet of ``to_revision``, or with 0
+    the one of the second highest revision (the previous one). A ReplicaSet without a revision
+    annotation counts as revision 0.
+
+    Raises:
+        SafetyRefusal: with kubectl's messages, 'unable to find specified revision N in history'
+            and 'no rollout history found for deployment "x"'.
+    """
+    latest: tuple[int, dict[str, Any] | None] = (-1, None)
+    previous: tuple[int, dict[str, Any] | None] = (-1, None)
+    for rs in replica_sets:
+        v = replica_set_revision(rs)
+        if v is None:
+            continue
+        if to_revision == 0:
+            if latest[0] < v:
+                previous, latest = latest, (v, rs)
+            elif previous[0] < v:
+                previous = (v, rs)
+        elif to_revision == v:
+            return rs
+    if to_revision > 0:
+        raise SafetyRefusal(f"unable to find specified revision {to_revision} in history")
+    if previous[1] is None:
+        raise SafetyRefusal(f'no rollout history found for deployment "{deployment_name}"')
+    return previous[1]
+
+
 def _semantic(value: Any) -> Any:
     """Drop nulls and empty maps/lists, as apimachinery's semantic DeepEqual treats nil and
     empty alike."""

@@ -18,75 +18,46 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from slack_sdk import WebClient  # noqa: E402
 from temporalio.client import WorkflowFailureError  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.service import RPCError, RPCStatusCode  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
 
-from remediator.audit.store import AuditStore
-from remediator.sim.kube import Emulator
-from remediator.domain.messages import (
+from remediator.app.temporal import temporal_cli_path  # noqa: E402
+from remediator.audit.store import AuditStore  # noqa: E402
+from remediator.domain.messages import (  # noqa: E402
     AlertRef,
     AlertSignal,
     ApprovalDecision,
-    RemediationInput,
     RemediationStatus,
     TargetRef,
 )
-from remediator.domain.playbook import Playbook, PlaybookRef
-from remediator.app.runtime import build_activities
-from remediator.slack.threads import SlackThreads
-from remediator.sim.slack import SlackEmulator
-from remediator.domain.runs import SEARCH_ATTRIBUTES
-from remediator.app.temporal import temporal_cli_path
+from remediator.domain.playbook import Playbook  # noqa: E402
+from remediator.domain.runs import SEARCH_ATTRIBUTES  # noqa: E402
+from remediator.sim.kube import Emulator  # noqa: E402
+from remediator.sim.slack import SlackEmulator  # noqa: E402
+from remediator.slack.client import make_client  # noqa: E402
+from tests import support  # noqa: E402
 from workflows.remediation import RemediationWorkflow  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
+CHECKOUT = support.CHECKOUT
 WORKER_1 = TargetRef(kind="Node", name="worker-1")
-SLACK = {
-    "channel": "#sre-oncall",
-    "approvers": {"users": ["U0BOB"], "usergroups": ["S0ONCALL"]},
-    "oncall_usergroup": "S0ONCALL",
-    "approval_timeout": "10m",
-    "approval_deadline": "30m",
-}
 CHECK = {"rollout_status": {}, "timeout": "20s", "interval": "200ms"}
 
 
 def alert(status: str = "firing", fingerprint: str = "c0ffee", **labels: str) -> AlertRef:
-    return AlertRef(
-        fingerprint=fingerprint,
-        starts_at=datetime(2026, 11, 21, 5, tzinfo=timezone.utc),
-        status=status,  # type: ignore[arg-type]
-        labels={"alertname": "KubePodCrashLooping", "namespace": "prod", "pod": "checkout-abc-xyz", **labels},
-        generator_url="http://prometheus.example/graph?g0.expr=x",
-    )
+    return support.alert(status, fingerprint, **labels)
 
 
 def playbook(name: str, steps: list, target: dict | None = None, **extra) -> Playbook:
-    return Playbook.model_validate(
-        {
-            "name": name,
-            "match": ['alertname="KubePodCrashLooping"'],
-            "target": target or {"kind": "Deployment", "namespace": "prod", "name": "checkout"},
-            "steps": steps,
-            "verification_window": "2s",
-            "cooldown": "0s",
-            "slack": SLACK,
-            **extra,
-        }
-    )
+    return support.playbook(steps, name=name, target=target, **{"verification_window": "2s", "slack": support.SLACK, **extra})
 
 
 class Recorder:
@@ -94,16 +65,9 @@ class Recorder:
         self.client, self.queue, self.emulator = client, queue, emulator
 
     async def start(self, pb: Playbook, first: AlertRef, target: TargetRef = CHECKOUT):
-        return await self.client.start_workflow(
-            RemediationWorkflow.run,
-            RemediationInput(
-                target=target, playbook=pb, playbook_ref=PlaybookRef(name=pb.name, path=f"{pb.name}.yaml", sha256="ab" * 32),
-                ui_url="http://temporal-ui.example", public_url="http://remediator.example",
-            ),
-            id=f"remediation/{target.key}-{uuid.uuid4().hex[:8]}",
-            task_queue=self.queue,
-            start_signal="alert",
-            start_signal_args=[AlertSignal(alert=first, playbook=pb.name, received_at=datetime.now(timezone.utc))],
+        return await support.start_run(
+            self.client, self.queue, pb, first, target,
+            ui_url="http://temporal-ui.example", public_url="http://remediator.example",
         )
 
     async def signal(self, handle, a: AlertRef, name: str) -> None:
@@ -231,7 +195,7 @@ async def main(prefix: str) -> None:
         dev_server_log_level="error",
     )
     try:
-        with tempfile.TemporaryDirectory() as tmp, SlackEmulator() as slack, ThreadPoolExecutor(16) as pool:
+        with tempfile.TemporaryDirectory() as tmp, SlackEmulator() as slack:
             slack.add_channel("sre-oncall")
             slack.add_user("U0BOB", "bob")
             slack.add_usergroup("S0ONCALL", "oncall", ["U0BOB"])
@@ -239,12 +203,11 @@ async def main(prefix: str) -> None:
                 emulator = Emulator().start()
                 emulator.seed_demo()
                 try:
-                    queue = f"record-{uuid.uuid4()}"
-                    activities = build_activities(
-                        emulator.api_client(), None, None, AuditStore(Path(tmp) / f"{queue}.db"),
-                        WebClient(base_url=slack.url, token=slack.bot_token), SlackThreads(Path(tmp) / f"{queue}-slack.db"),
+                    activities = support.real_activities(
+                        emulator, AuditStore(Path(tmp) / f"audit-{scenario.__name__}.db"),
+                        make_client(slack.bot_token, slack.url), Path(tmp) / f"slack-{scenario.__name__}.db",
                     )
-                    async with Worker(env.client, task_queue=queue, workflows=[RemediationWorkflow], activities=activities, activity_executor=pool):
+                    async with support.running_worker(env.client, activities) as queue:
                         try:
                             handle = await scenario(Recorder(env.client, queue, emulator))
                         except WorkflowFailureError as err:

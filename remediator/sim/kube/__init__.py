@@ -1,4 +1,4 @@
-"""A Kubernetes API emulator: real HTTP on loopback for kubectl 1.32 and the official client.
+"""A Kubernetes API emulator: real HTTP on loopback for kubectl and the official client.
 
 No real API server runs in the tests, the CI or the worker's ``--simulate`` demo, so this
 package emulates one together with the controllers that make a cluster behave

@@ -23,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", choices=["demo", "none"], default="none", help="seed the demo cluster")
     parser.add_argument("--kubeconfig", help="write a kubeconfig for this emulator to this path")
     parser.add_argument("--pod-ready-seconds", type=float, default=0.2, help="time from scheduling to Ready")
+    parser.add_argument("--termination-seconds", type=float, default=0.5,
+                        help="time a deleted pod's containers take to exit on SIGTERM (default 0.5)")
     args = parser.parse_args(argv)
     try:
-        emu = Emulator(host=args.host, port=args.port, pod_ready_seconds=args.pod_ready_seconds).start()
+        emu = Emulator(host=args.host, port=args.port, pod_ready_seconds=args.pod_ready_seconds,
+                       termination_seconds=args.termination_seconds).start()
     except (ValueError, OSError) as exc:
         print(f"error: cannot start the emulator: {exc}", file=sys.stderr)
         return 2

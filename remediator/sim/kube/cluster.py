@@ -4,7 +4,7 @@ The facade that tests, the worker's ``--simulate`` mode and ``python -m remediat
 use: it owns the store, the controllers (run after each write and every ``tick_seconds``
 on a background thread), the HTTP server (a ``ThreadingHTTPServer``), the request
 recording, the fault injection and the demo seed. The official ``kubernetes`` client and
-kubectl 1.32 talk to it unchanged through ``api_client()`` and ``write_kubeconfig()``.
+kubectl (the version remediator.k8s.kubectl.KUBECTL_VERSION names) talk to it unchanged through ``api_client()`` and ``write_kubeconfig()``.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ class Emulator:
     """A Kubernetes API server plus control plane, good enough for kubectl and the official client.
 
     ``host`` must be a loopback address; ``port`` 0 picks a free port. Pods become Ready
-    ``pod_ready_seconds`` after they are scheduled; the controllers tick every
+    ``pod_ready_seconds`` after they are scheduled; a deleted pod terminates gracefully: its
+    emulated containers exit ``termination_seconds`` after SIGTERM (or at the end of its grace
+    period if that is sooner), then the kubelet removes it. The controllers tick every
     ``tick_seconds``. Call ``start()`` before use and ``stop()`` after (or use ``with``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, pod_ready_seconds: float = 0.2,
-                 tick_seconds: float = 0.05) -> None:
+                 tick_seconds: float = 0.05, termination_seconds: float = 0.5) -> None:
         if not (host.startswith("127.") or host in ("localhost", "::1")):
             raise ValueError(f"the emulator listens on loopback only, not {host!r}")
         self.host = host
@@ -51,7 +53,7 @@ class Emulator:
         self.tick_seconds = tick_seconds
         self.store = Store()
         self.faults = Faults()
-        self.controllers = Controllers(self.store, self.faults, pod_ready_seconds)
+        self.controllers = Controllers(self.store, self.faults, pod_ready_seconds, termination_seconds)
         self.api = Api(self)
         self.stopping = False
         self._requests: list[RecordedRequest] = []
@@ -201,32 +203,37 @@ class Emulator:
         with self.store.lock:
             return [copy.deepcopy(o) for o in self.store.list(k, namespace if k.namespaced else None)]
 
-    def delete_cascading(self, kind: Kind, obj: dict[str, Any], policy: str) -> dict[str, Any]:
+    def delete_cascading(self, kind: Kind, obj: dict[str, Any], policy: str, *,
+                         grace_seconds: int | None = None) -> dict[str, Any]:
         """Delete ``obj`` and, unless ``policy`` is Orphan, its dependents by ownerReferences
-        (the garbage collector, done at once). Namespaces take their contents with them."""
+        (the garbage collector, done at once). A pod is deleted gracefully with
+        ``grace_seconds`` (``Controllers.delete_pod``), and so are dependent pods, with their
+        own grace period, as the garbage collector deletes them; the answer for a pod is the
+        pod, terminating or removed. A namespace turns Terminating: its contents are deleted
+        (pods gracefully) and it goes when no pod is left (``Controllers.terminate_namespace``)."""
+        with self.store.lock:
+            return self._delete_cascading(kind, obj, policy, grace_seconds, immediate=False)
+
+    def _delete_cascading(self, kind: Kind, obj: dict[str, Any], policy: str, grace_seconds: int | None, *,
+                          immediate: bool) -> dict[str, Any]:
         meta = obj["metadata"]
         uid = meta["uid"]
-        with self.store.lock:
-            deleted = self.store.delete(kind, meta.get("namespace"), meta["name"])
-            if kind.kind == "Pod":
-                self.controllers.delete_pod(obj)
-            for dep in self.store.owned_by(uid):
-                dep_kind = BY_KIND[dep["kind"]]
-                if policy == "Orphan":
-                    new = copy.deepcopy(dep)
-                    new["metadata"]["ownerReferences"] = [
-                        r for r in dep["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
-                    if not new["metadata"]["ownerReferences"]:
-                        del new["metadata"]["ownerReferences"]
-                    self.store.put(dep_kind, new)
-                else:
-                    self.delete_cascading(dep_kind, dep, policy)
-            if kind.kind == "Namespace":
-                for k in BY_KIND.values():
-                    if k.namespaced:
-                        for o in self.store.list(k, meta["name"]):
-                            if self.store.get(k, meta["name"], o["metadata"]["name"]) is not None:
-                                self.delete_cascading(k, o, "Background")
+        if kind.kind == "Pod":
+            return self.controllers.delete_pod(obj, 0 if immediate else grace_seconds)
+        if kind.kind == "Namespace":
+            return self.controllers.terminate_namespace(obj)
+        deleted = self.store.delete(kind, meta.get("namespace"), meta["name"])
+        for dep in self.store.owned_by(uid):
+            dep_kind = BY_KIND[dep["kind"]]
+            if policy == "Orphan":
+                new = copy.deepcopy(dep)
+                new["metadata"]["ownerReferences"] = [
+                    r for r in dep["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+                if not new["metadata"]["ownerReferences"]:
+                    del new["metadata"]["ownerReferences"]
+                self.store.put(dep_kind, new)
+            else:
+                self._delete_cascading(dep_kind, dep, policy, None, immediate=immediate)
         return deleted
 
     @staticmethod

@@ -9,19 +9,43 @@ does, in this order:
   ``<deployment>-<pod-template-hash>``, revisions in ``deployment.kubernetes.io/revision``
   (an old ReplicaSet whose template comes back, as after ``kubectl rollout undo``, is reused
   and renumbered, its old number going to ``revision-history``), RollingUpdate within
-  maxSurge/maxUnavailable or Recreate, ``spec.paused``, revisionHistoryLimit, and status with
-  the Available and Progressing conditions (NewReplicaSetCreated, ReplicaSetUpdated,
-  NewReplicaSetAvailable, ProgressDeadlineExceeded);
-* replicasets, statefulsets (ordinal pods, OrderedReady, rolling by recreate from the highest
-  ordinal) and daemonsets (one pod per node, tolerating unschedulable nodes);
+  maxSurge/maxUnavailable or Recreate (which waits until no old pod runs), revisionHistoryLimit,
+  and status with the Available and Progressing conditions (NewReplicaSetCreated,
+  ReplicaSetUpdated, NewReplicaSetAvailable, ProgressDeadlineExceeded). As syncDeployment, a
+  paused Deployment, or one whose replicas changed (a scaling event), only goes through
+  ``sync``: its ReplicaSets are scaled (proportionally across them mid-rollout, sync.go
+  ``scale``) and no new one is created, so a paused Deployment still scales;
+* replicasets (terminating pods are not counted, so a replacement is created at once),
+  statefulsets (stateful_set_control.go: ordinal pods, OrderedReady waiting for a terminating
+  pod before recreating it under its name, rolling update from the highest ordinal down to
+  ``rollingUpdate.partition``, a pod below the partition recreated at the current revision,
+  template history in ControllerRevisions) and daemonsets (one pod per node, tolerating
+  unschedulable nodes, waiting for a terminating pod, rolling update within maxUnavailable,
+  ControllerRevisions);
 * the scheduler: round-robin onto Ready, schedulable nodes whose labels match nodeSelector;
 * the kubelets: Pending -> Running, Ready after ``pod_ready_seconds``, and the faults
   (CrashLoopBackOff with growing restartCount and BackOff events; readiness that never
-  comes for a stalled rollout; NotReady pods on a NotReady node);
-* disruption: PodDisruptionBudget status (pkg/controller/disruption).
+  comes for a stalled rollout; NotReady pods on a NotReady node); and graceful termination
+  (SyncTerminatingPod): a pod with ``deletionTimestamp`` gets SIGTERM (a ``Killing`` event);
+  the emulated containers exit ``termination_seconds`` later, or at the end of the grace
+  period if that is sooner; the kubelet then posts the terminal phase (Succeeded, or Failed if
+  a container did not exit 0) and deletes the pod. Until its containers exit the pod keeps
+  the status the kubelet last reported (Running, and Ready if it was: without a readiness
+  probe a running container stays ready). A node whose kubelet stopped posting status
+  (NodeStatusUnknown) terminates nothing: its pods stay terminating;
+* disruption: PodDisruptionBudget status (pkg/controller/disruption/disruption.go): the
+  expected count from the controllers' scale (getExpectedScale: unmanaged pods count for
+  nothing, a controller that cannot be found or has no scale subresource is a sync error
+  answered by ``failSafe``), no disruption allowed when expectedCount <= 0 (so none for a
+  policy/v1 budget with neither minAvailable nor maxUnavailable), terminating pods never
+  healthy.
+
+Deleting a pod (``delete_pod``) is graceful as the apiserver makes it for every client: the
+controllers, the garbage collector, a DELETE, an eviction.
 
 Events are recorded as v1 Events like the real components (ScalingReplicaSet,
-SuccessfulCreate, SuccessfulDelete, Scheduled, BackOff), repeated ones counted.
+SuccessfulCreate, SuccessfulDelete, Scheduled, BackOff, Killing, UnmanagedPods,
+CalculateExpectedPodCountFailed), repeated ones counted.
 """
 
 from __future__ import annotations
@@ -40,8 +64,9 @@ from remediator.sim.kube.selectors import matches_label_selector, parse_label_se
 from remediator.sim.kube.store import Store, now_iso, parse_iso
 
 NAMESPACE, NODE, POD, EVENT = (BY_KIND[k] for k in ("Namespace", "Node", "Pod", "Event"))
-DEPLOYMENT, REPLICASET, STATEFULSET, DAEMONSET, PDB = (
-    BY_KIND[k] for k in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "PodDisruptionBudget"))
+DEPLOYMENT, REPLICASET, STATEFULSET, DAEMONSET, PDB, CONTROLLER_REVISION = (
+    BY_KIND[k] for k in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "PodDisruptionBudget",
+                         "ControllerRevision"))
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
@@ -49,7 +74,11 @@ DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 POD_TEMPLATE_HASH = "pod-template-hash"
 CONTROLLER_REVISION_HASH = "controller-revision-hash"
+REVISION_HASH_LABEL = "controller.kubernetes.io/hash"
+"""The label pkg/controller/history puts on a StatefulSet's ControllerRevisions."""
 CRASH_RESTART_SECONDS = 1.0
+DELETION_TIMEOUT_SECONDS = 120
+"""pkg/controller/disruption DeletionTimeout: how long an eviction's disruptedPods entry counts."""
 CRASH_EXIT_CODES = {"Error": 1, "OOMKilled": 137}
 """Exit code the kubelet reports with each termination reason (OOMKilled: SIGKILL, 128 + 9)."""
 
@@ -119,8 +148,18 @@ def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def pod_active(pod: dict[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and not pod[
-        "metadata"].get("deletionTimestamp")
+    """controller.IsPodActive: not finished and not being deleted."""
+    return not pod_terminal(pod) and not pod_terminating(pod)
+
+
+def pod_terminating(pod: dict[str, Any]) -> bool:
+    """The pod has a ``deletionTimestamp``: it is being deleted."""
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def pod_terminal(pod: dict[str, Any]) -> bool:
+    """Phase Succeeded or Failed."""
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:
@@ -164,18 +203,83 @@ def _condition(conditions: list[dict[str, Any]], ctype: str) -> dict[str, Any] |
     return next((c for c in conditions if c.get("type") == ctype), None)
 
 
+def set_status_condition(conditions: list[dict[str, Any]], ctype: str, status: str, reason: str, message: str,
+                         observed_generation: int) -> None:
+    """In place: apimachinery meta.SetStatusCondition (lastTransitionTime moves only when the
+    status changes)."""
+    cur = _condition(conditions, ctype)
+    cond = {"type": ctype, "status": status, "reason": reason, "message": message,
+            "observedGeneration": observed_generation,
+            "lastTransitionTime": cur["lastTransitionTime"] if cur and cur["status"] == status else now_iso()}
+    if cur is None:
+        conditions.append(cond)
+    else:
+        conditions[conditions.index(cur)] = cond
+
+
+def update_disruption_allowed_condition(status: dict[str, Any]) -> None:
+    """In place: component-helpers poddisruptionbudget.UpdateDisruptionAllowedCondition."""
+    conditions = status.setdefault("conditions", [])
+    if status.get("disruptionsAllowed", 0) > 0:
+        set_status_condition(conditions, "DisruptionAllowed", "True", "SufficientPods", "",
+                             status.get("observedGeneration", 0))
+    else:
+        set_status_condition(conditions, "DisruptionAllowed", "False", "InsufficientPods", "",
+                             status.get("observedGeneration", 0))
+
+
+def _ordinal(set_name: str, pod: dict[str, Any]) -> int:
+    """statefulset getOrdinal: the pod name's ``<set>-<n>`` suffix, -1 if it has none."""
+    prefix, _, suffix = pod["metadata"]["name"].rpartition("-")
+    return int(suffix) if prefix == set_name and suffix.isdigit() else -1
+
+
+def _running_and_ready(pod: dict[str, Any]) -> bool:
+    """statefulset isRunningAndReady."""
+    return (pod.get("status") or {}).get("phase") == "Running" and pod_ready(pod)
+
+
+def _revision_template(revision: dict[str, Any]) -> dict[str, Any]:
+    """The pod template a ControllerRevision records (its ``data`` patch)."""
+    template = copy.deepcopy(revision["data"]["spec"]["template"])
+    template.pop("$patch", None)
+    return template
+
+
+def _go_label_selector(selector: dict[str, Any] | None) -> str:
+    """A *metav1.LabelSelector as Go's %v prints it in events."""
+    if selector is None:
+        return "nil"
+    labels = ",".join(f"{k}: {v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
+    exprs = ",".join(
+        "LabelSelectorRequirement{{Key:{},Operator:{},Values:[]string{{{}}},}}".format(
+            e.get("key"), e.get("operator"), ",".join(e.get("values") or []))
+        for e in selector.get("matchExpressions") or [])
+    return (f"&LabelSelector{{MatchLabels:map[string]string{{{labels + ',' if labels else ''}}},"
+            f"MatchExpressions:[]LabelSelectorRequirement{{{exprs + ',' if exprs else ''}}},}}")
+
+
+class _SyncError(Exception):
+    """The disruption controller could not compute a budget's expected pod count."""
+
+
 # --------------------------------------------------------------------------- controllers
 
 
 class Controllers:
     """One reconcile pass over the whole cluster (see the module docstring)."""
 
-    def __init__(self, store: Store, faults: Faults, pod_ready_seconds: float) -> None:
+    def __init__(self, store: Store, faults: Faults, pod_ready_seconds: float,
+                 termination_seconds: float = 0.5) -> None:
         self.store = store
         self.faults = faults
         self.pod_ready_seconds = pod_ready_seconds
-        self.instant = False  # seeding: pods are Ready at once
+        self.termination_seconds = termination_seconds
+        self.instant = False  # seeding: pods are Ready at once, deleted pods gone at once
         self._pod_seen: dict[str, float] = {}
+        self._terminating_since: dict[str, float] = {}  # pod UID -> when its deletion began
+        self._killed: set[str] = set()  # terminating pods whose containers got SIGTERM
+        self._stopped: set[str] = set()  # terminating pods whose terminal status was posted
         self._crash_since: dict[tuple[str, str], float] = {}
         self._rr = 0
         self._lock = threading.RLock()
@@ -191,11 +295,69 @@ class Controllers:
         self._pod_seen[created["metadata"]["uid"]] = -1e9 if self.instant else time.monotonic()
         return created
 
-    def delete_pod(self, pod: dict[str, Any]) -> None:
+    def delete_pod(self, pod: dict[str, Any], grace_seconds: int | None = None) -> dict[str, Any]:
+        """Delete a pod as the apiserver does it for any client (a DELETE, an eviction, the
+        controllers, the garbage collector): pkg/registry/core/pod/strategy.go
+        CheckGracefulDelete and k8s.io/apiserver rest.BeforeDelete.
+
+        The grace period is ``grace_seconds`` (the request's ``gracePeriodSeconds``), else the
+        pod's ``spec.terminationGracePeriodSeconds``; it is 0 for a pod never scheduled or
+        already finished, and 1 when negative. With a grace period the pod gets
+        ``metadata.deletionTimestamp`` (now + grace period) and ``deletionGracePeriodSeconds``
+        and stays, terminating, until its kubelet has stopped it (``_terminate``); with 0 the
+        deletion is written and the pod removed at once. A pod already terminating keeps its
+        deletion, unless ``grace_seconds`` is shorter than what is left (0: removed at once).
+        Returns the pod as a DELETE answers it: the terminating pod, or the removed one.
+        """
         meta = pod["metadata"]
-        if self.store.get(POD, meta["namespace"], meta["name"]) is not None:
-            self.store.delete(POD, meta["namespace"], meta["name"])
-        self._pod_seen.pop(meta["uid"], None)
+        current = self.store.get(POD, meta["namespace"], meta["name"])
+        if current is None or current["metadata"]["uid"] != meta["uid"]:
+            return copy.deepcopy(pod)
+        if grace_seconds is not None and grace_seconds < 0:
+            grace_seconds = 1
+        if self.instant:
+            return self._remove_pod(current)
+        cur = current["metadata"]
+        if cur.get("deletionTimestamp"):
+            period = cur.get("deletionGracePeriodSeconds")
+            if not period:
+                return self._remove_pod(current)
+            if grace_seconds is None or grace_seconds >= period:
+                return copy.deepcopy(current)  # graceful deletion pending: nothing changes
+            # Only a shorter grace period may be given; the deadline moves with it.
+            return self._mark_deleted(current, grace_seconds,
+                                      parse_iso(cur["deletionTimestamp"]) - period + grace_seconds)
+        spec = current.get("spec") or {}
+        period = grace_seconds if grace_seconds is not None else spec.get("terminationGracePeriodSeconds", 0)
+        if not spec.get("nodeName") or pod_terminal(current):
+            period = 0
+        if period < 0:
+            period = 1
+        return self._mark_deleted(current, period, time.time() + period)
+
+    def _mark_deleted(self, pod: dict[str, Any], period: int, at: float) -> dict[str, Any]:
+        new = copy.deepcopy(pod)
+        new["metadata"]["deletionTimestamp"] = now_iso(at)
+        new["metadata"]["deletionGracePeriodSeconds"] = period
+        written = self._write(POD, new)
+        if period == 0:
+            # genericregistry Store.Delete: a graceless deletion is written, then the object removed.
+            return self._remove_pod(written)
+        self._terminating_since.setdefault(pod["metadata"]["uid"], time.monotonic())
+        return copy.deepcopy(written)
+
+    def _remove_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """Remove a pod from the store at once; returns it as removed."""
+        meta = pod["metadata"]
+        removed = copy.deepcopy(pod)
+        current = self.store.get(POD, meta["namespace"], meta["name"])
+        if current is not None and current["metadata"]["uid"] == meta["uid"]:
+            removed = self.store.delete(POD, meta["namespace"], meta["name"])
+        for seen in (self._pod_seen, self._terminating_since):
+            seen.pop(meta["uid"], None)
+        self._killed.discard(meta["uid"])
+        self._stopped.discard(meta["uid"])
+        return removed
 
     def event(self, obj: dict[str, Any], reason: str, message: str, *, type_: str = "Normal",
               component: str = "controllermanager", host: str | None = None) -> None:
@@ -232,6 +394,48 @@ class Controllers:
             "reportingInstance": host or "",
         })
 
+    def terminate_namespace(self, ns: dict[str, Any]) -> dict[str, Any]:
+        """DELETE of a Namespace, as the API server and the namespace controller do it
+        (pkg/controller/namespace/deletion): ``deletionTimestamp`` and ``status.phase:
+        Terminating`` now; every object in it deleted, pods gracefully; the namespace removed
+        once no pod is left (``_namespaces``). Until then NamespaceLifecycle admission refuses
+        any create in it (``namespace_terminating``). Returns the namespace as it is now."""
+        current = copy.deepcopy(self.store.must_get(NAMESPACE, None, ns["metadata"]["name"]))
+        if not current["metadata"].get("deletionTimestamp"):
+            current["metadata"]["deletionTimestamp"] = now_iso()
+            current.setdefault("status", {})["phase"] = "Terminating"
+            self.store.put(NAMESPACE, current)
+        self._empty_namespace(current["metadata"]["name"])
+        return copy.deepcopy(self.store.must_get(NAMESPACE, None, current["metadata"]["name"]))
+
+    def namespace_terminating(self, namespace: str | None) -> bool:
+        """Whether ``namespace`` is being deleted (NamespaceLifecycle admission refuses creates)."""
+        if not namespace:
+            return False
+        ns = self.store.get(NAMESPACE, None, namespace)
+        return bool(ns and ns["metadata"].get("deletionTimestamp"))
+
+    def _empty_namespace(self, name: str) -> None:
+        for kind in BY_KIND.values():
+            if not kind.namespaced:
+                continue
+            for obj in self.store.list(kind, name):
+                if kind is POD:
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        self.delete_pod(obj, None)
+                elif self.store.get(kind, name, obj["metadata"]["name"]) is not None:
+                    self.store.delete(kind, name, obj["metadata"]["name"])
+
+    def _namespaces(self) -> None:
+        """The namespace controller: finish what a namespace deletion started."""
+        for ns in self.store.list(NAMESPACE):
+            if not ns["metadata"].get("deletionTimestamp"):
+                continue
+            name = ns["metadata"]["name"]
+            self._empty_namespace(name)
+            if not self.store.list(POD, name):
+                self.store.delete(NAMESPACE, None, name)
+
     def reconcile(self) -> None:
         """One pass of every loop; safe to call at any time and repeatedly."""
         with self.store.lock, self._lock:
@@ -257,6 +461,7 @@ class Controllers:
             for pdb in self.store.list(PDB):
                 self.pdb_status(pdb)
             self._forget_gone_pods()
+            self._namespaces()
 
     def settle(self, passes: int = 30) -> None:
         """Reconcile until nothing changes (bounded), e.g. after seeding."""
@@ -319,22 +524,32 @@ class Controllers:
         return [rs for rs in self.store.list(REPLICASET, d["metadata"]["namespace"])
                 if controller_uid(rs) == uid]
 
-    def _scale_rs(self, d: dict[str, Any], rs: dict[str, Any], replicas: int) -> dict[str, Any]:
+    def _scale_rs(self, d: dict[str, Any], rs: dict[str, Any], replicas: int, *,
+                  operation: str | None = None) -> dict[str, Any]:
+        """deployment controller scaleReplicaSetAndRecordEvent (``operation`` None: only when the
+        size changes) or scaleReplicaSet (``operation`` "up"/"down"/"": also when the
+        desired-replicas/max-replicas annotations are out of date)."""
         current = rs["spec"].get("replicas", 0)
-        if current == replicas:
+        if current == replicas and operation is None:
+            return rs
+        desired = d["spec"].get("replicas", 1)
+        want = {DESIRED_REPLICAS: str(desired), MAX_REPLICAS: str(desired + self._max_surge(d))}
+        annotations = rs["metadata"].get("annotations") or {}
+        if current == replicas and all(annotations.get(k) == v for k, v in want.items()):
             return rs
         new = copy.deepcopy(rs)
         new["spec"]["replicas"] = replicas
-        annotations = new["metadata"].setdefault("annotations", {})
-        annotations[DESIRED_REPLICAS] = str(d["spec"].get("replicas", 1))
+        new["metadata"].setdefault("annotations", {}).update(want)
         rs = self._write(REPLICASET, new)
-        direction = "up" if replicas > current else "down"
-        self.event(d, "ScalingReplicaSet",
-                   f"Scaled {direction} replica set {rs['metadata']['name']} from {current} to {replicas}",
-                   component="deployment-controller")
+        if current != replicas:
+            direction = operation or ("up" if replicas > current else "down")
+            self.event(d, "ScalingReplicaSet",
+                       f"Scaled {direction} replica set {rs['metadata']['name']} from {current} to {replicas}",
+                       component="deployment-controller")
         return rs
 
     def _deployment(self, d: dict[str, Any]) -> None:
+        """deployment_controller.go syncDeployment, one pass."""
         spec = d["spec"]
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
         rss = self._owned_replicasets(d)
@@ -342,9 +557,9 @@ class Controllers:
         new_rs = next((rs for rs in rss if _template_without_hash(rs["spec"]["template"]) == template), None)
         max_rev = max((revision_of(rs) for rs in rss), default=0)
         desired = spec.get("replicas", 1)
-        if spec.get("paused"):
-            return
-        if new_rs is None:
+        # A paused Deployment, or a scaling event, goes through sync(): scale, never roll out.
+        sync_only = bool(spec.get("paused")) or self._is_scaling_event(d, rss)
+        if new_rs is None and not sync_only:
             collision = (d.get("status") or {}).get("collisionCount", 0)
             pod_hash = template_hash(template, collision)
             rs_template = copy.deepcopy(template)
@@ -374,7 +589,7 @@ class Controllers:
             self._set_progressing(d, "True", "NewReplicaSetCreated",
                                   f'Created new replica set "{new_rs["metadata"]["name"]}"', progress=True)
             rss.append(new_rs)
-        elif revision_of(new_rs) < max_rev:
+        elif new_rs is not None and revision_of(new_rs) < max_rev:
             updated = copy.deepcopy(new_rs)
             annotations = updated["metadata"].setdefault("annotations", {})
             history = [h for h in annotations.get(REVISION_HISTORY, "").split(",") if h]
@@ -383,25 +598,119 @@ class Controllers:
             annotations[REVISION] = str(max_rev + 1)
             new_rs = self._write(REPLICASET, updated)
             rss = [new_rs if rs["metadata"]["uid"] == new_rs["metadata"]["uid"] else rs for rs in rss]
-        # The Deployment's revision annotation follows its new ReplicaSet.
-        rev = (new_rs["metadata"].get("annotations") or {}).get(REVISION)
-        if (d["metadata"].get("annotations") or {}).get(REVISION) != rev:
-            d2 = copy.deepcopy(self.store.get(DEPLOYMENT, ns, name))
-            d2["metadata"].setdefault("annotations", {})[REVISION] = rev
-            d = self._write(DEPLOYMENT, d2)
-        old_rss = [rs for rs in rss if rs["metadata"]["uid"] != new_rs["metadata"]["uid"]]
+        if new_rs is not None:
+            # The Deployment's revision annotation follows its new ReplicaSet.
+            rev = (new_rs["metadata"].get("annotations") or {}).get(REVISION)
+            if (d["metadata"].get("annotations") or {}).get(REVISION) != rev:
+                d2 = copy.deepcopy(self.store.get(DEPLOYMENT, ns, name))
+                d2["metadata"].setdefault("annotations", {})[REVISION] = rev
+                d = self._write(DEPLOYMENT, d2)
+        old_rss = [rs for rs in rss if new_rs is None or rs["metadata"]["uid"] != new_rs["metadata"]["uid"]]
+        if sync_only:
+            self._scale(d, new_rs, old_rss)
+            if spec.get("paused"):
+                self._cleanup_history(d, old_rss)
+            return
+        assert new_rs is not None
         if spec.get("strategy", {}).get("type") == "Recreate":
             for rs in old_rss:
                 self._scale_rs(d, rs, 0)
-            old_pods = [p for rs in old_rss for p in self.store.owned_by(rs["metadata"]["uid"], POD)]
+            # recreate.go oldPodsRunning: a pod of an old ReplicaSet that has not finished
+            # (terminating ones included) holds the new one back.
+            old_pods = [p for rs in old_rss for p in self.store.owned_by(rs["metadata"]["uid"], POD)
+                        if not pod_terminal(p)]
             if not old_pods:
                 self._scale_rs(d, new_rs, desired)
         else:
             self._rolling(d, new_rs, old_rss, desired)
         self._cleanup_history(d, old_rss)
 
+    @staticmethod
+    def _is_scaling_event(d: dict[str, Any], rss: list[dict[str, Any]]) -> bool:
+        """sync.go isScalingEvent: an active ReplicaSet was sized for other replicas."""
+        for rs in rss:
+            if rs["spec"].get("replicas", 0) > 0:
+                annotated = (rs["metadata"].get("annotations") or {}).get(DESIRED_REPLICAS)
+                if annotated is not None and annotated != str(d["spec"].get("replicas", 1)):
+                    return True
+        return False
+
+    def _scale(self, d: dict[str, Any], new_rs: dict[str, Any] | None, old_rss: list[dict[str, Any]]) -> None:
+        """sync.go scale: the only active (or the newest) ReplicaSet takes all the replicas; old
+        ones go to 0 when the new one is saturated; else, for RollingUpdate, the change is
+        spread over the active ReplicaSets in proportion to their size
+        (deploymentutil.GetReplicaSetProportion)."""
+        replicas = d["spec"].get("replicas", 1)
+        created = lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"])
+        olds = sorted(old_rss, key=created, reverse=True)
+        active = [rs for rs in [*olds, new_rs] if rs is not None and rs["spec"].get("replicas", 0) > 0]
+        # deploymentutil.FindActiveOrLatest
+        if len(active) == 1:
+            only = active[0]
+        elif not active:
+            only = new_rs if new_rs is not None else (olds[0] if olds else None)
+        else:
+            only = None
+        if only is not None:
+            self._scale_rs(d, only, replicas)
+            return
+        if not active:
+            return
+        annotated = ((new_rs or {}).get("metadata", {}).get("annotations") or {}).get(DESIRED_REPLICAS)
+        if (new_rs is not None and new_rs["spec"].get("replicas", 0) == replicas and annotated == str(replicas)
+                and (new_rs.get("status") or {}).get("availableReplicas", 0) == replicas):
+            for rs in olds:
+                if rs["spec"].get("replicas", 0) > 0:
+                    self._scale_rs(d, rs, 0)
+            return
+        if (d["spec"].get("strategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
+            return
+        total = sum(rs["spec"].get("replicas", 0) for rs in active)
+        allowed = replicas + self._max_surge(d) if replicas > 0 else 0
+        to_add = allowed - total
+        operation = ""
+        if to_add > 0:  # ReplicaSetsBySizeNewer
+            active.sort(key=lambda rs: (rs["spec"].get("replicas", 0), created(rs)), reverse=True)
+            operation = "up"
+        elif to_add < 0:  # ReplicaSetsBySizeOlder
+            active.sort(key=lambda rs: created(rs))
+            active.sort(key=lambda rs: rs["spec"].get("replicas", 0), reverse=True)
+            operation = "down"
+        added = 0
+        sizes: list[int] = []
+        for rs in active:
+            proportion = self._proportion(rs, d, to_add, added) if to_add else 0
+            sizes.append(rs["spec"].get("replicas", 0) + proportion)
+            added += proportion
+        if to_add and sizes:
+            sizes[0] = max(sizes[0] + to_add - added, 0)  # leftovers to the largest
+        for rs, size in zip(active, sizes):
+            self._scale_rs(d, rs, size, operation=operation)
+
+    def _proportion(self, rs: dict[str, Any], d: dict[str, Any], to_add: int, added: int) -> int:
+        """deploymentutil.GetReplicaSetProportion and getReplicaSetFraction."""
+        size = rs["spec"].get("replicas", 0)
+        if size == 0 or to_add == 0 or to_add == added:
+            return 0
+        replicas = d["spec"].get("replicas", 1)
+        if replicas == 0:
+            fraction = -size
+        else:
+            try:
+                before = int((rs["metadata"].get("annotations") or {}).get(MAX_REPLICAS, "0"))
+            except ValueError:
+                before = 0
+            before = before or (d.get("status") or {}).get("replicas", 0)
+            fraction = 0 if before == 0 else math.floor(size * (replicas + self._max_surge(d)) / before + 0.5) - size
+        allowed = to_add - added
+        return min(fraction, allowed) if to_add > 0 else max(fraction, allowed)
+
     def _max_surge(self, d: dict[str, Any]) -> int:
-        ru = (d["spec"].get("strategy") or {}).get("rollingUpdate") or {}
+        """deploymentutil.MaxSurge: 0 unless RollingUpdate."""
+        strategy = d["spec"].get("strategy") or {}
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            return 0
+        ru = strategy.get("rollingUpdate") or {}
         return scaled_value(ru.get("maxSurge", "25%"), d["spec"].get("replicas", 1), True)
 
     def _max_unavailable(self, d: dict[str, Any]) -> int:
@@ -553,8 +862,9 @@ class Controllers:
 
     # ------------------------------------------------------------------ replicasets
 
-    def _new_pod(self, owner: dict[str, Any], name: str | None, extra_labels: dict[str, str]) -> dict[str, Any]:
-        template = owner["spec"]["template"]
+    def _new_pod(self, owner: dict[str, Any], name: str | None, extra_labels: dict[str, str],
+                 template: dict[str, Any] | None = None) -> dict[str, Any]:
+        template = template if template is not None else owner["spec"]["template"]
         tmeta = template.get("metadata") or {}
         meta: dict[str, Any] = {
             "namespace": owner["metadata"]["namespace"],
@@ -604,74 +914,175 @@ class Controllers:
             new["status"] = status
             self._write(REPLICASET, new)
 
+    # ------------------------------------------------------------------ controller revisions
+
+    def _revisions(self, owner: dict[str, Any], hash_value: str, hash_label: str) -> tuple[
+            dict[str, Any], list[dict[str, Any]]]:
+        """pkg/controller/history as the StatefulSet and DaemonSet controllers use it: the
+        owner's ControllerRevisions sorted by revision, and the one for its current template
+        (``<owner>-<hash>``), created if new, renumbered past the others if an older template
+        came back (a rollback)."""
+        meta = owner["metadata"]
+        revisions = sorted((r for r in self.store.list(CONTROLLER_REVISION, meta["namespace"])
+                            if controller_uid(r) == meta["uid"]), key=lambda r: r.get("revision", 0))
+        name = f"{meta['name']}-{hash_value}"
+        latest = revisions[-1]["revision"] if revisions else 0
+        match = next((r for r in revisions if r["metadata"]["name"] == name), None)
+        if match is not None:
+            if match["revision"] != latest:
+                renumbered = copy.deepcopy(match)
+                renumbered["revision"] = latest + 1
+                match = self._write(CONTROLLER_REVISION, renumbered)
+                revisions = [r for r in revisions if r["metadata"]["name"] != name] + [match]
+            return match, revisions
+        template = copy.deepcopy(owner["spec"]["template"])
+        labels = dict((template.get("metadata") or {}).get("labels") or {})
+        labels[hash_label] = hash_value
+        template["$patch"] = "replace"
+        created = self.store.create(CONTROLLER_REVISION, {
+            "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
+                         "ownerReferences": [owner_reference(owner)]},
+            "data": {"spec": {"template": template}},
+            "revision": latest + 1,
+        })
+        return created, [*revisions, created]
+
+    def _truncate_history(self, owner: dict[str, Any], revisions: list[dict[str, Any]], live: set[str]) -> None:
+        """Delete the oldest revisions no pod runs beyond ``spec.revisionHistoryLimit``."""
+        history = [r for r in revisions if r["metadata"]["name"] not in live]
+        for r in history[: max(len(history) - owner["spec"].get("revisionHistoryLimit", 10), 0)]:
+            self.store.delete(CONTROLLER_REVISION, r["metadata"]["namespace"], r["metadata"]["name"])
+
     # ------------------------------------------------------------------ statefulsets
 
+    def _owned_pods(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pods ``owner`` controls (ownerReference with controller: true)."""
+        uid = owner["metadata"]["uid"]
+        return [p for p in self.store.owned_by(uid, POD) if controller_uid(p) == uid]
+
+    def _sts_revisions(self, sts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """(update revision, current revision, all revisions): stateful_set_control.go
+        getStatefulSetRevisions; the current one is ``status.currentRevision``'s."""
+        update, revisions = self._revisions(sts, template_hash(sts["spec"]["template"]), REVISION_HASH_LABEL)
+        current_name = (sts.get("status") or {}).get("currentRevision")
+        current = next((r for r in revisions if r["metadata"]["name"] == current_name), update)
+        return update, current, revisions
+
+    def _sts_delete(self, sts: dict[str, Any], pod: dict[str, Any]) -> None:
+        self.delete_pod(pod)
+        self.event(sts, "SuccessfulDelete",
+                   f"delete Pod {pod['metadata']['name']} in StatefulSet {sts['metadata']['name']} successful",
+                   component="statefulset-controller")
+
     def _statefulset(self, sts: dict[str, Any]) -> None:
+        """stateful_set_control.go updateStatefulSet, one pass.
+
+        Replicas (ordinals below spec.replicas) are created when missing, at the update
+        revision, or at the current one below ``rollingUpdate.partition``
+        (newVersionedStatefulSetPod); OrderedReady stops at the first that is missing, finished,
+        terminating or not Running and Ready (Parallel goes on). Then condemned pods (ordinals
+        above) are deleted from the highest. Then a RollingUpdate deletes the highest-ordinal
+        pod at or above the partition that is not at the update revision, waiting for each
+        replacement to be healthy; OnDelete stops before that.
+        """
         name = sts["metadata"]["name"]
-        revision = f"{name}-{template_hash(sts['spec']['template'])}"
+        update, current, revisions = self._sts_revisions(sts)
+        update_rev, current_rev = update["metadata"]["name"], current["metadata"]["name"]
         want = sts["spec"].get("replicas", 1)
-        pods = {p["metadata"]["name"]: p for p in self.store.owned_by(sts["metadata"]["uid"], POD) if pod_active(p)}
-        ordered = sts["spec"].get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+        ordered = sts["spec"].get("podManagementPolicy", "OrderedReady") != "Parallel"
+        strategy = sts["spec"].get("updateStrategy") or {}
+        rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
+        partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0) if rolling else 0
+        pods = self._owned_pods(sts)
+        rev = lambda p: (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH)
+        self._truncate_history(sts, revisions, {update_rev, current_rev} | {rev(p) for p in pods})
+        replicas: list[dict[str, Any] | None] = [None] * want
+        condemned: list[dict[str, Any]] = []
+        for p in pods:
+            ordinal = _ordinal(name, p)
+            if 0 <= ordinal < want:
+                replicas[ordinal] = p
+            elif ordinal >= 0:
+                condemned.append(p)
+        condemned.sort(key=lambda p: -_ordinal(name, p))
+        healthy = lambda p: p is not None and _running_and_ready(p) and not pod_terminating(p)
+        first_unhealthy = next((p for p in [*replicas, *reversed(condemned)] if not healthy(p)), None)
         for i in range(want):
-            pod_name = f"{name}-{i}"
-            if pod_name in pods:
-                if ordered and not pod_ready(pods[pod_name]):
+            pod = replicas[i]
+            if pod is None:
+                old = rolling and i < partition
+                pod_name = f"{name}-{i}"
+                new = self._new_pod(sts, pod_name, {
+                    CONTROLLER_REVISION_HASH: current_rev if old else update_rev,
+                    "statefulset.kubernetes.io/pod-name": pod_name,
+                    "apps.kubernetes.io/pod-index": str(i),
+                }, _revision_template(current if old else update))
+                new["spec"]["hostname"] = pod_name
+                if sts["spec"].get("serviceName"):
+                    new["spec"]["subdomain"] = sts["spec"]["serviceName"]
+                replicas[i] = self.create_pod(new)
+                self.event(sts, "SuccessfulCreate", f"create Pod {pod_name} in StatefulSet {name} successful",
+                           component="statefulset-controller")
+                if ordered:
                     return
                 continue
-            pod = self._new_pod(sts, pod_name, {
-                CONTROLLER_REVISION_HASH: revision,
-                "statefulset.kubernetes.io/pod-name": pod_name,
-                "apps.kubernetes.io/pod-index": str(i),
-            })
-            pod["spec"]["hostname"] = pod_name
-            if sts["spec"].get("serviceName"):
-                pod["spec"]["subdomain"] = sts["spec"]["serviceName"]
-            pods[pod_name] = self.create_pod(pod)
-            self.event(sts, "SuccessfulCreate", f"create Pod {pod_name} in StatefulSet {name} successful",
-                       component="statefulset-controller")
+            if pod_terminal(pod):
+                if not pod_terminating(pod):
+                    self._sts_delete(sts, pod)
+                if ordered:
+                    return
+                continue
+            if ordered and (pod_terminating(pod) or not _running_and_ready(pod)):
+                return
+        for pod in condemned:
+            if pod_terminating(pod):
+                if ordered:
+                    return
+                continue
+            if ordered and not _running_and_ready(pod) and pod is not first_unhealthy:
+                return
+            self._sts_delete(sts, pod)
             if ordered:
                 return
-        extra = sorted((p for p in pods.values() if int(p["metadata"]["name"].rsplit("-", 1)[1]) >= want),
-                       key=lambda p: -int(p["metadata"]["name"].rsplit("-", 1)[1]))
-        for pod in extra[:1] if ordered else extra:
-            self.delete_pod(pod)
-            self.event(sts, "SuccessfulDelete", f"delete Pod {pod['metadata']['name']} in StatefulSet {name} successful",
-                       component="statefulset-controller")
-        if extra or sts["spec"].get("updateStrategy", {}).get("type") == "OnDelete":
+        if not rolling:
             return
-        if all(pod_ready(p) for p in pods.values()):
-            outdated = sorted((p for p in pods.values()
-                               if (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH) != revision),
-                              key=lambda p: -int(p["metadata"]["name"].rsplit("-", 1)[1]))
-            if outdated:
-                self.delete_pod(outdated[0])
-                self.event(sts, "SuccessfulDelete",
-                           f"delete Pod {outdated[0]['metadata']['name']} in StatefulSet {name} successful",
-                           component="statefulset-controller")
+        for target in range(want - 1, partition - 1, -1):
+            pod = replicas[target]
+            if pod is None:
+                return
+            if rev(pod) != update_rev and not pod_terminating(pod):
+                self._sts_delete(sts, pod)
+                return
+            if not healthy(pod):
+                return
 
     def _statefulset_status(self, sts: dict[str, Any]) -> None:
-        name = sts["metadata"]["name"]
-        update_revision = f"{name}-{template_hash(sts['spec']['template'])}"
-        pods = [p for p in self.store.owned_by(sts["metadata"]["uid"], POD) if pod_active(p)]
+        """stateful_set_control.go computeReplicaStatus and completeRollingUpdate: every pod
+        counts in replicas (a terminating one too, and as ready while it is); current and
+        updated replicas count those not terminating; the current revision becomes the update
+        revision once every replica is updated and ready."""
+        update, current, _ = self._sts_revisions(sts)
+        update_rev, current_rev = update["metadata"]["name"], current["metadata"]["name"]
+        pods = self._owned_pods(sts)
         old = sts.get("status") or {}
-        rev = lambda p: (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH)  # noqa: E731
-        updated = sum(1 for p in pods if rev(p) == update_revision)
-        current_revision = old.get("currentRevision") or update_revision
-        want = sts["spec"].get("replicas", 1)
-        if updated == want == len(pods) and all(pod_ready(p) for p in pods):
-            current_revision = update_revision
-        ready = sum(1 for p in pods if pod_ready(p))
+        rev = lambda p: (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH)
+        live = [p for p in pods if not pod_terminating(p)]
+        ready = sum(1 for p in pods if _running_and_ready(p))
         status = {
             "observedGeneration": sts["metadata"].get("generation", 1),
             "replicas": len(pods),
             "readyReplicas": ready,
-            "currentReplicas": sum(1 for p in pods if rev(p) == current_revision),
-            "updatedReplicas": updated,
-            "currentRevision": current_revision,
-            "updateRevision": update_revision,
+            "currentReplicas": sum(1 for p in live if rev(p) == current_rev),
+            "updatedReplicas": sum(1 for p in live if rev(p) == update_rev),
+            "currentRevision": current_rev,
+            "updateRevision": update_rev,
             "collisionCount": 0,
             "availableReplicas": ready,
         }
+        rolling = (sts["spec"].get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+        if rolling and status["updatedReplicas"] == status["replicas"] == ready:
+            status["currentReplicas"] = status["updatedReplicas"]
+            status["currentRevision"] = update_rev
         status = {k: v for k, v in status.items() if v or k in ("replicas", "availableReplicas", "collisionCount")}
         if status != old:
             new = copy.deepcopy(sts)
@@ -685,18 +1096,44 @@ class Controllers:
         return [n for n in self.store.list(NODE)
                 if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
 
-    def _daemonset(self, ds: dict[str, Any]) -> None:
-        revision = template_hash(ds["spec"]["template"])
-        nodes = {n["metadata"]["name"] for n in self._daemonset_nodes(ds)}
-        pods = [p for p in self.store.owned_by(ds["metadata"]["uid"], POD) if pod_active(p)]
+    def _daemon_pods_by_node(self, ds: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """daemon_controller.go getNodesToDaemonPods: a pod that has finished and is being
+        deleted no longer counts; a terminating one still does."""
         by_node: dict[str, list[dict[str, Any]]] = {}
-        for p in pods:
+        for p in self.store.owned_by(ds["metadata"]["uid"], POD):
+            if controller_uid(p) != ds["metadata"]["uid"] or (pod_terminal(p) and pod_terminating(p)):
+                continue
             by_node.setdefault(p["spec"].get("nodeName", ""), []).append(p)
+        for pods in by_node.values():
+            pods.sort(key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+        return by_node
+
+    def _ds_delete(self, ds: dict[str, Any], pod: dict[str, Any]) -> None:
+        self.delete_pod(pod)
+        self.event(ds, "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", component="daemonset-controller")
+
+    def _daemonset(self, ds: dict[str, Any]) -> None:
+        """pkg/controller/daemon, one pass: manage (podsShouldBeOnNode: a pod on each eligible
+        node, none elsewhere, finished or extra ones deleted; a node whose pod is terminating
+        waits for it) and update.go rollingUpdate (an outdated pod deleted while fewer than
+        maxUnavailable nodes are unavailable; a node without a live pod is unavailable)."""
+        revision = template_hash(ds["spec"]["template"])
+        ds_name = ds["metadata"]["name"]
+        _, revisions = self._revisions(ds, revision, CONTROLLER_REVISION_HASH)
+        nodes = {n["metadata"]["name"] for n in self._daemonset_nodes(ds)}
+        by_node = self._daemon_pods_by_node(ds)
+        rev = lambda p: (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH)
+        self._truncate_history(ds, revisions, {f"{ds_name}-{revision}"} | {
+            f"{ds_name}-{rev(p)}" for pods in by_node.values() for p in pods})
         for node_name, node_pods in by_node.items():
-            for p in node_pods[1:] if node_name in nodes else node_pods:
-                self.delete_pod(p)
-                self.event(ds, "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
-                           component="daemonset-controller")
+            live = [p for p in node_pods if not pod_terminating(p)]
+            if node_name not in nodes:
+                doomed = live
+            else:
+                running = [p for p in live if not pod_terminal(p)]
+                doomed = [p for p in live if pod_terminal(p)] + running[1:]  # all but the oldest
+            for p in doomed:
+                self._ds_delete(ds, p)
         for node_name in sorted(nodes - set(by_node)):
             pod = self._new_pod(ds, None, {CONTROLLER_REVISION_HASH: revision,
                                            "pod-template-generation": str(ds["metadata"].get("generation", 1))})
@@ -713,28 +1150,44 @@ class Controllers:
             created = self.create_pod(pod)
             self.event(ds, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}",
                        component="daemonset-controller")
-        # Rolling update with maxUnavailable 1: replace one outdated pod when all are ready.
-        if ds["spec"].get("updateStrategy", {}).get("type", "RollingUpdate") == "RollingUpdate":
-            live = [p for p in self.store.owned_by(ds["metadata"]["uid"], POD) if pod_active(p)]
-            outdated = [p for p in live if (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH) != revision]
-            if outdated and all(pod_ready(p) for p in live):
-                self.delete_pod(outdated[0])
-                self.event(ds, "SuccessfulDelete", f"Deleted pod: {outdated[0]['metadata']['name']}",
-                           component="daemonset-controller")
+        strategy = ds["spec"].get("updateStrategy") or {}
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            return
+        max_unavailable = scaled_value((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1), len(nodes), True)
+        by_node = self._daemon_pods_by_node(ds)
+        unavailable = 0
+        replace: list[dict[str, Any]] = []
+        candidates: list[dict[str, Any]] = []
+        for node_name in sorted(nodes):
+            live = [p for p in by_node.get(node_name, []) if not pod_terminating(p)]
+            new = [p for p in live if rev(p) == revision]
+            old = [p for p in live if rev(p) != revision]
+            if not live or (new and old):
+                unavailable += 1
+            elif new:
+                unavailable += 0 if pod_ready(new[0]) else 1
+            elif not pod_ready(old[0]):
+                replace.append(old[0])
+            elif unavailable < max_unavailable:
+                candidates.append(old[0])
+        for p in replace + candidates[: max(min(max_unavailable - unavailable, len(candidates)), 0)]:
+            self._ds_delete(ds, p)
 
     def _daemonset_status(self, ds: dict[str, Any]) -> None:
+        """daemon_controller.go updateDaemonSetStatus: per eligible node, its oldest pod."""
         revision = template_hash(ds["spec"]["template"])
-        nodes = self._daemonset_nodes(ds)
-        pods = [p for p in self.store.owned_by(ds["metadata"]["uid"], POD) if pod_active(p)]
-        ready = sum(1 for p in pods if pod_ready(p))
+        nodes = {n["metadata"]["name"] for n in self._daemonset_nodes(ds)}
+        by_node = self._daemon_pods_by_node(ds)
+        scheduled = [by_node[n][0] for n in sorted(nodes) if by_node.get(n)]
+        ready = sum(1 for p in scheduled if pod_ready(p))
         status = {
-            "currentNumberScheduled": len(pods),
-            "numberMisscheduled": 0,
+            "currentNumberScheduled": len(scheduled),
+            "numberMisscheduled": sum(1 for n in by_node if n not in nodes),
             "desiredNumberScheduled": len(nodes),
             "numberReady": ready,
             "observedGeneration": ds["metadata"].get("generation", 1),
             "updatedNumberScheduled": sum(
-                1 for p in pods if (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH) == revision),
+                1 for p in scheduled if (p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH) == revision),
             "numberAvailable": ready,
             "numberUnavailable": max(len(nodes) - ready, 0),
         }
@@ -801,6 +1254,9 @@ class Controllers:
         not_ready_nodes = {n["metadata"]["name"] for n in self.store.list(NODE) if not node_ready(n)}
         for pod in self.store.list(POD):
             node = pod["spec"].get("nodeName")
+            if pod_terminating(pod):
+                self._terminate(pod, now)
+                continue
             if not node or not pod_active(pod):
                 continue
             uid = pod["metadata"]["uid"]
@@ -882,6 +1338,69 @@ class Controllers:
             if new != pod:
                 self._write(POD, new)
 
+    def _terminate(self, pod: dict[str, Any], now: float) -> None:
+        """The kubelet's side of a graceful deletion (pkg/kubelet SyncTerminatingPod, the status
+        manager's TerminatePod and its final DELETE).
+
+        The containers get SIGTERM (a ``Killing`` event each) and the emulated ones exit
+        ``termination_seconds`` later, or at the end of the grace period if that is sooner; until
+        then the pod keeps its status. Then the kubelet posts the terminal status: a container
+        that was running exited 0 (Completed), a crash-looping one with its last termination, one
+        that never started is ContainerStatusUnknown (137); phase Succeeded if every container
+        exited 0, else Failed; Ready and ContainersReady False (PodCompleted / PodFailed). On its
+        next pass it deletes the pod with grace period 0. A node whose kubelet stopped posting
+        status (NodeStatusUnknown) does none of this; a pod on a node that no longer exists is
+        removed (podgc gcOrphaned).
+        """
+        uid = pod["metadata"]["uid"]
+        node = pod["spec"].get("nodeName")
+        if not node or self.store.get(NODE, None, node) is None:
+            self._remove_pod(pod)
+            return
+        if self.faults.nodes_not_ready.get(node) == "NodeStatusUnknown":
+            return
+        if uid in self._stopped:
+            self.delete_pod(pod, 0)
+            return
+        since = self._terminating_since.setdefault(uid, now)
+        if uid not in self._killed:
+            self._killed.add(uid)
+            for c in pod["spec"]["containers"]:
+                self.event(pod, "Killing", f"Stopping container {c['name']}", component="kubelet", host=node)
+        grace = pod["metadata"].get("deletionGracePeriodSeconds") or 0
+        if now - since < min(self.termination_seconds, grace):
+            return
+        new = copy.deepcopy(pod)
+        status = new.setdefault("status", {})
+        statuses = []
+        for c in pod["spec"]["containers"]:
+            prev = next((cs for cs in status.get("containerStatuses") or [] if cs["name"] == c["name"]), None) or {}
+            state = prev.get("state") or {}
+            if "running" in state:
+                terminated = {"exitCode": 0, "reason": "Completed", "startedAt": state["running"].get("startedAt"),
+                              "finishedAt": now_iso(), "containerID": self._container_id(uid, c)}
+            elif "terminated" in state:
+                terminated = state["terminated"]
+            elif (prev.get("lastState") or {}).get("terminated"):
+                terminated = copy.deepcopy(prev["lastState"]["terminated"])
+            else:
+                terminated = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                              "message": "The container could not be located when the pod was terminated",
+                              "startedAt": None, "finishedAt": None}
+            statuses.append(self._container_status(pod, c, {"terminated": terminated}, False,
+                                                   prev.get("restartCount", 0), prev.get("lastState") or {}))
+        status["containerStatuses"] = statuses
+        succeeded = all(cs["state"]["terminated"]["exitCode"] == 0 for cs in statuses)
+        status["phase"] = "Succeeded" if succeeded else "Failed"
+        reason = "PodCompleted" if succeeded else "PodFailed"
+        conditions = status.setdefault("conditions", [])
+        self._put_pod_condition(conditions, "PodReadyToStartContainers", "False")
+        self._put_pod_condition(conditions, "Initialized", "True", "PodCompleted" if succeeded else None)
+        for ctype in ("Ready", "ContainersReady"):
+            self._put_pod_condition(conditions, ctype, "False", reason)
+        self._write(POD, new)
+        self._stopped.add(uid)
+
     @staticmethod
     def _container_id(uid: str, c: dict[str, Any]) -> str:
         return "containerd://" + template_hash({"uid": uid, "c": c["name"]}) * 6
@@ -918,9 +1437,12 @@ class Controllers:
 
     def _forget_gone_pods(self) -> None:
         live = {p["metadata"]["uid"] for p in self.store.list(POD)}
-        for uid in list(self._pod_seen):
-            if uid not in live:
-                del self._pod_seen[uid]
+        for seen in (self._pod_seen, self._terminating_since):
+            for uid in list(seen):
+                if uid not in live:
+                    del seen[uid]
+        self._killed &= live
+        self._stopped &= live
         for key in list(self._crash_since):
             if key[0] not in live:
                 del self._crash_since[key]
@@ -931,78 +1453,145 @@ class Controllers:
     # ------------------------------------------------------------------ disruption
 
     def pdb_pods(self, pdb: dict[str, Any]) -> list[dict[str, Any]]:
+        """disruption.go getPodsForPdb: every pod the selector matches, terminating and finished
+        ones included."""
         selector = pdb["spec"].get("selector")
         return [p for p in self.store.list(POD, pdb["metadata"]["namespace"])
-                if matches_label_selector(selector, p["metadata"].get("labels")) and pod_active(p)]
+                if matches_label_selector(selector, p["metadata"].get("labels"))]
 
-    def _expected_scale(self, pods: list[dict[str, Any]]) -> int:
-        """disruption controller getExpectedScale: sum of the owning controllers' replicas."""
-        seen: dict[str, int] = {}
+    def _controller_scale(self, ref: dict[str, Any], namespace: str) -> tuple[str, int] | None:
+        """disruption.go finders (getPodDeployment, getPodReplicaSet, getPodStatefulSet,
+        getScaleController): (UID, replicas) of the controller with a scale that ``ref`` names,
+        None if it cannot be found; raises _SyncError for a kind without a scale subresource."""
+        kind, api_version = ref.get("kind", ""), ref.get("apiVersion", "")
+        served = BY_KIND.get(kind)
+        if served is None or served.api_version != api_version:
+            raise _SyncError(f'no matches for kind "{kind}" in version "{api_version}"')
+        if "scale" not in served.subresources:
+            raise _SyncError(f"{served.qualified} does not implement the scale subresource")
+        obj = self.store.get(served, namespace, ref.get("name", ""))
+        if obj is None or obj["metadata"]["uid"] != ref.get("uid"):
+            return None
+        if kind == "ReplicaSet":
+            owner = controller_of(obj)
+            if owner is not None and owner.get("kind") == "Deployment" and owner.get("apiVersion") == "apps/v1":
+                d = self.store.get(DEPLOYMENT, namespace, owner.get("name", ""))
+                if d is not None and d["metadata"]["uid"] == owner.get("uid"):
+                    return d["metadata"]["uid"], d["spec"].get("replicas", 1)
+                # getPodReplicaSet skips a ReplicaSet a Deployment controls; the scale finder
+                # then answers with the ReplicaSet's own scale.
+        return obj["metadata"]["uid"], obj["spec"].get("replicas", 1)
+
+    def _expected_scale(self, pods: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        """disruption.go getExpectedScale: (sum of the pods' controllers' scale, the pods
+        without a controller). Raises _SyncError when a controller cannot be found."""
+        scales: dict[str, int] = {}
+        unmanaged: list[str] = []
         for pod in pods:
             ref = controller_of(pod)
             if ref is None:
+                unmanaged.append(pod["metadata"]["name"])
                 continue
-            ns = pod["metadata"]["namespace"]
-            if ref["kind"] == "ReplicaSet":
-                rs = self.store.get(REPLICASET, ns, ref["name"])
-                if rs is None:
-                    continue
-                rs_ref = controller_of(rs)
-                if rs_ref and rs_ref["kind"] == "Deployment":
-                    d = self.store.get(DEPLOYMENT, ns, rs_ref["name"])
-                    if d is not None:
-                        seen[d["metadata"]["uid"]] = d["spec"].get("replicas", 1)
-                        continue
-                seen[rs["metadata"]["uid"]] = rs["spec"].get("replicas", 1)
-            elif ref["kind"] == "StatefulSet":
-                sts = self.store.get(STATEFULSET, ns, ref["name"])
-                if sts is not None:
-                    seen[sts["metadata"]["uid"]] = sts["spec"].get("replicas", 1)
-        return sum(seen.values())
+            found = self._controller_scale(ref, pod["metadata"]["namespace"])
+            if found is None:
+                raise _SyncError(f'found no controllers for pod "{pod["metadata"]["name"]}"')
+            scales[found[0]] = found[1]
+        return sum(scales.values()), unmanaged
 
     def pdb_status(self, pdb: dict[str, Any]) -> dict[str, Any]:
-        """Recompute and store one PodDisruptionBudget's status (pkg/controller/disruption)."""
+        """Recompute and store one PodDisruptionBudget's status, as disruption.go trySync and
+        updatePdbStatus; returns the stored budget.
+
+        maxUnavailable, or a percentage minAvailable, is taken of the controllers' scale
+        (getExpectedScale); an integer minAvailable counts the selected pods; a policy/v1
+        budget with neither expects 0 pods and wants 0 healthy. Healthy pods are the Ready ones
+        neither terminating nor in ``disruptedPods`` (an eviction's entry, dropped once the pod
+        terminates or after DeletionTimeout). No disruption is allowed when the expected count
+        is 0 or less. When the expected count cannot be computed, ``failSafe``: only
+        disruptionsAllowed (0) and a DisruptionAllowed=False/SyncFailed condition are written,
+        the generation is not observed.
+        """
         spec = pdb["spec"]
         pods = self.pdb_pods(pdb)
-        live_names = {p["metadata"]["name"] for p in pods}
         old = pdb.get("status") or {}
-        disrupted = {k: v for k, v in (old.get("disruptedPods") or {}).items() if k in live_names}
-        healthy = sum(1 for p in pods if pod_ready(p) and p["metadata"]["name"] not in disrupted)
-        if "maxUnavailable" in spec:
-            expected = self._expected_scale(pods)
-            desired = max(0, expected - scaled_value(spec["maxUnavailable"], expected, True))
-        elif isinstance(spec.get("minAvailable"), str) and spec["minAvailable"].endswith("%"):
-            expected = self._expected_scale(pods)
-            desired = scaled_value(spec["minAvailable"], expected, True)
-        else:
-            expected = len(pods)
-            desired = scaled_value(spec.get("minAvailable", 1), expected, True)
-        allowed = max(0, healthy - desired)
-        conditions = copy.deepcopy(old.get("conditions") or [])
-        cond_status, reason = ("True", "SufficientPods") if allowed > 0 else ("False", "InsufficientPods")
-        cur = _condition(conditions, "DisruptionAllowed")
+        unmanaged: list[str] = []
+        try:
+            if spec.get("maxUnavailable") is not None:
+                expected, unmanaged = self._expected_scale(pods)
+                desired = max(0, expected - scaled_value(spec["maxUnavailable"], expected, True))
+            elif spec.get("minAvailable") is not None:
+                if isinstance(spec["minAvailable"], int):
+                    desired, expected = spec["minAvailable"], len(pods)
+                else:
+                    expected, unmanaged = self._expected_scale(pods)
+                    desired = scaled_value(spec["minAvailable"], expected, True)
+            else:
+                expected = desired = 0
+        except _SyncError as err:
+            return self._pdb_fail_safe(pdb, str(err))
+        now = time.time()
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        disrupted: dict[str, str] = {}
+        for name, at in (old.get("disruptedPods") or {}).items():
+            pod = by_name.get(name)
+            if pod is None or pod_terminating(pod):
+                continue
+            if parse_iso(at) + DELETION_TIMEOUT_SECONDS < now:
+                ns = pdb["metadata"]["namespace"]
+                # (sic: the controller prints the namespace twice)
+                self.event(pod, "NotDeleted", f"Pod was expected by PDB {ns}/{ns} to be deleted but it wasn't",
+                           type_="Warning", component="controllermanager")
+                continue
+            disrupted[name] = at
+        healthy = sum(1 for p in pods if not pod_terminating(p) and p["metadata"]["name"] not in disrupted
+                      and pod_ready(p))
+        allowed = healthy - desired
+        if expected <= 0 or allowed <= 0:
+            allowed = 0
         generation = pdb["metadata"].get("generation", 1)
-        if cur is None or cur["status"] != cond_status or cur.get("observedGeneration") != generation:
-            cond = {"type": "DisruptionAllowed", "status": cond_status, "reason": reason, "message": "",
-                    "observedGeneration": generation,
-                    "lastTransitionTime": cur["lastTransitionTime"] if cur and cur["status"] == cond_status
-                    else now_iso()}
-            conditions = [c for c in conditions if c["type"] != "DisruptionAllowed"] + [cond]
         status: dict[str, Any] = {
             "observedGeneration": generation,
             "disruptionsAllowed": allowed,
             "currentHealthy": healthy,
             "desiredHealthy": desired,
             "expectedPods": expected,
-            "conditions": conditions,
+            "conditions": copy.deepcopy(old.get("conditions") or []),
         }
         if disrupted:
             status["disruptedPods"] = disrupted
-        if status != old:
-            new = copy.deepcopy(pdb)
-            new["status"] = status
-            return self._write(PDB, new)
-        return pdb
+        update_disruption_allowed_condition(status)
+        if status == old:
+            return pdb
+        if not pods:
+            self.event(pdb, "NoPods", "No matching pods found", component="controllermanager")
+        if unmanaged:
+            selector = _go_label_selector(spec.get("selector"))
+            self.event(pdb, "UnmanagedPods",
+                       f"Pods selected by this PodDisruptionBudget (selector: {selector}) were found to be "
+                       "unmanaged. As a result, the status of the PDB cannot be calculated correctly, which may "
+                       'result in undefined behavior. To account for these pods please set ".spec.minAvailable" '
+                       "field of the PDB to an integer value.", type_="Warning", component="controllermanager")
+        new = copy.deepcopy(pdb)
+        new["status"] = status
+        return self._write(PDB, new)
+
+    def _pdb_fail_safe(self, pdb: dict[str, Any], message: str) -> dict[str, Any]:
+        """disruption.go failSafe after a sync error."""
+        old = pdb.get("status") or {}
+        status = copy.deepcopy(old)
+        for key in ("currentHealthy", "desiredHealthy", "expectedPods"):
+            status.setdefault(key, 0)
+        status["disruptionsAllowed"] = 0
+        set_status_condition(status.setdefault("conditions", []), "DisruptionAllowed", "False", "SyncFailed", message,
+                             old.get("observedGeneration", 0))
+        if status == old:
+            return pdb
+        self.event(pdb, "CalculateExpectedPodCountFailed",
+                   f"Failed to calculate the number of expected pods: {message}", type_="Warning",
+                   component="controllermanager")
+        new = copy.deepcopy(pdb)
+        new["status"] = status
+        return self._write(PDB, new)
 
     # ------------------------------------------------------------------ faults
 

@@ -7,7 +7,8 @@ undo`` copies a ReplicaSet's (defaulted) template back into the Deployment, and 
 controller then finds that old ReplicaSet by template equality, as on a real cluster.
 
 Validation covers what a remediation could get wrong: names, replicas >= 0, selectors that
-match the template, containers with name and image, immutable selectors. Errors are 422
+match the template, containers with name and image, immutable selectors, a PodDisruptionBudget's
+exclusive minAvailable/maxUnavailable and its unhealthyPodEvictionPolicy. Errors are 422
 Invalid Status objects worded as the apiserver's field errors. Called by the HTTP server and
 ``Emulator.create`` before the store.
 """
@@ -190,3 +191,8 @@ def validate(kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None = None)
     elif kind.kind == "PodDisruptionBudget":
         if "minAvailable" in spec and "maxUnavailable" in spec:
             raise invalid(kind, name, "spec", spec, "minAvailable and maxUnavailable cannot be both set")
+        policy = spec.get("unhealthyPodEvictionPolicy")
+        if policy is not None and policy not in ("AlwaysAllow", "IfHealthyBudget"):
+            # pkg/apis/policy/validation ValidatePodDisruptionBudgetSpec.
+            raise invalid(kind, name, "spec.unhealthyPodEvictionPolicy", policy,
+                          'supported values: "AlwaysAllow", "IfHealthyBudget"', "FieldValueNotSupported")

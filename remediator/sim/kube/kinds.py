@@ -3,7 +3,7 @@
 Used by the store (to key objects), by the HTTP server (to route ``/api/v1/...`` and
 ``/apis/{group}/{version}/...`` paths and answer discovery) and by the controllers.
 
-The discovery documents are the legacy (unaggregated) ones: kubectl 1.32 first asks for
+The discovery documents are the legacy (unaggregated) ones: kubectl first asks for
 ``apidiscovery.k8s.io/v2`` aggregated discovery through its Accept header, sees a plain
 ``application/json`` answer and falls back to one request per group version, as it does
 against any apiserver older than 1.26.
@@ -225,6 +225,8 @@ def invalid(k: Kind, name: str, field_path: str, value: Any, detail: str,
         text = f"Required value: {detail}" if detail else "Required value"
     elif cause_type == "FieldValueForbidden":
         text = f"Forbidden: {detail}"
+    elif cause_type == "FieldValueNotSupported":
+        text = f"Unsupported value: {shown}: {detail}"
     else:
         text = f"Invalid value: {shown}: {detail}"
     details = {"name": name, "kind": k.kind,
@@ -233,6 +235,14 @@ def invalid(k: Kind, name: str, field_path: str, value: Any, detail: str,
         details["group"] = k.group
     qual = f"{k.kind}.{k.group}" if k.group else k.kind
     return ApiError(422, "Invalid", f'{qual} "{name}" is invalid: {field_path}: {text}', details)
+
+
+def forbidden(k: Kind, name: str, why: str) -> ApiError:
+    """403 Forbidden, as apimachinery's NewForbidden for ``k`` (e.g. a PodDisruptionBudget)."""
+    return ApiError(403, "Forbidden", f'{k.kind.lower()}.{k.group} "{name}" is forbidden: {why}' if k.group
+                    else f'{k.kind.lower()} "{name}" is forbidden: {why}',
+                    {"name": name, "group": k.group, "kind": k.kind.lower()} if k.group
+                    else {"name": name, "kind": k.kind.lower()})
 
 
 def bad_request(message: str) -> ApiError:

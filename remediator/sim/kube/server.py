@@ -2,11 +2,12 @@
 
 ``Api`` holds the apiserver's request semantics (routing of ``/api/v1/...`` and
 ``/apis/{group}/{version}/...`` paths, discovery, list/watch with label and field
-selectors, create/update/patch/delete with DeleteOptions and propagationPolicy, the scale,
-status and eviction subresources, metav1.Status errors). ``Handler`` is the
-``http.server`` request handler: HTTP/1.1 keep-alive with Content-Length, chunked
-transfer for watches, Nagle disabled (else each small response waits ~40 ms for a
-delayed ACK), every API request recorded. Built and started by ``Emulator``.
+selectors, create/update/patch/delete with DeleteOptions and propagationPolicy, graceful pod
+deletion (gracePeriodSeconds, pkg/registry/core/pod/strategy.go), the scale, status and
+eviction subresources (pkg/registry/core/pod/storage/eviction.go), metav1.Status errors).
+``Handler`` is the ``http.server`` request handler: HTTP/1.1 keep-alive with
+Content-Length, chunked transfer for watches, Nagle disabled (else each small response waits
+~40 ms for a delayed ACK), every API request recorded. Built and started by ``Emulator``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from remediator.sim.kube import kinds
-from remediator.sim.kube.controllers import POD, PDB, pod_active, pod_ready
+from remediator.sim.kube.controllers import (
+    POD,
+    PDB,
+    pod_ready,
+    pod_terminal,
+    pod_terminating,
+    update_disruption_allowed_condition,
+)
 from remediator.sim.kube.defaults import apply_defaults, validate
 from remediator.sim.kube.kinds import (
     BY_PATH,
@@ -31,6 +39,7 @@ from remediator.sim.kube.kinds import (
     Kind,
     bad_request,
     conflict,
+    forbidden,
     method_not_allowed,
     no_route,
 )
@@ -49,6 +58,7 @@ if TYPE_CHECKING:
 
 # Deleting these returns the deleted object; others a Status (genericregistry ReturnDeletedObject).
 RETURNS_DELETED_OBJECT = {"Pod", "Namespace", "Event"}
+MAX_DISRUPTED_POD_SIZE = 2000  # eviction.go MaxDisruptedPodSize
 WATCH_POLL_SECONDS = 0.5
 
 
@@ -144,6 +154,18 @@ class Api:
             return self._collection(method, kind, namespace, query, body)
         return self._item(method, kind, namespace, name, sub, query, body, content_type)
 
+    def _admit_create(self, kind: Kind, namespace: str | None, name: str) -> None:
+        """NamespaceLifecycle admission (plugin/pkg/admission/namespace/lifecycle): no new
+        content, evictions included, in a namespace being deleted: 403 with the
+        ``NamespaceTerminating`` cause kubectl drain looks for."""
+        if kind.namespaced and self.controllers.namespace_terminating(namespace):
+            err = kinds.forbidden(kind, name, f"unable to create new content in namespace {namespace} because it is being terminated")
+            err.details["causes"] = [{
+                "type": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
+                "field": "metadata.namespace",
+            }]
+            raise err
+
     def _collection(self, method: str, kind: Kind, namespace: str | None, query: dict[str, str],
                     body: Any) -> Response:
         if method == "GET":
@@ -155,6 +177,7 @@ class Api:
                 raise method_not_allowed()
             if not isinstance(body, dict):
                 raise bad_request("Object 'Kind' is missing in 'null'" if body is None else "invalid object")
+            self._admit_create(kind, namespace, (body or {}).get("metadata", {}).get("name", "") if isinstance(body, dict) else "")
             return Response(201, self.create(kind, body, namespace, dry_run=query.get("dryRun") == "All"))
         if method == "DELETE":
             return Response(200, self._delete_collection(kind, namespace, query, body))
@@ -169,6 +192,7 @@ class Api:
         if sub == "eviction":
             if method != "POST":
                 raise method_not_allowed()
+            self._admit_create(kind, namespace, name)
             return self._evict(namespace or "", name, body, dry_run=query.get("dryRun") == "All")
         if sub == "scale":
             return self._scale(method, kind, namespace, name, body, content_type)
@@ -336,7 +360,10 @@ class Api:
     def delete(self, kind: Kind, namespace: str | None, name: str, options: Any,
                query: dict[str, str]) -> dict[str, Any]:
         """DELETE with DeleteOptions: preconditions and propagationPolicy (Background/Foreground
-        delete dependents by ownerReferences, Orphan strips those references)."""
+        delete dependents by ownerReferences, Orphan strips those references). A pod is deleted
+        gracefully (``gracePeriodSeconds`` from the body, else the query, else the pod's
+        terminationGracePeriodSeconds; see ``Controllers.delete_pod``) and the answer is the pod,
+        terminating, or removed for a grace period of 0."""
         options = options if isinstance(options, dict) else {}
         with self.store.lock:
             current = self.store.must_get(kind, namespace, name)
@@ -355,10 +382,16 @@ class Api:
                 raise kinds.invalid(kind, name, "propagationPolicy", policy,
                                     'supported values: "Foreground", "Background", "Orphan", "nil"',
                                     "FieldValueNotSupported")
+            grace = options.get("gracePeriodSeconds")
+            if grace is None and query.get("gracePeriodSeconds") not in (None, ""):
+                try:
+                    grace = int(query["gracePeriodSeconds"])
+                except ValueError:
+                    raise bad_request(f'invalid gracePeriodSeconds "{query["gracePeriodSeconds"]}"') from None
             dry_run = options.get("dryRun") == ["All"] or query.get("dryRun") == "All"
             if dry_run:
                 return copy.deepcopy(current)
-            deleted = self.emu.delete_cascading(kind, current, policy or "Background")
+            deleted = self.emu.delete_cascading(kind, current, policy or "Background", grace_seconds=grace)
             self.controllers.reconcile()
         if kind.kind in RETURNS_DELETED_OBJECT:
             return deleted
@@ -448,20 +481,37 @@ class Api:
         return Response(200, "\n".join(lines) + "\n", "text/plain")
 
     def _evict(self, namespace: str, name: str, body: Any, *, dry_run: bool) -> Response:
-        """POST pods/{name}/eviction, as pkg/registry/core/pod/storage/eviction.go."""
+        """POST pods/{name}/eviction, as pkg/registry/core/pod/storage/eviction.go.
+
+        A pod that has finished, is Pending or is already being deleted (canIgnorePDB) is
+        deleted without consulting budgets: evicting a terminating pod again answers 201 and
+        only deletes it again, which may shorten its grace period. Otherwise the one matching
+        PodDisruptionBudget decides (more than one: 500): an unready pod is deleted without
+        spending the budget under ``unhealthyPodEvictionPolicy: AlwaysAllow``, or under
+        IfHealthyBudget (the default) when currentHealthy >= desiredHealthy > 0; else
+        checkAndDecrement (429 when no disruption is allowed or the budget's generation is not
+        observed yet). The pod then gets the DisruptionTarget condition (EvictionByEvictionAPI)
+        and is deleted with the Eviction's deleteOptions (gracefully, see
+        ``Controllers.delete_pod``).
+        """
         body = body if isinstance(body, dict) else {}
         if (body.get("metadata") or {}).get("name") not in (None, name):
             raise bad_request("name in URL does not match name in Eviction object")
         options = body.get("deleteOptions") or {}
+        dry_run = dry_run or options.get("dryRun") == ["All"]
         with self.store.lock:
             pod = self.store.must_get(POD, namespace, name)
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != pod["metadata"]["uid"]:
                 raise conflict(POD, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
                                           f"UID in object meta: {pod['metadata']['uid']}")
-            phase = (pod.get("status") or {}).get("phase")
-            # canIgnorePDB: finished or pending pods are evicted without consulting budgets.
-            if pod_active(pod) and phase != "Pending":
+            if pre.get("resourceVersion") and pre["resourceVersion"] != pod["metadata"]["resourceVersion"]:
+                raise conflict(POD, name, f"Precondition failed: ResourceVersion in precondition: "
+                                          f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                                          f"{pod['metadata']['resourceVersion']}")
+            can_ignore_pdb = (pod_terminal(pod) or pod_terminating(pod)
+                              or (pod.get("status") or {}).get("phase") == "Pending")
+            if not can_ignore_pdb:
                 pdbs = [p for p in self.store.list(PDB, namespace)
                         if matches_label_selector(p["spec"].get("selector"), pod["metadata"].get("labels"))]
                 if len(pdbs) > 1:
@@ -469,25 +519,55 @@ class Api:
                                    "This pod has more than one PodDisruptionBudget, which the eviction subresource "
                                    "does not support.")
                 if pdbs:
-                    self._check_and_decrement(pod, self.controllers.pdb_status(pdbs[0]), dry_run)
+                    pdb = self.controllers.pdb_status(pdbs[0])
+                    if not self._unhealthy_may_go(pod, pdb):
+                        self._check_and_decrement(pod, pdb, dry_run)
             if not dry_run:
-                self.emu.delete_cascading(POD, pod, "Background")
+                self._add_condition_and_delete(pod, options.get("gracePeriodSeconds"))
                 self.controllers.reconcile()
         return Response(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
 
+    @staticmethod
+    def _unhealthy_may_go(pod: dict[str, Any], pdb: dict[str, Any]) -> bool:
+        """An unready pod deleted without spending the budget: AlwaysAllow, or IfHealthyBudget
+        with the budget met (it does not count towards currentHealthy)."""
+        if pod_ready(pod):
+            return False
+        if pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow":
+            return True
+        status = pdb.get("status") or {}
+        return status.get("currentHealthy", 0) >= status.get("desiredHealthy", 0) > 0
+
+    def _add_condition_and_delete(self, pod: dict[str, Any], grace_seconds: int | None) -> None:
+        """eviction.go addConditionAndDeletePod: DisruptionTarget=True (EvictionByEvictionAPI),
+        as apipod.UpdatePodCondition sets it, then the pod's DELETE."""
+        new = copy.deepcopy(pod)
+        conditions = new.setdefault("status", {}).setdefault("conditions", [])
+        cur = next((c for c in conditions if c.get("type") == "DisruptionTarget"), None)
+        cond = {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
+                "lastTransitionTime": cur["lastTransitionTime"] if cur and cur.get("status") == "True" else now_iso(),
+                "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"}
+        if cur is None:
+            conditions.append(cond)
+        else:
+            conditions[conditions.index(cur)] = cond
+        self.emu.delete_cascading(POD, self.store.put(POD, new), "Background", grace_seconds=grace_seconds)
+
     def _check_and_decrement(self, pod: dict[str, Any], pdb: dict[str, Any], dry_run: bool) -> None:
+        """eviction.go checkAndDecrement."""
         status = pdb.get("status") or {}
         pdb_name = pdb["metadata"]["name"]
-        if not pod_ready(pod):
-            # unhealthyPodEvictionPolicy IfHealthyBudget: an unready pod may go if the budget is met.
-            if status.get("currentHealthy", 0) >= status.get("desiredHealthy", 0) > 0:
-                return
         if status.get("observedGeneration", 0) < pdb["metadata"].get("generation", 1):
             raise ApiError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
                            {"retryAfterSeconds": 10, "causes": [{
                                "reason": "DisruptionBudget",
                                "message": f"The disruption budget {pdb_name} is still being processed by the server."}]})
-        if status.get("disruptionsAllowed", 0) <= 0:
+        if status.get("disruptionsAllowed", 0) < 0:
+            raise forbidden(PDB, pdb_name, "pdb disruptions allowed is negative")
+        if len(status.get("disruptedPods") or {}) > MAX_DISRUPTED_POD_SIZE:
+            raise forbidden(PDB, pdb_name, "DisruptedPods map too big - too many evictions not confirmed by PDB "
+                                           "controller")
+        if status.get("disruptionsAllowed", 0) == 0:
             raise ApiError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
                            {"causes": [{
                                "reason": "DisruptionBudget",
@@ -497,6 +577,8 @@ class Api:
             return
         new = copy.deepcopy(pdb)
         new["status"]["disruptionsAllowed"] = status["disruptionsAllowed"] - 1
+        if new["status"]["disruptionsAllowed"] == 0:
+            update_disruption_allowed_condition(new["status"])
         new["status"].setdefault("disruptedPods", {})[pod["metadata"]["name"]] = now_iso()
         self.store.put(PDB, new)
 

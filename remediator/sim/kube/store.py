@@ -5,7 +5,9 @@ name. Gives each write a resourceVersion from one global counter, sets uid,
 creationTimestamp and generation (bumped only when ``spec`` changes, for the kinds whose
 controllers report ``observedGeneration``), refuses a stale resourceVersion with the
 apiserver's 409 Conflict, keeps ``status`` out of main-resource writes and ``spec`` out of
-``/status`` writes, and keeps a bounded log of watch events.
+``/status`` writes, keeps ``deletionTimestamp``/``deletionGracePeriodSeconds`` out of client
+writes (only a DELETE sets them, see ``Controllers.delete_pod``), and keeps a bounded log of
+watch events.
 
 Called by the HTTP server (``server.py``), the controllers (``controllers.py``) and the
 ``Emulator`` facade. All methods take ``lock``; callers that read-modify-write hold it too.
@@ -127,6 +129,7 @@ class Store:
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_iso()
             meta.pop("deletionTimestamp", None)
+            meta.pop("deletionGracePeriodSeconds", None)
             if kind.kind in GENERATION_KINDS:
                 meta["generation"] = 1
             meta["resourceVersion"] = self._bump()
@@ -153,7 +156,8 @@ class Store:
             new = copy.deepcopy(obj)
             new["apiVersion"], new["kind"] = kind.api_version, kind.kind
             new_meta = new.setdefault("metadata", {})
-            for fixed in ("uid", "creationTimestamp", "namespace", "name", "generation", "deletionTimestamp"):
+            for fixed in ("uid", "creationTimestamp", "namespace", "name", "generation", "deletionTimestamp",
+                          "deletionGracePeriodSeconds"):
                 if fixed in current["metadata"]:
                     new_meta[fixed] = current["metadata"][fixed]
                 else:

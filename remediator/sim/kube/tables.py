@@ -49,9 +49,11 @@ def _pod_row(p: dict[str, Any]) -> list[Any]:
         state = cs.get("state") or {}
         if state.get("waiting", {}).get("reason"):
             reason = state["waiting"]["reason"]
-        elif state.get("terminated", {}).get("reason"):
-            reason = state["terminated"]["reason"]
-    if p["metadata"].get("deletionTimestamp"):
+        elif "terminated" in state:
+            term = state["terminated"]
+            reason = term.get("reason") or (f"Signal:{term['signal']}" if term.get("signal")
+                                            else f"ExitCode:{term.get('exitCode', 0)}")
+    if p["metadata"].get("deletionTimestamp") and st.get("phase") not in ("Succeeded", "Failed"):
         reason = "Terminating"
     restarts = sum(cs.get("restartCount", 0) for cs in statuses)
     return [p["metadata"]["name"], f"{ready}/{len(p['spec'].get('containers') or [])}", reason, restarts, _age(p),
