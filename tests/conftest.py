@@ -26,7 +26,12 @@ from remediator.sim.alerting import free_port
 from remediator.sim.kube import Emulator
 from remediator.sim.slack import SlackEmulator
 from remediator.slack.client import make_client
-from tests.support import CadvisorMetrics, debian_binary, real_activities, running_worker
+from tests.support import (
+    CadvisorMetrics,
+    debian_binary,
+    real_activities,
+    running_worker,
+)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -24,11 +24,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -36,7 +37,13 @@ import uvicorn
 from temporalio.client import Client, WorkflowHandle
 
 from remediator.app.runtime import build_activities, new_worker
-from remediator.domain.messages import AlertRef, AlertSignal, RemediationInput, RemediationStatus, TargetRef
+from remediator.domain.messages import (
+    AlertRef,
+    AlertSignal,
+    RemediationInput,
+    RemediationStatus,
+    TargetRef,
+)
 from remediator.domain.playbook import Playbook, PlaybookRef
 from remediator.domain.runs import workflow_id_for
 from remediator.k8s.kubectl import KUBECTL_VERSION
@@ -107,7 +114,7 @@ def alert(status: str = "firing", fingerprint: str = "c0ffee", starts: str = "20
 
 
 def alert_signal(a: AlertRef, pb: Playbook) -> AlertSignal:
-    return AlertSignal(alert=a, playbook=pb.name, received_at=datetime.now(timezone.utc))
+    return AlertSignal(alert=a, playbook=pb.name, received_at=datetime.now(UTC))
 
 
 async def start_run(client: Client, queue: str, pb: Playbook, first: AlertRef | None = None,
@@ -149,7 +156,7 @@ async def running_worker(client: Client, activities: list) -> AsyncIterator[str]
 
 async def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy, and return that;
-    fails the test naming ``what`` after ``timeout`` seconds (a bound, not a expected duration)."""
+    fails the test naming ``what`` after ``timeout`` seconds (a bound, not an expected duration)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -220,7 +227,7 @@ class DelayProxy:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "DelayProxy":
+    def start(self) -> DelayProxy:
         self._thread.start()
         self._call(self._listen())
         return self

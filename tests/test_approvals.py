@@ -19,7 +19,14 @@ from remediator.domain.messages import ApprovalDecision, RemediationStatus
 from remediator.domain.playbook import Playbook
 from remediator.sim.kube import Emulator
 from remediator.sim.slack import SlackEmulator
-from tests.support import SLACK, alert, real_activities, running_worker, start_run, until
+from tests.support import (
+    SLACK,
+    alert,
+    real_activities,
+    running_worker,
+    start_run,
+    until,
+)
 from tests.support import playbook as _playbook
 from workflows.remediation import RemediationWorkflow
 

@@ -33,16 +33,28 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.audit import AuditActivities
     from remediator.audit.store import (
-        AuditEventInvalid,
         SCHEMA_VERSION,
+        AuditEventInvalid,
         AuditSchemaError,
         AuditStore,
         format_time,
         parse_time_bound,
     )
-    from remediator.audit.view import render_intake, render_run, render_runs, run_as_dict
+    from remediator.audit.view import (
+        render_intake,
+        render_run,
+        render_runs,
+        run_as_dict,
+    )
     from remediator.domain.messages import AuditEvent, AuditWriteInput
-    from tests.support import SLACK, alert, alert_signal, playbook, start_run, wait_phase
+    from tests.support import (
+        SLACK,
+        alert,
+        alert_signal,
+        playbook,
+        start_run,
+        wait_phase,
+    )
 
 HISTORIES = Path(__file__).parent / "histories"
 HEALED = "v2-restart-healed"
@@ -201,7 +213,7 @@ def test_same_events_twice_are_stored_once(store):
         "00011-outcome", "00012-notice",
     ]
     assert raw(store).execute("SELECT count(*) FROM events").fetchone()[0] == 12
-    sent = [e for w in writes for e in w.events if e.key == "00006-mutation"][0]
+    sent = next(e for w in writes for e in w.events if e.key == "00006-mutation")
     mutation = stored[5]
     assert mutation.at == sent.at
     assert mutation.data["requests"] == sent.data["requests"]

@@ -12,8 +12,11 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections import Counter
 
+import httpx
 import pytest
+from temporalio.api.enums.v1 import EventType
 
 from remediator.app.devserver import DevServer
 from remediator.sim.kube import Emulator
@@ -58,6 +61,34 @@ async def wait_for(predicate, timeout: float = 60, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def activities_done(handle) -> Counter:
+    """How many times each activity of the run completed so far, from its history."""
+    scheduled: dict[int, str] = {}
+    done: Counter = Counter()
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            done[scheduled[event.activity_task_completed_event_attributes.scheduled_event_id]] += 1
+    return done
+
+
+async def polling_the_health_check(server: DevServer) -> RemediationStatus:
+    """Wait until the run is in its step's health check, which has polled at least twice after
+    the rollout restart: where the tests below stop a process. Returns the run's status."""
+    client = await connect(server.address)
+    handle = client.get_workflow_handle(workflow_id_for("deployment/prod/checkout"))
+
+    async def polled() -> RemediationStatus | None:
+        done = await activities_done(handle)
+        if done["rollout_restart"] != 1 or done["check_rollout_status"] < 2:
+            return None
+        status = await handle.query("status", result_type=RemediationStatus)
+        return status if (status.phase, status.current_step, status.steps[0].status) == ("remediating", 0, "running") else None
+
+    return await wait_for(polled, what="the health check of step 1 to poll")
+
+
 async def finish_healed(server: DevServer, worker: WorkerProcess) -> RemediationResult:
     client = await connect(server.address)
     handle = client.get_workflow_handle(workflow_id_for("deployment/prod/checkout"), result_type=RemediationResult)
@@ -86,23 +117,22 @@ async def test_worker_sigkilled_mid_step_resumes_without_repeating_the_mutation(
     first = WorkerProcess(tmp_path, temporal.address, kubeconfig)
     try:
         assert first.post("firing").status_code == 200
-
-        async def patched():
-            return restart_patches(emu)
-
-        await wait_for(patched, what="the rollout restart")
-        await asyncio.sleep(1.0)  # a few health polls, then the crash
-        first.kill()
+        status = await polling_the_health_check(temporal)
+        assert len(restart_patches(emu)) == 1 and status.steps[0].attempts == 1
+        first.kill()  # mid-step: the change sent, the check polling
     finally:
         first.stop()
     emu.clear_faults()
     second = WorkerProcess(tmp_path, temporal.address, kubeconfig)
     try:
         result = await finish_healed(temporal, second)
+        done = await activities_done((await connect(temporal.address)).get_workflow_handle(workflow_id_for("deployment/prod/checkout")))
     finally:
         second.stop()
     assert result.outcome == "healed", result.reason
     assert result.steps[0].status == "succeeded" and result.steps[0].attempts == 1
+    # The second worker went on polling the same step's check; the change was not made again.
+    assert done["rollout_restart"] == 1 and done["check_rollout_status"] >= 3
     assert len(restart_patches(emu)) == 1
 
 
@@ -112,18 +142,22 @@ async def test_temporal_restarted_mid_run_continues_at_the_same_step(tmp_path, c
     worker = WorkerProcess(tmp_path, temporal.address, kubeconfig)
     try:
         assert worker.post("firing").status_code == 200
+        await polling_the_health_check(temporal)
+        temporal.stop()  # mid-step: the change sent, the check polling
 
-        async def patched():
-            return restart_patches(emu)
+        async def temporal_gone() -> bool:
+            async with httpx.AsyncClient(timeout=10) as http:
+                return (await http.get(f"{worker.url}/healthz")).status_code == 503
 
-        await wait_for(patched, what="the rollout restart")
-        temporal.stop()
-        time.sleep(1.0)
+        await wait_for(temporal_gone, what="the worker to see Temporal gone")
         temporal.start()
         emu.clear_faults()
         result = await finish_healed(temporal, worker)
+        done = await activities_done((await connect(temporal.address)).get_workflow_handle(workflow_id_for("deployment/prod/checkout")))
     finally:
         worker.stop()
+    assert done["rollout_restart"] == 1 and done["check_rollout_status"] >= 3
+    assert result.steps[0].attempts == 1
     assert result.outcome == "healed", result.reason
     assert len(restart_patches(emu)) == 1
 
@@ -168,19 +202,22 @@ async def test_worker_killed_while_waiting_for_approval_then_cli_approval_resume
         second = WorkerProcess(tmp_path, temporal.address, kubeconfig, extra)
         try:
             run_id = AuditStore(tmp_path / "state" / "audit.db").list_runs()[0].run_id
-            cli = subprocess.run(
-                [sys.executable, "-m", "remediator.cli", "approve", run_id[:8], "--as", "U0BOB",
-                 "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
-                cwd=WorkerProcess.ROOT, capture_output=True, text=True, timeout=60,
-            )
-            assert cli.returncode == 0, cli.stdout + cli.stderr
-            assert "approved by U0BOB" in cli.stdout
-            refused = subprocess.run(
-                [sys.executable, "-m", "remediator.cli", "reject", run_id[:8], "--as", "U0MALLORY",
-                 "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
-                cwd=WorkerProcess.ROOT, capture_output=True, text=True, timeout=60,
-            )
-            assert refused.returncode != 0
+
+            def cli(verb: str, user: str) -> subprocess.CompletedProcess:
+                return subprocess.run(
+                    [sys.executable, "-m", "remediator.cli", verb, run_id[:8], "--as", user,
+                     "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
+                    cwd=WorkerProcess.ROOT, capture_output=True, text=True, timeout=60,
+                )
+
+            # Someone who is not an approver first: refused by the run's validator, nothing decided.
+            refused = cli("reject", "U0MALLORY")
+            assert refused.returncode == 3, refused.stdout + refused.stderr
+            assert refused.stderr.strip().splitlines()[-1] == "error: refused: U0MALLORY is not an approver of playbook durability"
+            assert restart_patches(emu) == []
+            approved = cli("approve", "U0BOB")
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+            assert "approved by U0BOB" in approved.stdout
             result = await finish_healed(temporal, second)
         finally:
             second.stop()

@@ -5,19 +5,12 @@ resolving, and the audit timeline at the end."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from remediator.audit.store import AuditStore
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
-        reason="needs Debian's prometheus and prometheus-alertmanager (make system-deps)",
-    ),
-]
+# Debian's prometheus and prometheus-alertmanager (make system-deps): missing, the test fails.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("alerting_binaries")]
 
 
 def test_demo_heals_both_releases_the_low_confidence_one_after_a_cli_approval(tmp_path, capsys):

@@ -11,7 +11,7 @@
 
 Kubernetes is read through one ``KubeClient`` (remediator.k8s.client), as the worker builds it.
 
-Prometheus/Alertmanager tests are skipped only when the binaries are missing.
+A missing Prometheus or Alertmanager fails those tests with the install hint (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -39,17 +39,6 @@ NODE_EXPORTER = TargetRef(kind="DaemonSet", namespace="kube-system", name="node-
 WORKER_2 = TargetRef(kind="Node", name="worker-2")
 READY_DEADLINE = 30.0
 """Seconds: upper bound of set-up waits that normally end in about a second."""
-
-
-def _missing(find) -> str | None:
-    try:
-        find()
-    except procs.BinaryNotFoundError as exc:
-        return str(exc)
-    return None
-
-
-NO_ALERTMANAGER = _missing(procs.alertmanager_binary)
 
 
 @pytest.fixture
@@ -107,10 +96,13 @@ def test_rollout_status_settled_objects_match_kubectl(emulator):
 
 def test_rollout_status_waiting_then_progress_deadline(emulator):
     health = HealthActivities(KubeClient(emulator.api_client()))
+    apps = AppsV1Api(emulator.api_client())
     emulator.fault_stall_rollout("prod", "checkout")
-    AppsV1Api(emulator.api_client()).patch_namespaced_deployment(
+    # While the stalled rollout is compared with kubectl, its deadline is far away: condition
+    # times have whole seconds, so a short one could pass between our read and kubectl's.
+    apps.patch_namespaced_deployment(
         "checkout", "prod",
-        {"spec": {"progressDeadlineSeconds": 2,
+        {"spec": {"progressDeadlineSeconds": 600,
                   "template": {"spec": {"containers": [{"name": "checkout", "image": "registry.example/checkout:1.5.0"}]}}}},
     )
     emulator.wait_until(lambda e: (e.get("Deployment", "checkout", "prod")["status"].get("updatedReplicas") or 0) >= 1)
@@ -123,6 +115,9 @@ def test_rollout_status_waiting_then_progress_deadline(emulator):
         conditions = e.get("Deployment", "checkout", "prod")["status"].get("conditions") or []
         return any(c["type"] == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded" for c in conditions)
 
+    assert not deadline_exceeded(emulator)
+    # Then the deadline is cut to 1 s: the rollout, still stalled, exceeds it.
+    apps.patch_namespaced_deployment("checkout", "prod", {"spec": {"progressDeadlineSeconds": 1}})
     emulator.wait_until(deadline_exceeded, timeout=READY_DEADLINE)
     failed = check(health.check_rollout_status, CHECKOUT)
     assert not failed.healthy and failed.final
@@ -253,9 +248,7 @@ def test_promql_without_prometheus_is_final():
 
 
 @pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory):
-    if NO_ALERTMANAGER:
-        pytest.skip(NO_ALERTMANAGER)
+def alertmanager(tmp_path_factory, alerting_binaries):
     workdir = tmp_path_factory.mktemp("am")
     # The webhook receiver is never reached within these tests (group_wait 1m).
     am = procs.start_alertmanager(workdir, f"http://127.0.0.1:{procs.free_port()}/", group_wait="1m")

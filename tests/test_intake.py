@@ -5,6 +5,9 @@ speaks to it. Playbooks are loaded from YAML by the real loader and the audit tr
 real SQLite store. In place of the real workflow, a stand-in with the same type name
 (``RemediationWorkflow``) and ``alert`` signal runs on a uuid task queue and records what it
 receives, so the tests check exactly what the intake hands to Temporal without Kubernetes.
+The stand-in only records: what the real workflow makes of it (dedup of repeated deliveries,
+the remediation, the run's timeline at ``GET /runs/RUN``, an API server that is down) is
+checked at the end of this file with the real workflow and the Kubernetes API emulator.
 Each test uses its own Kubernetes namespace label, hence its own workflow IDs.
 """
 
@@ -16,14 +19,13 @@ import copy
 import json
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-
-from tests.support import serve
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -31,12 +33,20 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from remediator.audit.store import AuditStore
 from remediator.app.config import Settings
 from remediator.app.intake import MAX_BODY_BYTES, WEBHOOK_PATH, create_app
-from remediator.playbook.loader import load_directory
-from remediator.domain.messages import AlertSignal, AuditEvent, AuditWriteInput, RemediationInput
+from remediator.audit.store import AuditStore
+from remediator.domain.messages import (
+    AlertSignal,
+    AuditEvent,
+    AuditWriteInput,
+    RemediationInput,
+    RemediationResult,
+    RemediationStatus,
+)
 from remediator.domain.runs import SA_OUTCOME, SA_PLAYBOOK, SA_TARGET, workflow_id_for
+from remediator.playbook.loader import load_directory
+from tests.support import serve, until
 
 # A payload a real Alertmanager sent (copied from shared/fixtures/alertmanager).
 FIXTURE = Path(__file__).parent / "fixtures" / "alertmanager" / "firing-single.json"
@@ -62,7 +72,8 @@ steps:
 
 @workflow.defn(name="RemediationWorkflow")
 class StandInRemediation:
-    """Same type name and signal as the real workflow; records its input and every signal."""
+    """Same type name and signal as the real workflow; records its input and every signal,
+    deduplicating nothing (the real workflow's dedup: ``test_one_firing_delivered_twice_...``)."""
 
     def __init__(self) -> None:
         self.signals: list[AlertSignal] = []
@@ -373,7 +384,8 @@ async def test_same_alert_from_two_ha_members_starts_one_workflow(intake: Intake
     assert dispositions == ["attached", "started"]
     run_ids = {r.json()["alerts"][0]["run_id"] for r in (first, second)}
     assert run_ids == {(await intake.client.get_workflow_handle(intake.wf_id()).describe()).run_id}
-    # Both deliveries reach the one run, which deduplicates by dedup_key.
+    # Both deliveries reach the one run as signals; the stand-in keeps both, the real workflow
+    # folds the second away by dedup_key (test_one_firing_delivered_twice_is_remediated_once).
     sigs = await signals_in_history(intake.client, intake.wf_id(), 2)
     assert [s.alert.dedup_key for s in sigs] == ["32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00"] * 2
 
@@ -546,3 +558,144 @@ async def test_healthz_and_metrics(intake: Intake) -> None:
     assert 'remediator_intake_requests_total{code="200"}' in text
     assert 'remediator_alerts_total{disposition="started",status="firing"}' in text
     assert "remediator_intake_handoff_seconds_bucket" in text
+
+
+# --------------------------------------------------------------------------- with the real workflow
+
+REAL_PLAYBOOK = PLAYBOOK + """\
+    health: {rollout_status: {}, timeout: 30s, interval: 200ms}
+verification_window: 5s
+cooldown: 0s
+"""
+
+
+@pytest.fixture
+async def real(client: Client, worker: str, audit: AuditStore, emulator, tmp_path: Path) -> AsyncIterator[Intake]:
+    """The intake in front of the real workflow (the shared ``worker``: every real activity,
+    the Kubernetes API emulator, the same audit store), for a Deployment ``checkout`` of 2
+    replicas in a namespace of the test's own."""
+    namespace = f"ns-{uuid.uuid4().hex[:10]}"
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    emulator.create({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "checkout", "namespace": namespace, "labels": {"app": "checkout"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "checkout"}},
+                 "template": {"metadata": {"labels": {"app": "checkout"}},
+                              "spec": {"containers": [{"name": "checkout", "image": "registry.example/checkout:1.4.2"}]}}},
+    })
+    emulator.wait_until(lambda e: (e.get("Deployment", "checkout", namespace)["status"].get("availableReplicas") or 0) == 2)
+    playbooks = tmp_path / "real-playbooks"
+    playbooks.mkdir()
+    (playbooks / "restart-on-errors.yaml").write_text(REAL_PLAYBOOK)
+    app = create_app(Settings(auth_token=TOKEN), client, load_directory(playbooks), audit, task_queue=worker)
+    async with serve(app) as url:
+        it = Intake(url, client, audit, namespace, worker)
+        try:
+            yield it
+        finally:
+            await it.http.aclose()
+            async for wf in client.list_workflows(f'TaskQueue="{worker}" AND ExecutionStatus="Running"'):
+                await client.get_workflow_handle(wf.id).terminate()
+
+
+def restarts_in(emulator, namespace: str) -> list:
+    return [r for r in emulator.requests(method="PATCH") if r.path == f"/apis/apps/v1/namespaces/{namespace}/deployments/checkout"]
+
+
+async def resolve_and_finish(real: Intake, msg: dict[str, Any]):
+    """Send the firing alerts of ``msg`` as resolved and wait for the run's result."""
+    resolved = copy.deepcopy(msg)
+    resolved["status"] = "resolved"
+    for a in resolved["alerts"]:
+        a.update(status="resolved", endsAt="2026-11-21T05:50:00Z")
+    handle = real.client.get_workflow_handle(real.wf_id(), result_type=RemediationResult)
+    await until(lambda: _phase(handle, "verifying"), "the run to verify")
+    assert [o["disposition"] for o in (await real.post(resolved)).json()["alerts"]] == ["resolved_signalled"]
+    return await handle.result()
+
+
+async def _phase(handle, phase: str) -> bool:
+    return (await handle.query("status", result_type=RemediationStatus)).phase == phase
+
+
+async def test_one_firing_delivered_twice_is_remediated_once(real: Intake, emulator) -> None:
+    """Both members of an Alertmanager HA pair deliver the same firing: one run, which records
+    it once and restarts once; after the run, the same firing again is a recorded duplicate."""
+    msg = payload(real.namespace)
+    first, second = await asyncio.gather(real.post(msg), real.post(copy.deepcopy(msg)))
+    assert sorted(r.json()["alerts"][0]["disposition"] for r in (first, second)) == ["attached", "started"]
+    run_id = first.json()["alerts"][0]["run_id"]
+    assert second.json()["alerts"][0]["run_id"] == run_id
+
+    result = await resolve_and_finish(real, msg)
+    assert result.outcome == "healed", result.reason
+    assert result.alerts == ["32c16fb6eca3387b@2026-11-21T05:37:14.576395+00:00"]
+    alerts = [e for e in real.audit.events(run_id) if e.kind == "alert" and e.data["status"] == "firing"]
+    assert [e.data["disposition"] for e in alerts] == ["started"]
+    assert len(restarts_in(emulator, real.namespace)) == 1
+
+    again = await real.post(msg)
+    [out] = again.json()["alerts"]
+    assert (out["disposition"], out["run_id"]) == ("duplicate", run_id)
+    desc = await real.client.get_workflow_handle(real.wf_id()).describe()
+    assert desc.run_id == run_id  # nothing new started
+    assert len(restarts_in(emulator, real.namespace)) == 1
+
+
+async def test_run_timeline_needs_credentials_and_shows_the_run(real: Intake, emulator) -> None:
+    msg = payload(real.namespace)
+    [started] = (await real.post(msg)).json()["alerts"]
+    result = await resolve_and_finish(real, msg)
+    run_id = started["run_id"]
+    assert result.outcome == "healed"
+
+    for headers in ({}, bearer("wrong")):
+        refused = await real.http.get(f"/runs/{run_id}", headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == 'Bearer realm="remediator"'
+        assert run_id not in refused.text
+    unknown = await real.http.get("/runs/ffffffff", headers=bearer())
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "no audited run matches 'ffffffff'"})
+
+    resp = await real.http.get(f"/runs/{run_id[:8]}", headers=bearer())
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "text/plain; charset=utf-8"
+    text = resp.text
+    lines = [line.strip(" │") for line in text.splitlines()]
+    assert f"Run       {run_id}" in lines
+    assert f"Target    deployment/{real.namespace}/checkout" in lines
+    assert "Outcome   healed  every step succeeded and the alert resolved" in lines
+    [patch] = restarts_in(emulator, real.namespace)
+    assert f"PATCH /apis/apps/v1/namespaces/{real.namespace}/deployments/checkout" in text
+    assert "Content-Type: application/strategic-merge-patch+json" in text
+    # The very body the API server received, folded over lines in the timeline.
+    assert json.dumps(patch.body, separators=(",", ":")) in "".join(text.split())
+    kinds = [line.split()[1] for line in text.splitlines() if line[:1] == "+" or line.lstrip().startswith("+")]
+    assert kinds[:2] == ["run_started", "alert"] and kinds[-2:] == ["decision", "outcome"]
+    assert {"plan", "mutation", "health"} <= set(kinds)
+
+
+async def test_the_intake_never_waits_for_kubernetes(real: Intake, emulator) -> None:
+    """With the API server down the intake still answers at once (it only talks to Temporal);
+    the run waits, retrying its read of the target, and goes on when the API server is back."""
+    emulator.api_down()
+    try:
+        resp = await real.http.post(WEBHOOK_PATH, json=payload(real.namespace), headers=bearer(), timeout=10)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["alerts"][0]["disposition"] == "started"
+        handle = real.client.get_workflow_handle(real.wf_id())
+
+        async def retrying_the_read() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            return any(a.activity_type.name == "describe_target" and a.attempt >= 2 for a in pending)
+
+        await until(retrying_the_read, "the run to retry reading the target")
+        [pending] = (await handle.describe()).raw_description.pending_activities
+        # (the server keeps a long failure of a pending activity as the cause of a shorter one)
+        assert "KubeTemporaryError" in str(pending.last_failure)
+        assert "cannot reach the Kubernetes API server" in str(pending.last_failure)
+        assert restarts_in(emulator, real.namespace) == []
+    finally:
+        emulator.api_up()
+    await until(lambda: restarts_in(emulator, real.namespace), "the restart once the API server is back")
+    assert len(restarts_in(emulator, real.namespace)) == 1

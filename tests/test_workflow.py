@@ -9,13 +9,23 @@ to the Slack emulator, where the tests read them.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from kubernetes import client as k8s
 
 from remediator.domain.messages import ApprovalDecision, RemediationStatus, TargetRef
 from remediator.sim.kube import Emulator
 from remediator.sim.slack import SlackEmulator
-from tests.support import SLACK, alert, alert_signal, playbook, start_run, until, wait_phase
+from tests.support import (
+    SLACK,
+    alert,
+    alert_signal,
+    playbook,
+    start_run,
+    until,
+    wait_phase,
+)
 from workflows.remediation import RemediationWorkflow
 
 CHECK = {"rollout_status": {}, "timeout": "20s", "interval": "200ms"}
@@ -242,7 +252,7 @@ async def test_temporary_api_errors_are_retried_with_backoff_doubling_from_1s(cl
     assert result.steps[0].status == "succeeded", result.steps[0].message
     attempts = patches(emulator)
     assert [r.status for r in attempts] == [503, 503, 200]
-    gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
     assert gaps[0] >= 1.0 and gaps[1] >= 2.0, gaps
     assert len(restarts(emulator)) == 3 and [r for r in attempts if r.status == 200] == attempts[2:]
     mutation = next(e for e in audit.events(handle.result_run_id) if e.kind == "mutation")
@@ -294,14 +304,6 @@ async def test_resolved_before_the_remaining_steps(client, worker, emulator, aud
         assert scale_puts(emulator) == [4]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: workflows/remediation.py RemediationWorkflow._remediate checks "
-    "alerts_resolved before each step without folding the signals received meanwhile "
-    "(_fold_alerts runs only while a health check polls, while verifying and cooling down), so "
-    "a resolved notification that arrives while a step waits for approval (or runs without a "
-    "health check) is not seen and the remaining steps run despite on_resolved: stop",
-)
 async def test_resolved_while_waiting_for_approval_stops_the_remaining_steps(client, worker, emulator):
     pb = playbook(
         [

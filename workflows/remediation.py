@@ -89,6 +89,9 @@ DURABLE_RUNS = "durable-runs"
 """Patch ID (``workflow.patched``): audit writes as regular activities, mutations planned then
 applied, one outcome notice per run, internal errors and cancellations recorded."""
 
+FOLD_AT_STEPS = "fold-alerts-at-steps"
+"""Patch ID: alerts that arrived during a step are folded in before the next one."""
+
 ALERT_SIGNAL = "alert"
 """Name of the ``alert`` signal, as signal-with-start names it (remediator.app.intake)."""
 
@@ -255,6 +258,10 @@ class RemediationWorkflow:
         await self._diagnose()
         s.phase = "remediating"
         for index, step in enumerate(inp.playbook.steps):
+            if workflow.patched(FOLD_AT_STEPS):
+                # A resolved notification that came while the last step waited for approval or
+                # ran without a health check counts at this boundary.
+                self._fold_alerts()
             if s.alerts_resolved and inp.playbook.on_resolved == "stop":
                 for rest in s.steps[index:]:
                     rest.status = "skipped"

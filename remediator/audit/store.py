@@ -169,22 +169,15 @@ class _Row(BaseModel):
         return cls.model_validate(dict(row))
 
 
-class RunRow(_Row):
+class RunRow(RunInfo):
     """One run as stored: ``RunInfo``'s columns; times are UTC-aware datetimes."""
 
-    run_id: str
-    workflow_id: str
-    alertname: str
-    namespace: str | None
-    target: str
-    playbook: str
-    playbook_path: str
-    playbook_sha256: str
-    simulate: bool
-    started_at: datetime
-    outcome: str
-    ended_at: datetime | None
-    cooldown_until: datetime | None = None
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def of(cls, row: sqlite3.Row) -> Self:
+        """The run of one ``sqlite3.Row`` of ``runs``."""
+        return cls.model_validate(dict(row))
 
 
 class EventRow(_Row):
