@@ -48,7 +48,8 @@ import uvicorn
 
 from remediator.app.config import Settings
 from remediator.app.devserver import DevServer, port_open
-from remediator.app.intake import WEBHOOK_PATH, WORKFLOW_TYPE, create_app
+from remediator.app.intake import WEBHOOK_PATH, create_app
+from remediator.app.settle import WORKFLOW_TYPE
 from remediator.app.temporal import connect
 from remediator.audit.store import AuditStore
 from remediator.domain.messages import AuditEvent, AuditWriteInput
