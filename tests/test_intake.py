@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import socket
@@ -172,6 +173,20 @@ class Intake:
     async def post(self, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
         return await self.http.post(WEBHOOK_PATH, json=body, headers=bearer() if headers is None else headers)
 
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def serving(cls, app: Any, client: Client, audit: AuditStore, namespace: str, task_queue: str) -> AsyncIterator["Intake"]:
+        """Serve ``app`` on loopback; at the end, close the HTTP client and terminate the runs
+        still going on ``task_queue``."""
+        async with serve(app) as url:
+            it = cls(url, client, audit, namespace, task_queue)
+            try:
+                yield it
+            finally:
+                await it.http.aclose()
+                async for wf in client.list_workflows(f'TaskQueue="{task_queue}" AND ExecutionStatus="Running"'):
+                    await client.get_workflow_handle(wf.id).terminate()
+
 
 @pytest.fixture
 def playbook_dir(tmp_path: Path) -> Path:
@@ -191,14 +206,8 @@ async def intake(client: Client, playbook_dir: Path, tmp_path: Path) -> AsyncIte
     async with Worker(
         client, task_queue=task_queue, workflows=[StandInRemediation], workflow_runner=UnsandboxedWorkflowRunner()
     ):
-        async with serve(app) as url:
-            it = Intake(url, client, audit, namespace, task_queue)
-            try:
-                yield it
-            finally:
-                await it.http.aclose()
-                async for wf in client.list_workflows(f'TaskQueue="{task_queue}" AND ExecutionStatus="Running"'):
-                    await client.get_workflow_handle(wf.id).terminate()
+        async with Intake.serving(app, client, audit, namespace, task_queue) as it:
+            yield it
     audit.close()
 
 
@@ -588,14 +597,8 @@ async def real(client: Client, worker: str, audit: AuditStore, emulator, tmp_pat
     playbooks.mkdir()
     (playbooks / "restart-on-errors.yaml").write_text(REAL_PLAYBOOK)
     app = create_app(Settings(auth_token=TOKEN), client, load_directory(playbooks), audit, task_queue=worker)
-    async with serve(app) as url:
-        it = Intake(url, client, audit, namespace, worker)
-        try:
-            yield it
-        finally:
-            await it.http.aclose()
-            async for wf in client.list_workflows(f'TaskQueue="{worker}" AND ExecutionStatus="Running"'):
-                await client.get_workflow_handle(wf.id).terminate()
+    async with Intake.serving(app, client, audit, namespace, worker) as it:
+        yield it
 
 
 def restarts_in(emulator, namespace: str) -> list:
