@@ -126,6 +126,56 @@ class HealthActivities:
             observed=observed,
         )
 
+    # ------------------------------------------------------------------ node cordoned / drained
+
+    @activity.defn
+    def check_node_cordoned(self, input: HealthInput) -> HealthResult:
+        """The Node is unschedulable (``spec.unschedulable``), as ``kubectl get node`` shows
+        ``SchedulingDisabled``. A Node that does not exist is a final failure.
+
+        Raises:
+            ApplicationError: Kubernetes API errors as classified by remediator.k8s.
+        """
+        name = input.target.name
+        with api_errors():
+            node = self.kube.get_or_none("Node", name)
+        if node is None:
+            return HealthResult(healthy=False, final=True, message=f"node {name} not found")
+        cordoned = bool((node.get("spec") or {}).get("unschedulable", False))
+        return HealthResult(
+            healthy=cordoned,
+            message=f"node {name} is {'cordoned (SchedulingDisabled)' if cordoned else 'schedulable'}",
+            observed={"unschedulable": cordoned},
+        )
+
+    @activity.defn
+    def check_node_drained(self, input: HealthInput) -> HealthResult:
+        """No pod that ``kubectl drain`` would evict is left on the Node: pods bound to it
+        (``fieldSelector=spec.nodeName``) other than DaemonSet pods, mirror pods
+        (``kubernetes.io/config.mirror``) and finished pods (Succeeded/Failed), as kubectl
+        drain's filters skip them.
+
+        Raises:
+            ApplicationError: Kubernetes API errors as classified by remediator.k8s.
+        """
+        name = input.target.name
+        with api_errors():
+            pods = self.kube.list("Pod", field_selector=f"spec.nodeName={name}")
+        left = []
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+                continue
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            if any(o.get("kind") == "DaemonSet" and o.get("controller") for o in meta.get("ownerReferences") or []):
+                continue
+            left.append(f"{meta.get('namespace')}/{meta.get('name')}")
+        if left:
+            shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+            return HealthResult(healthy=False, message=f"{len(left)} pod(s) still on node {name}: {shown}", observed={"pods": left})
+        return HealthResult(healthy=True, message=f"node {name} is drained (no pod left that drain evicts)", observed={"pods": []})
+
     # ------------------------------------------------------------------ promql
 
     @activity.defn

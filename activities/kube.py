@@ -25,6 +25,15 @@ earlier attempt whose completion was lost (``already_applied``, nothing sent aga
 that shows neither is refused. So a retried scale or rollback never applies twice, whenever
 the worker died. Every mutating request is recorded exactly as sent.
 
+A plan made with ``dry_run`` (``MutationPlanInput.dry_run``: the worker's --dry-run or the
+playbook's) is applied as ``kubectl --dry-run=server``: the same reads and checks, every write
+sent with ``dryRun=All`` (and ``deleteOptions.dryRun: ["All"]`` for evictions and deletes),
+so the API server validates, runs admission and consults PodDisruptionBudgets, and answers
+what it would do while persisting nothing. The result has ``dry_run``, ``changed`` False,
+kubectl's " (server dry run)" after its message, the requests as sent (their path ending
+``?dryRun=All``), the server's answers in ``responses`` and ``state_after`` read from them;
+no undo. A dry-run drain does not wait for pods to go, as kubectl drain does not.
+
 Every request goes through the ``KubeClient``, JSON as on the wire; its errors arrive by
 reason (``NotFound``, ``Conflict``, ``TooManyRequests``...) and leave each activity as an
 ApplicationError through ``remediator.k8s.errors.api_errors``. kubectl's own computations
@@ -58,7 +67,7 @@ from remediator.domain.messages import (
     UndoAction,
 )
 from remediator.domain.actions import ACTION_KINDS, DeletePodParams, DrainParams, RollbackParams, ScaleParams, params_for
-from remediator.k8s.client import JSON, JSON_PATCH, STRATEGIC_MERGE_PATCH, KubeClient
+from remediator.k8s.client import JSON, JSON_PATCH, STRATEGIC_MERGE_PATCH, KubeClient, dry_run_path
 from remediator.k8s.errors import (
     Conflict,
     Forbidden,
@@ -79,11 +88,13 @@ from remediator.k8s.kubectl import (
     NAMESPACE_TERMINATING,
     POD_TEMPLATE_HASH,
     RESTARTED_AT,
+    SERVER_DRY_RUN,
     UNMANAGED_FATAL,
     UNMANAGED_WARNING,
     controller_of,
     cordon_body,
     deployment_revision,
+    dry_run_options,
     equal_ignore_hash,
     eviction_body,
     go_duration,
@@ -94,7 +105,7 @@ from remediator.k8s.kubectl import (
     restarted_at,
     revision_of,
     rfc3339,
-    template_sha256,
+    rollout_template_sha256,
 )
 
 P = TypeVar("P", bound=BaseModel)
@@ -187,15 +198,21 @@ class KubeActivities:
     def _get(self, target: TargetRef) -> dict[str, Any]:
         return self.kube.get(target.kind, target.name, target.namespace)
 
-    def _patch(self, target: TargetRef, body: Any, content_type: str) -> tuple[KubeRequest, dict[str, Any]]:
-        """PATCH the target; returns the recorded request and the object the server answered."""
-        request = KubeRequest(method="PATCH", path=self._path(target), content_type=content_type, body=body)
+    def _patch(self, target: TargetRef, body: Any, content_type: str, dry_run: bool = False) -> tuple[KubeRequest, dict[str, Any]]:
+        """PATCH the target (``dryRun=All`` for a dry run); returns the recorded request and the
+        object the server answered."""
+        request = self._request("PATCH", self._path(target), body, content_type, dry_run)
         _log().info("%s %s (%s) %s", request.method, request.path, content_type, json.dumps(body))
-        return request, self.kube.patch(target.kind, target.name, target.namespace, body, content_type)
+        return request, self.kube.patch(target.kind, target.name, target.namespace, body, content_type, dry_run=dry_run)
 
     @staticmethod
     def _path(target: TargetRef, sub: str = "") -> str:
         return KubeClient.path(target.kind, target.name, target.namespace, sub)
+
+    @staticmethod
+    def _request(method: str, path: str, body: Any, content_type: str | None = None, dry_run: bool = False) -> KubeRequest:
+        """A mutating request as recorded: a dry run's path carries its ``?dryRun=All``."""
+        return KubeRequest(method=method, path=dry_run_path(path, dry_run), content_type=content_type, body=body)
 
     # ------------------------------------------------------------------ plan
 
@@ -208,6 +225,8 @@ class KubeActivities:
         exactly that change (see ``MutationPlan``): an absolute replica count, the revision and
         the very JSON patch of a rollback, the ``restartedAt`` value, the pod UID, whether the
         node was already cordoned. kubectl's refusals are raised here, before anything is sent.
+        ``input.dry_run`` is copied into the plan (``MutationPlan.dry_run``), whose requests are
+        then the dry-run ones (``?dryRun=All``; ``deleteOptions.dryRun: ["All"]``).
 
         Raises:
             ApplicationError: ``SafetyRefusal`` with kubectl's refusals (paused rollout, no
@@ -250,12 +269,56 @@ class KubeActivities:
                 plan = self._planners()[action](MutationPlanInput(target=target, action=action, params=params, now=now))
             if plan.action != action or plan.target != target:
                 raise KubePermanentError(f"{action} {target.key} was given a plan for {plan.action} {plan.target.key}")
-            return plan.unchanged() if plan.noop else apply(plan)
+            if not plan.noop:
+                return apply(plan)
+            result = plan.unchanged()
+            if plan.dry_run:
+                result.dry_run, result.message = True, result.message + SERVER_DRY_RUN
+            return result
+
+    @staticmethod
+    def _sent(
+        plan: MutationPlan,
+        message: str,
+        requests: list[KubeRequest],
+        responses: list[Any],
+        resource_version_before: str,
+        resource_version_after: str,
+        state_after: dict[str, Any],
+    ) -> MutationResult:
+        """The result of an attempt that sent ``requests``: the change, with the plan's undo;
+        or, for a dry run, ``dry_run`` with ``changed`` False, kubectl's " (server dry run)"
+        after ``message``, the server's ``responses`` and no undo (nothing changed)."""
+        return MutationResult(
+            changed=not plan.dry_run,
+            dry_run=plan.dry_run,
+            message=message + (SERVER_DRY_RUN if plan.dry_run else ""),
+            requests=requests,
+            responses=responses if plan.dry_run else [],
+            resource_version_before=resource_version_before,
+            resource_version_after=resource_version_after,
+            state_before=plan.state_before,
+            state_after=state_after,
+            undo=None if plan.dry_run else plan.undo,
+        )
 
     @staticmethod
     def _already(plan: MutationPlan, resource_version: str, state_after: dict[str, Any], message: str) -> MutationResult:
         """The target already shows the planned change: an earlier attempt of this activity
-        applied it (its completion was lost to a crash or a timeout). Nothing is sent again."""
+        applied it (its completion was lost to a crash or a timeout). Nothing is sent again.
+
+        In a dry run no attempt changed anything, so something else made the change: the
+        result says so, ``changed`` False, nothing sent."""
+        if plan.dry_run:
+            return MutationResult(
+                changed=False,
+                dry_run=True,
+                message=f"{message}; nothing sent{SERVER_DRY_RUN}",
+                resource_version_before=plan.resource_version,
+                resource_version_after=resource_version,
+                state_before=plan.state_before,
+                state_after=state_after,
+            )
         return MutationResult(
             changed=True,
             already_applied=True,
@@ -299,6 +362,7 @@ class KubeActivities:
             action="rollout_restart",
             target=target,
             params=input.params,
+            dry_run=input.dry_run,
             noop=current == value,
             message=(
                 f"{target.key} already restarted at {value}"
@@ -307,7 +371,7 @@ class KubeActivities:
             ),
             change={"restartedAt": value},
             precondition={"restartedAt": current},
-            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=body)],
+            requests=[self._request("PATCH", self._path(target), body, STRATEGIC_MERGE_PATCH, input.dry_run)],
             resource_version=rv,
             state_before=before,
         )
@@ -322,15 +386,15 @@ class KubeActivities:
             state = {"restartedAt": value, "generation": obj["metadata"].get("generation")}
             return self._already(plan, rv, state, f"{target.key} already restarted at {value}")
         refuse_paused_restart(target, spec)
-        request, after = self._patch(target, plan.requests[0].body, STRATEGIC_MERGE_PATCH)
-        return MutationResult(
-            changed=True,
-            message=f"{target.kind.lower()}.apps/{target.name} restarted",
-            requests=[request],
-            resource_version_before=rv,
-            resource_version_after=str(after.get("metadata", {}).get("resourceVersion", "")),
-            state_before=plan.state_before,
-            state_after={"restartedAt": value, "generation": after.get("metadata", {}).get("generation")},
+        request, after = self._patch(target, plan.requests[0].body, STRATEGIC_MERGE_PATCH, plan.dry_run)
+        return self._sent(
+            plan,
+            f"{target.kind.lower()}.apps/{target.name} restarted",
+            [request],
+            [after],
+            rv,
+            str(after.get("metadata", {}).get("resourceVersion", "")),
+            {"restartedAt": restarted_at(after.get("spec") or {}), "generation": after.get("metadata", {}).get("generation")},
         )
 
     # ------------------------------------------------------------------ scale
@@ -374,6 +438,7 @@ class KubeActivities:
             action="scale",
             target=target,
             params=input.params,
+            dry_run=input.dry_run,
             noop=current == desired,
             message=(
                 f"{target.key} already at {desired} replicas{note}"
@@ -383,7 +448,7 @@ class KubeActivities:
             ),
             change={"replicas": desired},
             precondition={"replicas": current},
-            requests=[KubeRequest(method="PUT", path=self._path(target, "scale"), body=body)],
+            requests=[self._request("PUT", self._path(target, "scale"), body, dry_run=input.dry_run)],
             resource_version=rv,
             state_before={"replicas": current},
             undo=UndoAction(
@@ -407,25 +472,24 @@ class KubeActivities:
                 f"since the plan to scale to {desired}; nothing sent"
             )
         scale.setdefault("spec", {})["replicas"] = desired
-        request, updated = self._put_scale(target, scale)
-        return MutationResult(
-            changed=True,
-            message=f"{target.kind.lower()}.apps/{target.name} scaled from {expected} to {desired}",
-            requests=[request],
-            resource_version_before=rv,
-            resource_version_after=str(updated.get("metadata", {}).get("resourceVersion", "")),
-            state_before=plan.state_before,
-            state_after={"replicas": (updated.get("spec") or {}).get("replicas", desired)},
-            undo=plan.undo,
+        request, updated = self._put_scale(target, scale, plan.dry_run)
+        return self._sent(
+            plan,
+            f"{target.kind.lower()}.apps/{target.name} scaled from {expected} to {desired}",
+            [request],
+            [updated],
+            rv,
+            str(updated.get("metadata", {}).get("resourceVersion", "")),
+            {"replicas": (updated.get("spec") or {}).get("replicas", desired)},
         )
 
     def _get_scale(self, target: TargetRef) -> dict[str, Any]:
         return self.kube.request("GET", self._path(target, "scale"), what=f"GET {target.key}/scale")
 
-    def _put_scale(self, target: TargetRef, scale: dict[str, Any]) -> tuple[KubeRequest, dict[str, Any]]:
-        request = KubeRequest(method="PUT", path=self._path(target, "scale"), body=scale)
+    def _put_scale(self, target: TargetRef, scale: dict[str, Any], dry_run: bool = False) -> tuple[KubeRequest, dict[str, Any]]:
+        request = self._request("PUT", self._path(target, "scale"), scale, dry_run=dry_run)
         _log().info("PUT %s %s", request.path, json.dumps(scale))
-        return request, self.kube.put_scale(target.kind, target.name, target.namespace, scale)
+        return request, self.kube.put_scale(target.kind, target.name, target.namespace, scale, dry_run=dry_run)
 
     # ------------------------------------------------------------------ rollback
 
@@ -439,7 +503,10 @@ class KubeActivities:
         ``pod-template-hash`` label, and replace ``/metadata/annotations`` with the
         Deployment's own revision-bookkeeping annotations plus the ReplicaSet's other
         annotations. It is a no-op ("skipped rollback (current template already matches
-        revision N)") when the template already matches.
+        revision N)") when the template already matches. The plan's ``change`` also carries
+        ``from_template_sha256`` (the Deployment's template now) and ``to_template_sha256``
+        (the template it rolls to), both ``rollout_template_sha256``, so a later rollback back
+        to where this one came from can be recognised (flip-flop).
 
         Applying it re-reads the Deployment: a template that already equals the planned one
         means an earlier attempt rolled back (nothing is sent; "previous" would now name the
@@ -468,13 +535,16 @@ class KubeActivities:
         revision = replica_set_revision(rs)
         refuse_paused_rollback(deployment)
         rs_template = (rs.get("spec") or {}).get("template") or {}
-        precondition = {"revision": current_revision, "template_sha256": template_sha256(template)}
+        from_sha256, to_sha256 = rollout_template_sha256(template), rollout_template_sha256(rs_template)
+        precondition = {"revision": current_revision, "template_sha256": from_sha256}
         before = {"revision": current_revision}
+        hashes = {"from_template_sha256": from_sha256, "to_template_sha256": to_sha256}
         if equal_ignore_hash(rs_template, template):
             return MutationPlan(
-                action="rollback", target=target, params=input.params, noop=True,
+                action="rollback", target=target, params=input.params, noop=True, dry_run=input.dry_run,
                 message=f"skipped rollback (current template already matches revision {revision})",
-                change={"revision": revision}, precondition=precondition, resource_version=rv, state_before=before,
+                change={"revision": revision, **hashes}, precondition=precondition, resource_version=rv,
+                state_before=before,
             )
         new_template = copy.deepcopy(rs_template)
         labels = (new_template.get("metadata") or {}).get("labels")
@@ -502,10 +572,11 @@ class KubeActivities:
             action="rollback",
             target=target,
             params=input.params,
+            dry_run=input.dry_run,
             message=f"roll {target.key} back from revision {current_revision} to revision {revision} (kubectl rollout undo{flag})",
-            change={"revision": revision, "patch": patch},
+            change={"revision": revision, "patch": patch, **hashes},
             precondition=precondition,
-            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=JSON_PATCH, body=patch)],
+            requests=[self._request("PATCH", self._path(target), patch, JSON_PATCH, input.dry_run)],
             resource_version=rv,
             state_before=before,
             undo=undo,
@@ -523,21 +594,20 @@ class KubeActivities:
             return self._already(plan, rv, state, f"{target.key} already rolled back to revision {revision}")
         refuse_paused_rollback(deployment)
         expected = plan.precondition
-        if current_revision != expected.get("revision") or template_sha256(template) != expected.get("template_sha256"):
+        if current_revision != expected.get("revision") or rollout_template_sha256(template) != expected.get("template_sha256"):
             raise SafetyRefusal(
                 f"rollback of {target.key} to revision {revision}: the Deployment changed since the rollback "
                 f"was planned (revision {expected.get('revision')}, now {current_revision}); nothing sent"
             )
-        request, after = self._patch(target, patch, JSON_PATCH)
-        return MutationResult(
-            changed=True,
-            message=f"deployment.apps/{target.name} rolled back to revision {revision}",
-            requests=[request],
-            resource_version_before=rv,
-            resource_version_after=str(after.get("metadata", {}).get("resourceVersion", "")),
-            state_before=plan.state_before,
-            state_after={"revision": revision_of(after), "template_revision": revision},
-            undo=plan.undo,
+        request, after = self._patch(target, patch, JSON_PATCH, plan.dry_run)
+        return self._sent(
+            plan,
+            f"deployment.apps/{target.name} rolled back to revision {revision}",
+            [request],
+            [after],
+            rv,
+            str(after.get("metadata", {}).get("resourceVersion", "")),
+            {"revision": revision_of(after), "template_revision": revision},
         )
 
     # ------------------------------------------------------------------ cordon / uncordon
@@ -571,41 +641,47 @@ class KubeActivities:
             action=action,
             target=target,
             params=input.params,
+            dry_run=input.dry_run,
             noop=current == desired,
             message=f"node/{target.name} already {verb}" if current == desired else f"{action} node/{target.name} (kubectl {action})",
             change={"unschedulable": desired},
             precondition={"unschedulable": current},
-            requests=[KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=cordon_body(desired))],
+            requests=[self._request("PATCH", self._path(target), cordon_body(desired), STRATEGIC_MERGE_PATCH, input.dry_run)],
             resource_version=str(node["metadata"].get("resourceVersion", "")),
             state_before={"unschedulable": current},
             undo=UndoAction(action=opposite, description=f"{opposite} {target.key}"),
         )
 
     def _apply_cordon(self, plan: MutationPlan) -> MutationResult:
-        result = self._cordon_node(plan.target, bool(plan.change["unschedulable"]))
-        if not result.changed:
+        result = self._cordon_node(plan.target, bool(plan.change["unschedulable"]), plan.dry_run)
+        if not result.requests:
             return self._already(plan, result.resource_version_after, result.state_after, result.message)
-        result.undo = plan.undo
+        result.undo = None if plan.dry_run else plan.undo
         return result
 
-    def _cordon_node(self, target: TargetRef, desired: bool) -> MutationResult:
+    def _cordon_node(self, target: TargetRef, desired: bool, dry_run: bool = False) -> MutationResult:
         """GET the Node, PATCH ``spec.unschedulable`` unless it already is ``desired`` (kubectl
-        CordonHelper.UpdateIfRequired)."""
+        CordonHelper.UpdateIfRequired); ``requests`` is empty when nothing was sent. A dry run
+        sends the PATCH with ``dryRun=All`` (kubectl cordon/drain ``--dry-run=server``): not
+        ``changed``, the server's answer in ``responses`` and ``state_after``."""
         node = self._get(target)
         rv = str(node["metadata"].get("resourceVersion", ""))
         current = bool((node.get("spec") or {}).get("unschedulable", False))
         before = {"unschedulable": current}
         verb = "cordoned" if desired else "uncordoned"
+        suffix = SERVER_DRY_RUN if dry_run else ""
         if current == desired:
             return MutationResult(
-                changed=False, message=f"node/{target.name} already {verb}", resource_version_before=rv,
-                resource_version_after=rv, state_before=before, state_after=before,
+                changed=False, dry_run=dry_run, message=f"node/{target.name} already {verb}{suffix}",
+                resource_version_before=rv, resource_version_after=rv, state_before=before, state_after=before,
             )
-        request, after = self._patch(target, cordon_body(desired), STRATEGIC_MERGE_PATCH)
+        request, after = self._patch(target, cordon_body(desired), STRATEGIC_MERGE_PATCH, dry_run)
         return MutationResult(
-            changed=True,
-            message=f"node/{target.name} {verb}",
+            changed=not dry_run,
+            dry_run=dry_run,
+            message=f"node/{target.name} {verb}{suffix}",
             requests=[request],
+            responses=[after] if dry_run else [],
             resource_version_before=rv,
             resource_version_after=str(after.get("metadata", {}).get("resourceVersion", "")),
             state_before=before,
@@ -635,8 +711,12 @@ class KubeActivities:
         again. Then waits until every evicted pod is gone (404 or a new UID, kubectl
         waitForDelete).
 
+        A dry run (``plan.dry_run``) is ``kubectl drain --dry-run=server``: the cordon PATCH
+        and every eviction go with ``dryRun=All`` (the Eviction's ``deleteOptions.dryRun:
+        ["All"]``), a 429 is retried as above, and nothing is waited for: no pod goes.
+
         Undo: uncordon, when the Node was schedulable when the drain was planned, whichever
-        attempt cordoned it.
+        attempt cordoned it (none for a dry run).
 
         Raises:
             ApplicationError: ``SafetyRefusal`` with kubectl's filter errors, e.g.
@@ -655,10 +735,10 @@ class KubeActivities:
         pods, warnings = self._pods_for_deletion(target.name, params)  # refuse before anything is sent
         names = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods]
         requests = [] if was_unschedulable else [
-            KubeRequest(method="PATCH", path=self._path(target), content_type=STRATEGIC_MERGE_PATCH, body=cordon_body(True))
+            self._request("PATCH", self._path(target), cordon_body(True), STRATEGIC_MERGE_PATCH, input.dry_run)
         ]
         for pod in pods:
-            requests.append(self._eviction_request(pod, params.grace_period_seconds))
+            requests.append(self._eviction_request(pod, params.grace_period_seconds, input.dry_run))
         message = (
             f"drain node/{target.name}: " + ("" if was_unschedulable else "cordon it, then ")
             + f"evict {len(pods)} pod(s) through the Eviction API (kubectl drain)"
@@ -670,6 +750,7 @@ class KubeActivities:
             action="drain",
             target=target,
             params=input.params,
+            dry_run=input.dry_run,
             noop=nothing,
             message=f"node/{target.name} already cordoned, with no pod to evict" if nothing else message,
             change={"unschedulable": True, "evict": names},
@@ -685,11 +766,13 @@ class KubeActivities:
         params = _typed(DrainParams, plan.params)
         timeout = params.timeout.total_seconds()
         deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
-        undo = plan.undo
+        dry_run = plan.dry_run
+        undo = None if dry_run else plan.undo  # a dry run changes nothing to undo
 
         self._pods_for_deletion(target.name, params)  # refuse before this attempt sends anything
-        cordon = self._cordon_node(target, True)
+        cordon = self._cordon_node(target, True, dry_run)
         requests = list(cordon.requests)
+        responses: list[Any] = list(cordon.responses)
         try:
             pods, warnings = self._pods_for_deletion(target.name, params)
         except SafetyRefusal:
@@ -701,26 +784,30 @@ class KubeActivities:
 
         progress = {"node": target.name, "pods": len(pods), "evicted": 0, "gone": 0}
         _heartbeat(progress)
-        evicted = self._evict_all(pods, params, deadline, timeout, requests, undo, progress)
-        self._wait_for_delete(evicted, deadline, timeout, requests, undo, progress)
+        evicted = self._evict_all(pods, params, deadline, timeout, requests, undo, progress, dry_run, responses)
+        if not dry_run:  # kubectl drain --dry-run=server does not wait: nothing is deleted
+            self._wait_for_delete(evicted, deadline, timeout, requests, undo, progress)
 
         names = ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods)
-        message = f"node/{target.name} drained: {len(pods)} pod(s) evicted" + (f" ({names})" if names else "")
+        message = f"node/{target.name} drained" + (SERVER_DRY_RUN if dry_run else "")
+        message += f": {len(pods)} pod(s) evicted" + (f" ({names})" if names else "")
         if warnings:
             message += "; Warning: " + "; ".join(warnings)
-        result = MutationResult(
-            changed=True,
+        state_after = {"unschedulable": cordon.state_after["unschedulable"], "evicted": [p["metadata"]["name"] for p in evicted]}
+        if not requests:
+            return self._already(plan, cordon.resource_version_after, state_after, message)
+        return MutationResult(
+            changed=not dry_run,
+            dry_run=dry_run,
             message=message,
             requests=requests,
+            responses=responses,
             resource_version_before=cordon.resource_version_before,
             resource_version_after=cordon.resource_version_after,
             state_before=plan.state_before,
-            state_after={"unschedulable": True, "evicted": [p["metadata"]["name"] for p in evicted]},
+            state_after=state_after,
             undo=undo,
         )
-        if not requests:
-            return self._already(plan, cordon.resource_version_after, result.state_after, message)
-        return result
 
     def _pods_for_deletion(self, node: str, params: DrainParams) -> tuple[list[dict[str, Any]], list[str]]:
         """kubectl drain ``GetPodsForDeletion``: list the Node's pods, run kubectl's filters.
@@ -799,13 +886,11 @@ class KubeActivities:
             return True, "Warning", UNMANAGED_WARNING
         return False, "Error", UNMANAGED_FATAL
 
-    def _eviction_request(self, pod: dict[str, Any], grace_period_seconds: int) -> KubeRequest:
+    def _eviction_request(self, pod: dict[str, Any], grace_period_seconds: int, dry_run: bool = False) -> KubeRequest:
         name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
-        return KubeRequest(
-            method="POST",
-            path=f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
-            content_type=JSON,
-            body=eviction_body(pod, grace_period_seconds),
+        return self._request(
+            "POST", KubeClient.path("Pod", name, namespace, "eviction"),
+            eviction_body(pod, grace_period_seconds, dry_run), JSON, dry_run,
         )
 
     @staticmethod
@@ -827,13 +912,16 @@ class KubeActivities:
         requests: list[KubeRequest],
         undo: UndoAction | None,
         progress: dict[str, Any],
+        dry_run: bool = False,
+        responses: list[Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Evict every pod as kubectl drain's evictPods: 404 counts as gone; 429 (a
         PodDisruptionBudget) is retried every ``eviction_retry_delay`` until the deadline; 403
         in a terminating namespace is done for a pod already being deleted and retried for
         another; any other error ends the drain (kubectl does not retry it, e.g. the 500 "more
         than one PodDisruptionBudget"). Returns the pods whose eviction was accepted (to wait
-        for)."""
+        for). ``dry_run``: evictions with ``dryRun=All``, each accepted answer appended to
+        ``responses``."""
         pending = list(pods)
         accepted: list[dict[str, Any]] = []
         retried = activity.in_activity() and activity.info().attempt > 1
@@ -849,15 +937,15 @@ class KubeActivities:
                         undo,
                     )
                 deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
-                if deleting and retried:
+                if deleting and retried and not dry_run:
                     # A retried drain: an earlier attempt evicted it. Wait for it; evicting it
                     # again would send a second request for the same change.
                     accepted.append(pod)
                     continue
-                request = self._eviction_request(pod, params.grace_period_seconds)
-                _log().info("evicting pod %s/%s", namespace, name)
+                request = self._eviction_request(pod, params.grace_period_seconds, dry_run)
+                _log().info("evicting pod %s/%s%s", namespace, name, SERVER_DRY_RUN if dry_run else "")
                 try:
-                    self.kube.evict(name, namespace, request.body)
+                    answer = self.kube.evict(name, namespace, request.body, dry_run=dry_run)
                 except NotFound:
                     continue
                 except TooManyRequests as err:
@@ -882,6 +970,8 @@ class KubeActivities:
                 except KubeError as err:
                     raise self._drain_failed(_as_permanent(err), requests, undo) from err
                 requests.append(request)
+                if dry_run and responses is not None:
+                    responses.append(answer)
                 accepted.append(pod)
                 progress["evicted"] += 1
             pending = refused
@@ -949,7 +1039,9 @@ class KubeActivities:
         with kubectl's DeleteOptions (``propagationPolicy: Background``, ``gracePeriodSeconds``
         when >= 0) plus ``preconditions.uid`` of the planned pod, so a retry never deletes its
         replacement (a StatefulSet pod comes back with the same name): a pod that is gone or has
-        another UID was deleted already, and nothing is sent. No undo.
+        another UID was deleted already, and nothing is sent. No undo. A dry run sends the
+        DELETE with ``dryRun: ["All"]`` in its DeleteOptions (``kubectl delete --dry-run=server``):
+        the server checks the precondition and answers the pod as the deletion would mark it.
 
         Raises:
             ApplicationError: ``SafetyRefusal`` when the pod does not belong to the target;
@@ -973,10 +1065,13 @@ class KubeActivities:
             action="delete_pod",
             target=target,
             params=input.params,
+            dry_run=input.dry_run,
             message=f"delete pod {namespace}/{name} (uid {uid}) of {target.key} (kubectl delete pod)",
             change={"deleted_uid": uid},
             precondition={"uid": uid},
-            requests=[KubeRequest(method="DELETE", path=f"/api/v1/namespaces/{namespace}/pods/{name}", content_type=JSON, body=body)],
+            requests=[self._request(
+                "DELETE", KubeClient.path("Pod", name, namespace), dry_run_options(body, input.dry_run), JSON, input.dry_run
+            )],
             resource_version=str(pod["metadata"].get("resourceVersion", "")),
             state_before={"pod": name, "uid": uid, "phase": (pod.get("status") or {}).get("phase")},
         )
@@ -991,16 +1086,22 @@ class KubeActivities:
             return gone
         _log().info("DELETE %s %s", request.path, json.dumps(request.body))
         try:
-            self.kube.delete("Pod", name, namespace, request.body)
+            answer = self.kube.delete("Pod", name, namespace, request.body, dry_run=plan.dry_run)
         except (NotFound, Conflict):  # gone, or replaced (the UID precondition failed)
             return gone
-        return MutationResult(
-            changed=True,
-            message=f'pod "{name}" deleted',
-            requests=[request],
-            resource_version_before=str(pod["metadata"].get("resourceVersion", "")),
-            state_before=plan.state_before,
-            state_after={"pod": name, "deleted_uid": uid},
+        meta = answer.get("metadata") or {}
+        state_after: dict[str, Any] = {"pod": name, "deleted_uid": uid}
+        if plan.dry_run:  # what the deletion would do: terminate it from then on, or remove it
+            state_after["deletionTimestamp"] = meta.get("deletionTimestamp")
+            state_after["deletionGracePeriodSeconds"] = meta.get("deletionGracePeriodSeconds")
+        return self._sent(
+            plan,
+            f'pod "{name}" deleted from {namespace} namespace',
+            [request],
+            [answer],
+            str(pod["metadata"].get("resourceVersion", "")),
+            str(meta.get("resourceVersion", "")),
+            state_after,
         )
 
     def _check_pod_owner(self, target: TargetRef, pod: dict[str, Any]) -> None:

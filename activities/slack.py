@@ -81,7 +81,7 @@ NOTICE_THREAD_WINDOW = timedelta(days=7)
 """A target's notice thread is looked up in Slack this far back when the local record is gone;
 older threads are not reopened."""
 
-_STATUS_RANK = {"escalated": 1, "approved": 2, "rejected": 2, "expired": 2, "executed": 3, "failed": 3}
+_STATUS_RANK = {"escalated": 1, "approved": 2, "rejected": 2, "expired": 2, "resolved": 2, "executed": 3, "failed": 3}
 
 
 @contextmanager

@@ -4,7 +4,9 @@
 from ``remediator.app.config.Settings``, one per field (flag, environment variable, default and
 help from the model), and only those given on the command line are passed on: ``Settings``
 reads the environment for the rest. ``validate`` and ``schema`` check and describe playbooks;
-``audit show|list`` read the audit trail; ``demo`` runs the local end-to-end demonstration.
+``audit show|list`` read the audit trail; ``pause``, ``resume`` and ``status`` are the kill
+switch (remediator.app.control, the same Controller as ``POST /api/v1/pause``); ``demo`` runs
+the local end-to-end demonstration.
 User mistakes end with ``error: ...`` and exit code 2, never a traceback.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 import inspect
 import json
 import logging
+import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -41,17 +44,22 @@ from remediator.app.config import (
     flags,
     is_switch,
 )
+from remediator.app.control import Controller, InvalidRequest, NotPaused, status_text
 from remediator.app.logs import setup_logging
 from remediator.app.runtime import StartupError, serve
 from remediator.app.temporal import connect
+from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
 from remediator.audit.view import render_run, render_runs, run_as_dict
 from remediator.domain.durations import parse_duration
-from remediator.domain.messages import ApprovalDecision
+from remediator.domain.messages import ApprovalDecision, PauseScope
+from remediator.domain.policy import Policy
 from remediator.k8s.client import KubeConfigError, load_api_client
-from remediator.playbook.loader import json_schema, validate_path
+from remediator.playbook.loader import PlaybookError, PlaybookSet, json_schema, load_directory, validate_path
+from remediator.playbook.policy_loader import PolicyError, load_policy, policy_json_schema, validate_policy
 from remediator.sim.demo import DemoError, run_demo
 from remediator.sim.kube import Emulator
+from remediator.slack.client import make_client
 from workflows.remediation import RemediationWorkflow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-healing remediation engine for Kubernetes on Temporal.")
@@ -162,24 +170,33 @@ def _cluster(settings: Settings) -> tuple[Any, Emulator | None]:
 
 
 @app.command()
-def validate(path: Path = typer.Argument(Path("playbooks"), help="A playbook file or a directory of them.")) -> None:
-    """Check playbooks; print every problem as file:line: field: message."""
+def validate(
+    path: Path = typer.Argument(Path("playbooks"), help="A playbook file or a directory of them."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Also check this policy file (e.g. policy.yaml)."),
+) -> None:
+    """Check playbooks (and a policy file); print every problem as file:line: field: message."""
 
     if not path.exists():
         raise fail(f"{path}: no such file or directory")
     problems = validate_path(path)
+    if policy is not None:
+        problems += validate_policy(policy)
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         raise typer.Exit(1)
     console.print(f"{path}: ok", highlight=False)
+    if policy is not None:
+        console.print(f"{policy}: ok", highlight=False)
 
 
 @app.command()
-def schema() -> None:
-    """Print the playbook JSON Schema (for editor autocompletion)."""
+def schema(
+    policy: bool = typer.Option(False, "--policy", help="The policy file's schema instead of the playbooks'."),
+) -> None:
+    """Print the playbook (or, with --policy, the policy) JSON Schema, for editor autocompletion."""
 
-    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+    sys.stdout.write(json.dumps(policy_json_schema() if policy else json_schema(), indent=2) + "\n")
 
 
 @audit_app.command("show")
@@ -282,6 +299,173 @@ app.command("approve")(_decision_command("approve", "Approve the step a run is w
 app.command("reject")(
     _decision_command("reject", "Reject the step a run is waiting on: it does not run and the run ends needs_human.")
 )
+
+
+# --------------------------------------------------------------------------- the kill switch
+
+POLICY = typer.Option(
+    Path(cli_default("policy") or "policy.yaml"), "--policy", envvar=env_var("policy"),
+    help="The worker's policy file (pause, resume and status use the defaults when it is missing).",
+)
+PLAYBOOK_DIR = typer.Option(
+    Path(cli_default("playbook_dir") or "playbooks"), "--playbook-dir", envvar=env_var("playbook_dir"),
+    help="The worker's playbooks: --playbook must name one; their slack.channel is where the notice goes.",
+)
+SLACK_BOT_TOKEN = typer.Option(None, "--slack-bot-token", envvar=env_var("slack_bot_token"), show_default=False,
+                               help="Bot token (xoxb-) for the Slack notice; none: no notice.")
+SLACK_API_URL = typer.Option(cli_default("slack_api_url"), "--slack-api-url", envvar=env_var("slack_api_url"), help="Slack Web API base URL.")
+SCOPE_NAMESPACE = typer.Option(None, "--namespace", "-n", help="Only runs whose target is in this namespace (default: every namespace).")
+SCOPE_PLAYBOOK = typer.Option(None, "--playbook", help="Only runs of this playbook (default: every playbook).")
+REASON = typer.Option(..., "--reason", help="Why, for the audit trail and the Slack notice (at most 500 characters).")
+ACTOR = typer.Option(..., "--as", help="Who you are: your Slack user ID (U...), mentioned in the notice.")
+OUTPUT = typer.Option("text", "--output", "-o", help="text or json")
+CONNECT_TIMEOUT_S = 5.0
+
+
+@app.command()
+def pause(
+    namespace: Optional[str] = SCOPE_NAMESPACE,
+    playbook: Optional[str] = SCOPE_PLAYBOOK,
+    reason: str = REASON,
+    identity: str = ACTOR,
+    output: str = OUTPUT,
+    state_dir: Path = STATE_DIR,
+    policy: Path = POLICY,
+    playbook_dir: Path = PLAYBOOK_DIR,
+    slack_bot_token: Optional[str] = SLACK_BOT_TOKEN,
+    slack_api_url: str = SLACK_API_URL,
+) -> None:
+    """Pause remediation: every run in scope, new or in flight, freezes before its next change.
+
+    Writes the pause to the audit store only (Temporal is not needed); the runs read it at their next step boundary. New alerts are still received and attached. Announced in Slack."""
+
+    _check_output(output)
+    controller = _controller(state_dir, policy, playbook_dir, slack_bot_token, slack_api_url, None, need_playbooks=playbook is not None)
+    result = _brake_call(controller.pause(PauseScope(namespace=namespace, playbook=playbook), reason, identity))
+    if output == "json":
+        sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
+        return
+    _say(result.message)
+    if result.slack:
+        _say(f"slack: {result.slack}")
+
+
+@app.command()
+def resume(
+    namespace: Optional[str] = SCOPE_NAMESPACE,
+    playbook: Optional[str] = SCOPE_PLAYBOOK,
+    reason: str = REASON,
+    identity: str = ACTOR,
+    output: str = OUTPUT,
+    state_dir: Path = STATE_DIR,
+    policy: Path = POLICY,
+    playbook_dir: Path = PLAYBOOK_DIR,
+    temporal_address: str = TEMPORAL_ADDRESS,
+    temporal_namespace: str = TEMPORAL_NAMESPACE,
+    slack_bot_token: Optional[str] = SLACK_BOT_TOKEN,
+    slack_api_url: str = SLACK_API_URL,
+) -> None:
+    """Lift the pause of exactly this scope; the runs it froze continue where they stopped.
+
+    The pause is lifted in the audit store first, then the frozen runs are signalled. When Temporal cannot be reached the pause is still lifted and the runs continue at their next poll (within 5 minutes)."""
+
+    _check_output(output)
+
+    async def go():
+        client, why = None, None
+        try:
+            client = await asyncio.wait_for(connect(temporal_address, temporal_namespace), CONNECT_TIMEOUT_S)
+        except (RuntimeError, OSError, asyncio.TimeoutError, TimeoutError) as err:
+            why = str(err) or f"no answer within {CONNECT_TIMEOUT_S:g}s"
+        controller = _controller(state_dir, policy, playbook_dir, slack_bot_token, slack_api_url, client, need_playbooks=False)
+        return await controller.resume(PauseScope(namespace=namespace, playbook=playbook), reason, identity), why
+
+    result, unreachable = _brake_call(go())
+    if output == "json":
+        sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
+    else:
+        _say(result.message)
+        for r in result.runs:
+            _say(f"  {r.target}  playbook {r.playbook}  before step {r.step + 1}  run {r.run_id}: {r.state}"
+                 + (f" ({r.message})" if r.message else ""))
+        if result.slack:
+            _say(f"slack: {result.slack}")
+    if unreachable is not None:
+        _warn(f"cannot reach Temporal at {temporal_address} ({unreachable}): the pause is lifted; frozen runs continue "
+              "at their next poll, within 5 minutes")
+    elif result.warning:
+        _warn(result.warning)
+
+
+@app.command()
+def status(
+    output: str = OUTPUT,
+    state_dir: Path = STATE_DIR,
+    policy: Path = POLICY,
+) -> None:
+    """Show the pauses in force, the runs they froze, and the runs waiting for a slot."""
+
+    _check_output(output)
+    controller = Controller(_brakes(state_dir, policy), None, PlaybookSet([]))
+    result = _brake_call(controller.status())
+    if output == "json":
+        sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
+    else:
+        _say(status_text(result))
+
+
+def _check_output(output: str) -> None:
+    if output not in ("text", "json"):
+        raise fail(f"--output: expected text or json, got {output!r}")
+
+
+def _say(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _warn(text: str) -> None:
+    err_console.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _brakes(state_dir: Path, policy: Path) -> Brakes:
+    """The brakes on the worker's audit store. They are not created here: a pause written to
+    a state directory no worker reads would pause nothing. Pause, resume and status use no
+    limit, so a missing or invalid policy file means the defaults (a kill switch must work
+    when someone has just broken the policy)."""
+    store = _open_store(state_dir, AuditStore)
+    if not policy.exists():
+        return Brakes(store, Policy())
+    try:
+        return Brakes(store, load_policy(policy))
+    except PolicyError as err:
+        _warn(f"the policy file is invalid; pause, resume and status do not use it:\n{err}")
+        return Brakes(store, Policy())
+
+
+def _controller(state_dir: Path, policy: Path, playbook_dir: Path, token: str | None, api_url: str, client: Any,
+                *, need_playbooks: bool) -> Controller:
+    brakes = _brakes(state_dir, policy)
+    try:
+        playbooks = load_directory(playbook_dir)
+    except PlaybookError as err:
+        if need_playbooks:
+            raise fail(f"--playbook cannot be checked: the playbooks in {playbook_dir} cannot be loaded "
+                       f"(set --playbook-dir or REMEDIATOR_PLAYBOOK_DIR):\n{err}")
+        _warn(f"the playbooks in {playbook_dir} cannot be loaded, so no Slack notice is posted:\n{err}")
+        playbooks = PlaybookSet([])
+    return Controller(brakes, client, playbooks, make_client(token, api_url) if token else None)
+
+
+def _brake_call(coro: Any) -> Any:
+    """Run a Controller call; its refusals end with ``error: ...`` and exit code 2."""
+    try:
+        return asyncio.run(coro)
+    except InvalidRequest as err:
+        raise fail("; ".join(f"--{field}: {message}" for field, message in err.problems))
+    except NotPaused as err:
+        raise fail(str(err))
+    except sqlite3.Error as err:
+        raise fail(f"the audit store cannot be written: {err}")
 
 
 @app.command()

@@ -37,6 +37,9 @@ import uvicorn
 from temporalio.client import Client, WorkflowHandle
 
 from remediator.app.runtime import build_activities, new_worker
+from remediator.audit.brakes import Brakes
+from remediator.domain.policy import Policy
+from remediator.playbook.policy_loader import load_policy
 from remediator.domain.messages import (
     AlertRef,
     AlertSignal,
@@ -118,30 +121,45 @@ def alert_signal(a: AlertRef, pb: Playbook) -> AlertSignal:
 
 
 async def start_run(client: Client, queue: str, pb: Playbook, first: AlertRef | None = None,
-                    target: TargetRef = CHECKOUT, **inp: Any) -> WorkflowHandle:
+                    target: TargetRef = CHECKOUT, *, workflow_id: str | None = None, **inp: Any) -> WorkflowHandle:
     """Start ``RemediationWorkflow`` with its first alert as the intake does (signal-with-start),
-    on a workflow ID of its own (``remediation/<target>-<uuid>``) so runs of one test never meet;
-    ``inp``: more ``RemediationInput`` fields (``ui_url``, ``public_url``, ``kube_retry_budget``...)."""
+    on a workflow ID of its own (``remediation/<target>-<uuid>``, or ``workflow_id``) so runs of
+    one test never meet; ``inp``: more ``RemediationInput`` fields (``ui_url``, ``public_url``,
+    ``kube_retry_budget``...)."""
     return await client.start_workflow(
         RemediationWorkflow.run,
         RemediationInput(
             target=target, playbook=pb, playbook_ref=PlaybookRef(name=pb.name, path=f"{pb.name}.yaml", sha256="ab" * 32),
             **inp,
         ),
-        id=f"{workflow_id_for(target.key)}-{uuid.uuid4().hex[:8]}",
+        id=workflow_id or f"{workflow_id_for(target.key)}-{uuid.uuid4().hex[:8]}",
         task_queue=queue,
         start_signal="alert",
         start_signal_args=[alert_signal(first or alert(), pb)],
     )
 
 
+PERMISSIVE_POLICY = Path(__file__).parent / "fixtures" / "policy" / "permissive.yaml"
+"""The policy of tests that are not about the brakes (limits far above what they do)."""
+
+
+def permissive_brakes(audit: Any, policy: Policy | None = None) -> Brakes:
+    """The brakes on ``audit`` with ``policy``, by default PERMISSIVE_POLICY."""
+    return Brakes(audit, policy or load_policy(PERMISSIVE_POLICY))
+
+
 def real_activities(emulator: Any, audit: Any, slack_client: Any = None, slack_db: Path | None = None, *,
-                    prometheus_url: str | None = None, alertmanager_url: str | None = None) -> list:
+                    prometheus_url: str | None = None, alertmanager_url: str | None = None,
+                    policy: Policy | None = None, playbooks: Any = None) -> list:
     """Every real activity (remediator.app.runtime.build_activities) against the Kubernetes API
     emulator over HTTP, the audit store and, when given, a Slack WebClient (its notice threads
-    and posted messages remembered in ``slack_db``)."""
+    and posted messages remembered in ``slack_db``); the brakes of ``policy`` (default: the
+    permissive test policy)."""
     threads = SlackThreads(slack_db) if slack_client is not None and slack_db is not None else None
-    return build_activities(emulator.api_client(), prometheus_url, alertmanager_url, audit, slack_client, threads)
+    return build_activities(
+        emulator.api_client(), prometheus_url, alertmanager_url, audit, slack_client, threads,
+        permissive_brakes(audit, policy), playbooks,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -321,7 +339,8 @@ class WorkerProcess:
             sys.executable, str(self.ROOT / "worker.py"),
             "--temporal-address", temporal, "--kubeconfig", str(kubeconfig), "--no-auth",
             "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(tmp / "state"),
-            "--playbook-dir", str(tmp / "playbooks"), *extra,
+            "--playbook-dir", str(tmp / "playbooks"),
+            *(() if "--policy" in extra else ("--policy", str(PERMISSIVE_POLICY))), *extra,
         ]
         self.proc = subprocess.Popen(args, cwd=self.ROOT, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         if wait:

@@ -24,7 +24,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.kube import KubeActivities
 from remediator.k8s.errors import SafetyRefusal
-from remediator.k8s.kubectl import deployment_revision, rfc3339
+from remediator.k8s.kubectl import deployment_revision, rfc3339, rollout_template_sha256
 from remediator.sim.kube import Emulator
 from remediator.domain.errors import NON_RETRYABLE_KUBE as NON_RETRYABLE_ERROR_TYPES
 from remediator.k8s.client import KubeClient, KubeConfigError, load_api_client
@@ -319,6 +319,34 @@ def test_rollback_retry_sends_nothing_once_applied(emulator, kube):
     assert again.undo == first.undo
     image = emulator.get("Deployment", "checkout", "prod")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "registry.example/checkout:1.4.1"
+
+
+def test_rollback_plans_carry_template_hashes_that_recognise_a_flip_flop(emulator, kube):
+    """Roll back B -> A, then plan a rollback from A: it would roll to B, and its
+    to_template_sha256 (B read from its ReplicaSet) is the first plan's from_template_sha256
+    (B read from the Deployment): one normalisation wherever the template is read."""
+    first = plan(kube, CHECKOUT, "rollback")
+    deployment = emulator.get("Deployment", "checkout", "prod")
+    b_rs, a_rs = sorted(
+        (rs for rs in emulator.list("ReplicaSet", "prod")),
+        key=lambda rs: rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], reverse=True,
+    )
+    assert first.change["from_template_sha256"] == rollout_template_sha256(deployment["spec"]["template"])
+    assert first.change["from_template_sha256"] == rollout_template_sha256(b_rs["spec"]["template"])
+    assert first.change["to_template_sha256"] == rollout_template_sha256(a_rs["spec"]["template"])
+    assert first.change["from_template_sha256"] != first.change["to_template_sha256"]
+    assert first.precondition["template_sha256"] == first.change["from_template_sha256"]
+    apply(kube, first)
+    emulator.wait_until(lambda e: e.get("Deployment", "checkout", "prod")["metadata"]["annotations"]
+                        ["deployment.kubernetes.io/revision"] == "3")
+
+    back = plan(kube, CHECKOUT, "rollback")
+    assert back.change["revision"] == 2 and not back.noop
+    assert back.change["to_template_sha256"] == first.change["from_template_sha256"]
+    assert back.change["from_template_sha256"] == first.change["to_template_sha256"]
+    # The template the rollback patch wrote hashes as the ReplicaSet's it came from.
+    written = emulator.get("Deployment", "checkout", "prod")["spec"]["template"]
+    assert rollout_template_sha256(written) == rollout_template_sha256(first.change["patch"][0]["value"])
 
 
 def test_rollback_refuses_when_the_deployment_changed_since_the_plan(emulator, kube):

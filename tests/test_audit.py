@@ -65,6 +65,8 @@ REJECTED = "v2-reject"
 """approval always, rejected in Slack: needs_human."""
 STORM = "v2-storm-then-cooldown"
 """alerts attached while running, resolved one by one, one more recorded during the cooldown."""
+LATEST_HEALED = "v4-restart-healed"
+"""The same scenario recorded by the workflow as it is now (the brakes)."""
 T0 = datetime(2026, 11, 21, 5, 37, 15, 250000, tzinfo=UTC)
 FIRST = "c0ffee@2026-11-21T05:00:00+00:00"
 """dedup key of the recorded runs' first alert."""
@@ -161,7 +163,7 @@ async def test_the_recorded_runs_are_what_the_workflow_writes_now(client, worker
     def shape(events) -> list[tuple[str, str, list[str]]]:
         return [(e.key, e.kind, sorted(e.data)) for e in events]
 
-    assert shape(audit.events(handle.result_run_id)) == shape(e for w in _recorded(HEALED) for e in w.events)
+    assert shape(audit.events(handle.result_run_id)) == shape(e for w in _recorded(LATEST_HEALED) for e in w.events)
 
 
 # --------------------------------------------------------------------------- writes
@@ -169,7 +171,7 @@ async def test_the_recorded_runs_are_what_the_workflow_writes_now(client, worker
 
 def test_schema_versioned_and_wal(store):
     conn = raw(store)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
         "runs",
@@ -189,7 +191,7 @@ def test_reopen_keeps_data_and_newer_schema_refused(tmp_path):
     sqlite3.connect(path, isolation_level=None).execute("PRAGMA user_version=7")
     with pytest.raises(
         AuditSchemaError,
-        match="audit schema version 7 is newer than this remediator supports \\(2\\)",
+        match="audit schema version 7 is newer than this remediator supports \\(3\\)",
     ):
         AuditStore(path)
 
@@ -256,7 +258,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     )
     conn.close()
     store = AuditStore(path)
-    assert raw(store).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert raw(store).execute("PRAGMA user_version").fetchone()[0] == 3
     old = store.get_run("run-old")
     assert old.outcome == "healed" and old.cooldown_until is None
     # The end of the run, as today's workflow writes it (outcome, ended_at, cooldown_until).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -161,3 +162,117 @@ def test_approve_an_unknown_run(store):
     p = run("approve", "zzzz", "--as", "U1", "--state-dir", str(store))
     assert p.returncode == 2 and "no audited run matches 'zzzz'" in p.stderr
     no_traceback(p)
+
+
+# --------------------------------------------------------------------------- the kill switch
+
+KILL_SWITCH_PLAYBOOK = """\
+name: restart-on-errors
+match: ['alertname="HighErrorRate"']
+target: {kind: Deployment, namespace: '{{ labels.namespace }}', name: '{{ labels.service }}'}
+steps:
+  - name: restart
+    rollout_restart: {}
+slack: {channel: "#sre-oncall"}
+"""
+
+
+@pytest.fixture
+def worker_state(tmp_path):
+    """A worker's state directory (its audit store) and playbook directory; no policy file."""
+    AuditStore(tmp_path / "state" / "audit.db").close()
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "restart-on-errors.yaml").write_text(KILL_SWITCH_PLAYBOOK)
+    return tmp_path
+
+
+def kill_switch(tmp: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run(*args, "--state-dir", str(tmp / "state"), "--policy", str(tmp / "no-policy.yaml"), env=env)
+
+
+def test_pause_status_and_resume_from_the_cli_without_temporal(worker_state, slack):
+    from remediator.sim.alerting import free_port
+
+    tmp = worker_state
+    where = ["--playbook-dir", str(tmp / "playbooks")]
+    env = {"SLACK_BOT_TOKEN": slack.bot_token, "REMEDIATOR_SLACK_API_URL": slack.url}
+    # Pause needs only the audit store: no Temporal runs here.
+    p = kill_switch(tmp, "pause", "--namespace", "prod", "--reason", "deploy freeze [CHG-12]", "--as", "U0ALICE", *where, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [
+        "paused namespace prod (by U0ALICE: deploy freeze [CHG-12]); 0 runs in flight in scope freeze at their next step boundary",
+        "slack: posted to #sre-oncall",
+    ]
+    assert [m["text"] for m in slack.messages("sre-oncall")] == [
+        ":octagonal_sign: remediator paused namespace prod — by <@U0ALICE>: deploy freeze [CHG-12]"
+    ]
+
+    p = kill_switch(tmp, "status")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "Paused (1):" and lines[2] == "No run is frozen."
+    assert re.fullmatch(r"  namespace prod — by U0ALICE at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: deploy freeze \[CHG-12\]", lines[1])
+    status = json.loads(kill_switch(tmp, "status", "-o", "json").stdout)
+    assert [(s["namespace"], s["playbook"], s["paused_by"]) for s in status["pauses"]] == [("prod", None, "U0ALICE")]
+
+    # Resume with Temporal unreachable: the pause is lifted, the frozen runs continue at their next poll.
+    p = kill_switch(
+        tmp, "resume", "--namespace", "prod", "--reason", "freeze over", "--as", "U0BOB", *where,
+        "--temporal-address", f"127.0.0.1:{free_port()}", env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0] == "resumed namespace prod (by U0BOB: freeze over); 0 frozen runs continue"
+    assert p.stderr.startswith("warning: cannot reach Temporal at 127.0.0.1:")
+    assert p.stderr.rstrip().endswith("the pause is lifted; frozen runs continue at their next poll, within 5 minutes")
+    assert slack.messages("sre-oncall")[1]["text"] == ":arrow_forward: remediator resumed namespace prod — by <@U0BOB>: freeze over"
+    no_traceback(p)
+
+    status = json.loads(kill_switch(tmp, "status", "-o", "json").stdout)
+    assert status["pauses"] == []
+    assert [(r["kind"], r["actor"], r["reason"]) for r in status["log"]] == [
+        ("resume", "U0BOB", "freeze over"), ("pause", "U0ALICE", "deploy freeze [CHG-12]"),
+    ]
+    assert kill_switch(tmp, "status").stdout.splitlines()[0] == "Nothing is paused."
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pause", "--reason", " ", "--as", "U1"], "error: --reason: must not be empty: say why, for the audit trail and the Slack notice"),
+        (["pause", "--namespace", "Prod", "--reason", "r", "--as", "U1"], "error: --namespace: must be a namespace name"),
+        (["pause", "--playbook", "restart", "--reason", "r", "--as", "U1"],
+         "error: --playbook: no playbook named 'restart'; known: restart-on-errors"),
+        (["resume", "--namespace", "prod", "--reason", "r", "--as", "U1", "--temporal-address", "127.0.0.1:1"],
+         "error: no pause of exactly namespace prod to lift; pauses in force: none"),
+        (["status", "-o", "yaml"], "error: --output: expected text or json, got 'yaml'"),
+        (["pause", "--reason", "r"], "Missing option '--as'"),
+    ],
+)
+def test_kill_switch_mistakes_exit_2_with_the_message(worker_state, args, message):
+    where = ["--playbook-dir", str(worker_state / "playbooks")] if args[0] != "status" else []
+    p = kill_switch(worker_state, *args, *where)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr
+    no_traceback(p)
+    assert json.loads(kill_switch(worker_state, "status", "-o", "json").stdout)["pauses"] == []
+
+
+def test_pause_refuses_a_state_dir_without_an_audit_store(tmp_path):
+    # A pause written where no worker reads it would pause nothing.
+    p = kill_switch(tmp_path, "pause", "--reason", "r", "--as", "U1")
+    assert p.returncode == 2
+    assert f"no audit trail at {tmp_path / 'state' / 'audit.db'}" in p.stderr
+    assert not (tmp_path / "state").exists()
+    no_traceback(p)
+
+
+def test_pause_of_a_playbook_needs_the_playbooks(worker_state):
+    p = kill_switch(worker_state, "pause", "--playbook", "restart-on-errors", "--reason", "r", "--as", "U1",
+                    "--playbook-dir", str(worker_state / "nowhere"))
+    assert p.returncode == 2
+    assert p.stderr.startswith(f"error: --playbook cannot be checked: the playbooks in {worker_state / 'nowhere'} cannot be loaded")
+    no_traceback(p)
+    # Without --playbook the pause goes ahead (a kill switch must work), and says no notice was posted.
+    p = kill_switch(worker_state, "pause", "--reason", "r", "--as", "U1", "--playbook-dir", str(worker_state / "nowhere"))
+    assert p.returncode == 0, p.stderr
+    assert "so no Slack notice is posted" in p.stderr

@@ -37,6 +37,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "alertmanager_url": ("http://alertmanager:9093", "http://alertmanager:9093"),
     "state_dir": ("/var/lib/remediator", Path("/var/lib/remediator")),
     "playbook_dir": ("/etc/remediator/playbooks", Path("/etc/remediator/playbooks")),
+    "policy": ("/etc/remediator/policy.yaml", Path("/etc/remediator/policy.yaml")),
+    "dry_run": ("1", True),
     "public_url": ("https://remediator.example", "https://remediator.example"),
     "slack_bot_token": ("xoxb-1", "xoxb-1"),
     "slack_signing_secret": ("signing", "signing"),
@@ -64,6 +66,7 @@ FLAG_VALUES: dict[str, tuple[str, object]] = {
     "alertmanager_url": ("http://flag-am", "http://flag-am"),
     "state_dir": ("/flag/state", Path("/flag/state")),
     "playbook_dir": ("/flag/playbooks", Path("/flag/playbooks")),
+    "policy": ("/flag/policy.yaml", Path("/flag/policy.yaml")),
     "public_url": ("https://flag.example", "https://flag.example"),
     "slack_bot_token": ("xoxb-flag", "xoxb-flag"),
     "slack_signing_secret": ("flag-signing", "flag-signing"),
@@ -78,6 +81,7 @@ FLAG_VALUES: dict[str, tuple[str, object]] = {
 SWITCH_ENV_AND_FLAG: dict[str, tuple[str, str, bool]] = {
     "no_auth": ("false", "--no-auth", True),
     "simulate": ("false", "--simulate", True),
+    "dry_run": ("false", "--dry-run", True),
     "in_cluster": ("true", "--no-in-cluster", False),
 }
 
@@ -190,7 +194,7 @@ def test_flag_names_follow_the_fields():
         assert flags(name)[0] == "--" + name.replace("_", "-")
     assert flags("in_cluster") == ["--in-cluster", "--no-in-cluster"]
     assert flags("no_auth") == ["--no-auth"] and flags("simulate") == ["--simulate"]
-    assert {n for n in Settings.model_fields if is_switch(n)} == {"no_auth", "in_cluster", "simulate"}
+    assert {n for n in Settings.model_fields if is_switch(n)} == {"no_auth", "in_cluster", "simulate", "dry_run"}
 
 
 @pytest.mark.parametrize("command", [["worker.py"], ["-m", "remediator.cli", "worker"]])

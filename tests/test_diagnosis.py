@@ -36,6 +36,7 @@ from remediator.k8s.client import KubeClient
 from remediator.playbook import cel
 from remediator.playbook.loader import PlaybookError, load_playbook, render
 from remediator.sim.kube import Emulator
+from tests.support import permissive_brakes
 
 CHECKOUT = TargetRef(kind="Deployment", namespace="prod", name="checkout")
 ORDERS_DB = TargetRef(kind="StatefulSet", namespace="prod", name="orders-db")
@@ -147,7 +148,7 @@ def test_params_of_another_check_are_an_error_not_a_crash():
 
 
 def test_the_worker_shares_one_kube_client(emulator, audit):
-    activities = build_activities(emulator.api_client(), None, None, audit)
+    activities = build_activities(emulator.api_client(), None, None, audit, brakes=permissive_brakes(audit))
     clients = {id(fn.__self__.kube): fn.__self__.kube for fn in activities if hasattr(fn.__self__, "kube")}
     owners = {type(fn.__self__).__name__ for fn in activities if hasattr(fn.__self__, "kube")}
     assert owners == {"KubeActivities", "HealthActivities", "DiagnosisActivities"}

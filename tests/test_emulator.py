@@ -1023,3 +1023,43 @@ def test_statefulset_partition_keeps_lower_ordinals_on_the_old_revision(emu, api
         "type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}})
     emu.wait_until(lambda e: settled(e, 3) and e.get("sts", "orders-db", "prod")["status"]["currentRevision"] == new)
     assert [image for _, image, _ in images(emu)] == ["16.5"] * 3
+
+
+def test_dry_run_runs_every_check_and_persists_nothing(emu, api):
+    """dryRun=All on a create, update, patch, scale and delete: the same checks and answers as
+    the real write (AlreadyExists, a missing namespace, a stale resourceVersion, validation),
+    nothing stored, no resourceVersion used (k8s.io/apiserver DryRunnableStorage)."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    rv = emu.store.resource_version
+    created = core.create_namespace({"metadata": {"name": "dry"}}, dry_run="All")
+    assert created.metadata.name == "dry" and created.metadata.uid and not created.metadata.resource_version
+    for call, status in (
+        (lambda: core.create_namespace({"metadata": {"name": "prod"}}, dry_run="All"), 409),
+        (lambda: core.create_namespaced_pod(
+            "nowhere", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+            dry_run="All"), 404),
+        (lambda: apps.replace_namespaced_deployment_scale(
+            "checkout", "prod", {"metadata": {"name": "checkout", "resourceVersion": "1"}, "spec": {"replicas": 9}},
+            dry_run="All"), 409),
+        (lambda: apps.patch_namespaced_deployment_scale("checkout", "prod", {"spec": {"replicas": -1}}, dry_run="All"), 422),
+    ):
+        with pytest.raises(ApiException) as exc:
+            call()
+        assert exc.value.status == status
+    deployment = emu.get("deployment", "checkout", "prod")
+    patched = apps.patch_namespaced_deployment("checkout", "prod", {"spec": {"replicas": 7}}, dry_run="All")
+    assert patched.spec.replicas == 7 and patched.metadata.generation == deployment["metadata"]["generation"] + 1
+    assert patched.metadata.resource_version == deployment["metadata"]["resourceVersion"]
+    scale = apps.replace_namespaced_deployment_scale(
+        "checkout", "prod", {"metadata": {"name": "checkout"}, "spec": {"replicas": 8}}, dry_run="All")
+    assert scale.spec.replicas == 8
+    pod = checkout_pods(emu)[0]
+    answer = core.delete_namespaced_pod(pod["metadata"]["name"], "prod", dry_run="All")
+    assert answer.metadata.deletion_timestamp and answer.metadata.resource_version == pod["metadata"]["resourceVersion"]
+    status = apps.delete_namespaced_stateful_set("orders-db", "prod", dry_run="All")
+    assert status["status"] == "Success"
+
+    assert emu.store.resource_version == rv
+    assert emu.get("namespace", "dry") is None and emu.get("statefulset", "orders-db", "prod")
+    assert emu.get("deployment", "checkout", "prod") == deployment
+    assert emu.get("pod", pod["metadata"]["name"], "prod") == pod

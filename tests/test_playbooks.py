@@ -738,7 +738,7 @@ def test_step_without_action_or_check(tmp_path: Path):
         """,
     )
     assert validate_path(path) == [
-        f"{path}:6: steps[0].health: a check is required, one of: rollout_status, node_ready, promql, alert_resolved",
+        f"{path}:6: steps[0].health: a check is required, one of: rollout_status, node_ready, node_cordoned, node_drained, promql, alert_resolved",
     ]
     path.write_text(path.read_text().replace("    health: {timeout: 1m}\n", "    retries: 1\n"))
     assert validate_path(path) == [

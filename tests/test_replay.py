@@ -3,7 +3,8 @@ current RemediationWorkflow without a nondeterminism error.
 
 The histories in tests/histories/ were recorded by tests/histories/record.py from the code of
 their version (``v1-*``: before plans, regular-activity audit writes and outcome notices;
-``v2-*``: with them; ``v3-*``: alerts folded in at every step boundary), finished runs and runs
+``v2-*``: with them; ``v3-*``: alerts folded in at every step boundary; ``v4-*``: the brakes),
+finished runs and runs
 left in flight (waiting for approval). A change to
 the workflow that would break a run in flight fails here unless guarded by
 ``workflow.patched()``.
@@ -25,7 +26,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_histories_of_every_released_version_are_here():
     versions = {p.name.split("-", 1)[0] for p in HISTORIES}
-    assert {"v1", "v2", "v3"} <= versions
+    assert {"v1", "v2", "v3", "v4"} <= versions
     assert any("waiting-for-approval" in p.name for p in HISTORIES)  # a run in flight
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from kubernetes import client as k8s
 
 from remediator.domain.messages import ApprovalDecision, RemediationStatus, TargetRef
@@ -304,7 +306,7 @@ async def test_resolved_before_the_remaining_steps(client, worker, emulator, aud
         assert scale_puts(emulator) == [4]
 
 
-async def test_resolved_while_waiting_for_approval_stops_the_remaining_steps(client, worker, emulator):
+async def test_resolved_while_waiting_for_approval_ends_the_wait_and_nothing_runs(client, worker, emulator, slack):
     pb = playbook(
         [
             {"name": "restart", "approval": "always", "rollout_restart": {}},
@@ -315,16 +317,21 @@ async def test_resolved_while_waiting_for_approval_stops_the_remaining_steps(cli
     first = alert()
     handle = await start_run(client, worker, pb, first)
     status = await until(lambda: _waiting(handle), "the approval request")
+    await until(lambda: slack.recorded("chat.postMessage"), "the approval message in Slack")
     await handle.signal("alert", alert_signal(first.model_copy(update={"status": "resolved"}), pb))
-    await handle.execute_update(
-        RemediationWorkflow.decide,
-        ApprovalDecision(request_id=status.waiting.request_id, decision="approve", user_id="U0BOB", via="cli"),
-    )
     result = await handle.result()
-    assert len(restarts(emulator)) == 1
     assert result.outcome == "resolved", result.reason
-    assert [s.status for s in result.steps] == ["succeeded", "skipped"]
-    assert scale_puts(emulator) == []
+    assert result.reason == "the alert resolved while a step waited for approval; nothing ran"
+    assert [s.status for s in result.steps] == ["skipped", "skipped"]
+    assert restarts(emulator) == [] and scale_puts(emulator) == []
+    # A click after that changes nothing: the run is over.
+    with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+        await handle.execute_update(
+            RemediationWorkflow.decide,
+            ApprovalDecision(request_id=status.waiting.request_id, decision="approve", user_id="U0BOB", via="cli"),
+        )
+    updates = [c.params for c in slack.recorded("chat.update")]
+    assert any("resolved before a decision; nothing ran" in str(u) for u in updates)
 
 
 async def _waiting(handle) -> RemediationStatus | None:

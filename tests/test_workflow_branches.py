@@ -36,6 +36,10 @@ from remediator.domain.messages import (
     AuditEvent,
     AuditWriteInput,
     DescribeTargetInput,
+    FlipFlopInput,
+    FlipFlopResult,
+    GateInput,
+    GateResult,
     HealthInput,
     HealthResult,
     MutationInput,
@@ -44,10 +48,13 @@ from remediator.domain.messages import (
     MutationResult,
     Notice,
     NoticeResult,
+    ReleaseInput,
     RemediationResult,
     RemediationStatus,
     ResolveApproversInput,
     ResolveApproversResult,
+    SlotInput,
+    SlotResult,
     TargetState,
     UndoAction,
 )
@@ -165,6 +172,25 @@ class StandIns:
             stand.calls.append(("post_notice", notice))
             return NoticeResult(channel="C0ONCALL", ts=f"1700000001.{len(stand.calls):06d}", posted=True)
 
+        @activity.defn(name="acquire_slot")
+        async def acquire_slot(inp: SlotInput) -> SlotResult:
+            stand.calls.append(("acquire_slot", inp))
+            return SlotResult(granted=True, holders=1, limit=5, message="stand-in: slot 1 of 5")
+
+        @activity.defn(name="gate_mutation")
+        async def gate_mutation(inp: GateInput) -> GateResult:
+            stand.calls.append(("gate_mutation", inp))
+            return GateResult(verdict="granted", message="stand-in: granted")
+
+        @activity.defn(name="release_brakes")
+        async def release_brakes(inp: ReleaseInput) -> None:
+            stand.calls.append(("release_brakes", inp))
+
+        @activity.defn(name="rolled_away_from")
+        async def rolled_away_from(inp: FlipFlopInput) -> FlipFlopResult:
+            stand.calls.append(("rolled_away_from", inp))
+            return FlipFlopResult()
+
         @activity.defn(dynamic=True)
         async def unexpected(args: Sequence[RawValue]) -> None:
             name = activity.info().activity_type
@@ -173,7 +199,8 @@ class StandIns:
 
         return [
             describe_target, plan_mutation, *(action(a) for a in ACTIONS), check_rollout_status, check_alert_resolved,
-            audit_write, resolve_approvers, post_approval_request, update_approval_message, post_notice, unexpected,
+            audit_write, resolve_approvers, post_approval_request, update_approval_message, post_notice,
+            acquire_slot, gate_mutation, release_brakes, rolled_away_from, unexpected,
         ]
 
 
@@ -195,9 +222,11 @@ async def test_on_failure_rollback_undoes_this_runs_changes_newest_first(skippin
         result = await handle.result()
 
     assert result.outcome == "rolled_back", result.reason
-    assert result.reason == (
-        'step 3 (restart) failed: deployment "checkout" exceeded its progress deadline; this run\'s changes were undone'
-    )
+    assert result.reason.startswith(
+        'step 3 (restart) failed: deployment "checkout" exceeded its progress deadline; '
+        "undone: roll back to revision 3; scale back to 3 replicas. "
+        "cannot be undone: step 3: stand-in: rollout_restart applied {'restartedAt': "
+    ), result.reason
     assert [(s.status, s.attempts) for s in result.steps] == [("succeeded", 1), ("succeeded", 1), ("failed", 1)]
     mutations = [(name, inp.plan.change) for name, inp in stand.calls if name in ACTIONS]
     assert mutations == [
@@ -320,3 +349,37 @@ async def _phase(handle, phase: str) -> bool:
 
 def _dispositions(stand: StandIns) -> list[str]:
     return [e.data["disposition"] for e in stand.audit_events() if e.kind == "alert" and e.data["status"] == "firing"]
+
+
+async def test_a_long_cooldown_under_a_stream_of_alerts_continues_as_new(skipping_env):
+    """Past ``history_limit`` events the cooldown goes on in a fresh history (continue-as-new):
+    the outcome, the alerts seen and the end of the cooldown carried over, the alerts recorded on
+    the audit trail of the run that remediated."""
+    pb = playbook([{"name": "restart", "rollout_restart": {}}], cooldown="1h", verification_window="10m")
+    stand = StandIns()
+    first = alert()
+    async with running_worker(skipping_env.client, stand.activities()) as queue:
+        with skipping_env.with_time_skipping_disabled():
+            started = await start_run(skipping_env.client, queue, pb, first, history_limit=100)
+        first_run = started.result_run_id
+        handle = skipping_env.client.get_workflow_handle(started.id, result_type=RemediationResult)
+        await until(lambda: stand.inputs("rollout_restart"), "the restart")
+        await handle.signal("alert", alert_signal(first.model_copy(update={"status": "resolved"}), pb))
+        await until(lambda: _phase(handle, "cooldown"), "the cooldown")
+        sent = []
+        for i in range(60):
+            a = alert(fingerprint=f"c{i:03d}", starts="2026-11-21T06:00:00+00:00")
+            sent.append(a.dedup_key)
+            await handle.signal("alert", alert_signal(a, pb))
+            await until(lambda: len(_dispositions(stand)) == i + 2, f"alert {i} recorded")
+        desc = await handle.describe()
+        assert desc.run_id != first_run  # continued as new at least once
+        assert desc.history_length < 100
+        await skipping_env.fast_forward(handle)
+        result = await handle.result()
+
+    assert result.outcome == "healed"
+    assert set(sent) <= set(result.alerts)
+    writes = stand.inputs("audit_write")
+    assert {w.run_id for w in writes} == {first_run}  # one audit trail, the remediating run's
+    assert len(stand.inputs("rollout_restart")) == 1

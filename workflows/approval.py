@@ -14,6 +14,7 @@ rewritten with the outcome. Deterministic: timers, activities, the Update.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -53,17 +54,27 @@ class Approval:
     decision: ApprovalDecision | None = None
     step_message: str = ""
     reason: str = ""
+    resolved: bool = False
+    """The alert resolved before anyone decided: nothing ran, the playbook's ``on_resolved`` decides."""
 
 
 class ApprovalWait:
     """The approvals of one run. ``waiting``: the request a step waits on, if any (the status
     query shows it); ``authorized``: who may decide it; ``decisions``: by request ID."""
 
-    def __init__(self, inp: RemediationInput, trail: AuditTrail, notices: Notices, durable: bool) -> None:
+    def __init__(
+        self, inp: RemediationInput, trail: AuditTrail, notices: Notices, durable: bool,
+        *, pending: Callable[[], bool] | None = None, resolved: Callable[[], bool] | None = None,
+    ) -> None:
         self._inp = inp
         self._trail = trail
         self._notices = notices
         self._durable = durable
+        # Runs with the brakes: a signal wakes the wait (``pending``), the run folds it in and
+        # says whether the alert resolved (``resolved``), which ends the wait with nothing run.
+        self._pending = pending
+        self._resolved = resolved
+        self._ended_by_resolve = False
         self.waiting: ApprovalRequest | None = None
         self.authorized: set[str] = set()
         self.decisions: dict[str, ApprovalDecision] = {}
@@ -104,9 +115,16 @@ class ApprovalWait:
     # ------------------------------------------------------------------ the wait
 
     async def ask(
-        self, index: int, step: Step, reason: str, confidence: float | None, alert: AlertRef | None, evidence: list[Evidence]
+        self, index: int, step: Step, reason: str, confidence: float | None, alert: AlertRef | None, evidence: list[Evidence],
+        *, change: str = "", limits: list[str] | None = None, gitops: str | None = None, suffix: str = "",
     ) -> Approval:
-        """Ask for the step's approval and wait until it is decided or its deadline passes."""
+        """Ask for the step's approval and wait until it is decided, its deadline passes or (runs
+        with the brakes) the alert resolves.
+
+        ``limits``: the limits the step would exceed, each with its count ("would make 2 of 12
+        nodes unschedulable; limit 1"): approving means exceeding them. ``gitops``: the GitOps
+        controller that manages the target. ``suffix``: makes the request ID unique when one
+        step asks twice (a limit after its own approval)."""
         inp = self._inp
         slack = inp.playbook.slack
         assert slack is not None  # the playbook model requires it for steps that need approval
@@ -115,14 +133,14 @@ class ApprovalWait:
         now = workflow.now()
         info = workflow.info()
         request = ApprovalRequest(
-            request_id=f"{info.run_id}/step-{index}",
+            request_id=f"{info.run_id}/step-{index}{suffix}",
             run_id=info.run_id,
             workflow_id=info.workflow_id,
             step_index=index,
             step_name=step.name,
             action=step.action,
             params=step.params,
-            change="" if self._durable else step.spec.describe(step.params, inp.target),
+            change=change if self._durable else step.spec.describe(step.params, inp.target),
             target=inp.target,
             playbook=inp.playbook.name,
             alert=alert,
@@ -138,7 +156,11 @@ class ApprovalWait:
             requested_at=now,
             escalate_at=now + slack.approval_timeout,
             deadline=now + slack.approval_deadline,
+            limits=limits or [],
+            gitops=gitops,
+            dry_run=inp.dry_run,
         )
+        self._ended_by_resolve = False
         self.waiting = request
         self._trail.event(
             "approval",
@@ -198,13 +220,20 @@ class ApprovalWait:
         rid = request.request_id
         while rid not in self.decisions and workflow.now() < request.deadline:
             until = request.deadline if escalated else request.escalate_at
+            pending = self._pending
             try:
                 await workflow.wait_condition(
-                    lambda: rid in self.decisions or (posting and post.done()),
+                    lambda: rid in self.decisions or (posting and post.done()) or (pending is not None and pending()),
                     timeout=max(until - workflow.now(), timedelta(milliseconds=1)),
                 )
             except asyncio.TimeoutError:
                 pass
+            if rid not in self.decisions and pending is not None and self._resolved is not None and pending():
+                if self._resolved():
+                    self._ended_by_resolve = True
+                    break
+                await self._trail.flush()  # the alerts attached meanwhile are in the audit trail now
+                continue
             if posting and post.done():
                 posting = False
                 try:
@@ -249,6 +278,14 @@ class ApprovalWait:
         rid = request.request_id
         decision = self.decisions.get(rid)
         where = f"step {index + 1} ({step.name}) of {self._inp.playbook.name} on {self._inp.target.key}"
+        if decision is None and self._ended_by_resolve:
+            text = "resolved before a decision; nothing ran"
+            self._trail.event("approval", f"step {index + 1} ({step.name}): the alert {text}", step=index, request_id=rid, decision=None)
+            await self._notices.update_message(request, message, "resolved", result=text, text=text)
+            return Approval(
+                approved=False, request=request, message=message, step_message=text, resolved=True,
+                reason=f"the alert resolved while step {index + 1} ({step.name}) waited for approval; nothing ran",
+            )
         if decision is None:
             text = f"no decision by the deadline ({fmt(slack.approval_deadline)}); the step did not run"
             self._trail.event("approval", text, step=index, request_id=rid, decision=None)

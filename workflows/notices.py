@@ -81,6 +81,7 @@ class Notices:
             alert=alert,
             temporal_url=self.temporal_url(),
             audit_url=self.audit_url(),
+            dry_run=self._inp.dry_run,
         )
         try:
             result = await workflow.execute_activity_method(

@@ -45,8 +45,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities.brakes import BrakesActivities
     from activities.diagnosis import DiagnosisActivities
     from activities.kube import KubeActivities
+    from activities.playbooks import PlaybookActivities
     from remediator.domain.actions import ActionParams
     from remediator.domain.durations import format_duration as fmt
     from remediator.domain.errors import SAFETY_REFUSAL
@@ -60,6 +62,9 @@ with workflow.unsafe.imports_passed_through():
         DescribeTargetInput,
         DiagnosisInput,
         Evidence,
+        FlipFlopInput,
+        GateInput,
+        GateResult,
         HealthInput,
         HealthResult,
         MutationInput,
@@ -71,12 +76,17 @@ with workflow.unsafe.imports_passed_through():
         RemediationInput,
         RemediationResult,
         RemediationStatus,
+        ReleaseInput,
+        RenderPlaybookInput,
+        RunCarry,
         RunInfo,
+        SlotInput,
         StepRecord,
         TargetState,
         UndoAction,
     )
     from remediator.domain.playbook import ApprovalBelow, Step
+    from remediator.domain.policy import SPEC_CHANGING_ACTIONS
     from remediator.domain.runs import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
 
 from workflows.approval import Approval, ApprovalWait
@@ -92,8 +102,22 @@ applied, one outcome notice per run, internal errors and cancellations recorded.
 FOLD_AT_STEPS = "fold-alerts-at-steps"
 """Patch ID: alerts that arrived during a step are folded in before the next one."""
 
+BRAKES = "brakes"
+"""Patch ID: the cluster's brakes (remediator.audit.brakes): a concurrency slot past diagnosis,
+the gate before every mutation (pause, limits), the GitOps rule, the flip-flop refusal, dry
+runs, a resolved alert ending an approval wait, alerts of other playbooks queued and handed
+over, the slot released at the end."""
+
+SLOT_POLL_MAX = timedelta(seconds=5)
+"""Longest wait between two asks for a concurrency slot (a freed slot is found this fast)."""
+FROZEN_POLL_MAX = timedelta(minutes=5)
+"""Longest wait between two asks of a frozen run (``remediator resume`` signals it at once)."""
+
 ALERT_SIGNAL = "alert"
 """Name of the ``alert`` signal, as signal-with-start names it (remediator.app.intake)."""
+
+BRAKES_SIGNAL = "brakes"
+"""Name of the ``brakes`` signal: a pause was lifted or a slot freed; ask the brakes again now."""
 
 
 @dataclass
@@ -113,6 +137,11 @@ class RunState:
     evidence: list[Evidence] = field(default_factory=list)
     assessment: Assessment | None = None
     undo: list[UndoAction] = field(default_factory=list)
+    irreversible: list[str] = field(default_factory=list)
+    undo_failed: bool = False
+    brakes_pokes: int = 0
+    queued: dict[str, AlertSignal] = field(default_factory=dict)
+    frozen: str = ""
 
     @property
     def first_alert(self) -> AlertRef | None:
@@ -131,6 +160,16 @@ class RemediationWorkflow:
     def __init__(self, inp: RemediationInput) -> None:
         self._inp = inp
         self._s = RunState(steps=[StepRecord(index=i, name=s.name, action=s.action) for i, s in enumerate(inp.playbook.steps)])
+        if inp.carry is not None:
+            self._s.inbox.extend(inp.carry.inbox)
+            # Handed over by a run of another playbook: its queued alerts of this playbook start
+            # this run; the others stay queued here.
+            for sig in inp.carry.queued:
+                if sig.playbook == inp.playbook.name:
+                    self._s.inbox.append(sig)
+                else:
+                    self._s.queued[sig.alert.dedup_key] = sig
+        self._brakes = False
         # Set at the start of ``run``; the Update handler needs the approvals before that.
         self._durable = True
         self._trail = AuditTrail(inp, durable=True)
@@ -143,6 +182,12 @@ class RemediationWorkflow:
     def alert(self, sig: AlertSignal) -> None:
         """An alert for this target (firing or resolved); folded into the run at its next wait."""
         self._s.inbox.append(sig)
+
+    @workflow.signal(name=BRAKES_SIGNAL)
+    def brakes_changed(self) -> None:
+        """A pause in force changed (``remediator resume``) or a slot may be free: a run that is
+        frozen or queued asks the brakes again at once instead of at its next poll."""
+        self._s.brakes_pokes += 1
 
     @workflow.query(name="status")
     def status(self) -> RemediationStatus:
@@ -179,9 +224,18 @@ class RemediationWorkflow:
     @workflow.run
     async def run(self, inp: RemediationInput) -> RemediationResult:
         self._durable = workflow.patched(DURABLE_RUNS)
+        self._brakes = self._durable and workflow.patched(BRAKES)
         self._trail = AuditTrail(inp, self._durable)
+        self._trail.chunked = self._brakes
         self._notices = Notices(inp, self._trail, self._durable)
-        self._approvals = ApprovalWait(inp, self._trail, self._notices, self._durable)
+        self._approvals = ApprovalWait(
+            inp, self._trail, self._notices, self._durable,
+            pending=(lambda: bool(self._s.inbox)) if self._brakes else None,
+            resolved=self._resolved_while_waiting if self._brakes else None,
+        )
+        carry = inp.carry
+        if self._brakes and carry is not None and carry.cooldown_until is not None:
+            return await self._continued_cooldown(carry)
         first = await self._start()
         if not self._durable:
             return await self._run_started_before_plans(first)
@@ -203,6 +257,12 @@ class RemediationWorkflow:
         ended = await self._end(first, cancelled)
         if cancelled:
             raise asyncio.CancelledError()
+        if self._brakes and self._s.queued:
+            handover = await self._hand_over()
+            if handover is not None and handover.carry is not None:
+                # No await from here on: what arrived meanwhile goes along, unfolded.
+                carry = handover.carry.model_copy(update={"inbox": list(self._s.inbox)})
+                workflow.continue_as_new(handover.model_copy(update={"carry": carry}))
         await self._cool_down(ended)
         return self._result()
 
@@ -219,6 +279,8 @@ class RemediationWorkflow:
             playbook=inp.playbook_ref.model_dump(),
             target=inp.target.model_dump(),
             steps=[s.name for s in inp.playbook.steps],
+            dry_run=inp.dry_run,
+            handed_over_from=inp.carry.handed_over_from if inp.carry else "",
         )
         self._fold_alerts()
         first = self._s.first_alert
@@ -256,17 +318,16 @@ class RemediationWorkflow:
                 await self._notices.notify("failed", alert=s.first_alert, title=f"{inp.target.key} does not exist; nothing was changed")
             return
         await self._diagnose()
+        if self._brakes and not inp.dry_run and not await self._take_slot():
+            return
         s.phase = "remediating"
         for index, step in enumerate(inp.playbook.steps):
             if workflow.patched(FOLD_AT_STEPS):
                 # A resolved notification that came while the last step waited for approval or
                 # ran without a health check counts at this boundary.
                 self._fold_alerts()
-            if s.alerts_resolved and inp.playbook.on_resolved == "stop":
-                for rest in s.steps[index:]:
-                    rest.status = "skipped"
-                self._trail.event("decision", "alert resolved before the remaining steps ran; playbook says stop")
-                self._finish("resolved", "the alert resolved before the remaining steps ran")
+            if s.alerts_resolved and inp.playbook.on_resolved in ("stop", "rollback"):
+                await self._stop_resolved(index, "before the remaining steps ran")
                 return
             s.current = index
             skip = self._skip_reason(index, step)
@@ -274,9 +335,23 @@ class RemediationWorkflow:
                 s.steps[index].status, s.steps[index].message = "skipped", skip
                 self._trail.event("decision", f"step {index + 1} ({step.name}) skipped: {skip}", step=index)
                 continue
-            approval = await self._approval(index, step)
+            gitops = self._gitops_rule(index, step)
+            if gitops == "refuse":
+                where = f"step {index + 1} ({step.name})"
+                reason = (
+                    f"{inp.target.key} is managed by {s.target.gitops}; the policy refuses spec changes to "
+                    "GitOps-managed objects (gitops: refuse): fix it in Git"
+                )
+                s.steps[index].status, s.steps[index].message = "refused", reason
+                self._trail.event("decision", f"{where} refused: {reason}", step=index, limit="gitops")
+                self._finish("refused", f"{where} refused: {reason}")
+                return
+            approval = await self._approval(index, step, gitops=gitops == "approve")
             if approval is not None and not approval.approved:
                 s.steps[index].status, s.steps[index].message = "skipped", approval.step_message
+                if approval.resolved:
+                    await self._stop_resolved(index, "while a step waited for approval", approval=True)
+                    return
                 self._finish("needs_human", approval.reason)
                 return
             try:
@@ -370,13 +445,21 @@ class RemediationWorkflow:
             return f"last rollout was {_human(age)} ago, within {fmt(step.when.no_rollout_within)}"
         return None
 
-    async def _approval(self, index: int, step: Step) -> Approval | None:
+    async def _approval(self, index: int, step: Step, *, gitops: bool = False) -> Approval | None:
         """Apply the step's approval policy: None when no approval is needed, else how the
-        approval wait ended."""
+        approval wait ended. ``gitops``: the target is GitOps-managed and the policy says
+        approve: the step asks whatever its own policy says."""
         policy = step.approval
+        confidence = self._s.assessment.confidence if self._s.assessment else None
+        owner = self._s.target.gitops if self._s.target else None
+        if gitops:
+            reason = (
+                f"{self._inp.target.key} is managed by {owner}: the controller will revert this change unless it is "
+                "fixed in Git or sync is suspended (policy gitops: approve)"
+            )
+            return await self._ask(index, step, reason, confidence, gitops=owner)
         if policy == "never":
             return None
-        confidence = self._s.assessment.confidence if self._s.assessment else None
         if isinstance(policy, ApprovalBelow):
             if confidence is not None and confidence >= policy.below:
                 self._trail.event(
@@ -388,8 +471,18 @@ class RemediationWorkflow:
             reason = f"confidence {confidence if confidence is not None else 0:.2f} is below {policy.below:.2f}"
         else:
             reason = "the playbook asks for approval of this step every time"
+        return await self._ask(index, step, reason, confidence, gitops=owner if self._brakes else None)
+
+    async def _ask(
+        self, index: int, step: Step, reason: str, confidence: float | None, *,
+        limits: list[str] | None = None, gitops: str | None = None, suffix: str = "",
+    ) -> Approval:
         self._s.phase = "awaiting_approval"
-        approval = await self._approvals.ask(index, step, reason, confidence, self._s.first_alert, self._s.evidence)
+        change = step.spec.describe(step.params, self._inp.target) if self._brakes else ""
+        approval = await self._approvals.ask(
+            index, step, reason, confidence, self._s.first_alert, self._s.evidence,
+            change=change, limits=limits, gitops=gitops, suffix=suffix,
+        )
         self._s.phase = "remediating"
         return approval
 
@@ -411,8 +504,20 @@ class RemediationWorkflow:
             record.attempts = attempt
             if not self._durable:
                 await self._trail.flush()
+            if self._brakes:
+                await self._gate(index, step, step.action, attempt)
+                record.status = "running"
             result = await self._mutate(step.action, step.params, index, attempt, step.spec.timeout(step.params, step.timeout))
             self._record_mutation(result, step=index, attempt=attempt)
+            if self._brakes and self._inp.dry_run:
+                record.status, record.message = "succeeded", result.message
+                if step.health is not None:
+                    self._trail.event(
+                        "health", f"health check {step.health.check} skipped: dry run (nothing changed)",
+                        step=index, attempt=attempt, check=step.health.check, healthy=None, skipped=True,
+                    )
+                await self._trail.flush()
+                return
             if step.health is None:
                 record.status, record.message = "succeeded", result.message
                 await self._trail.flush()
@@ -447,12 +552,17 @@ class RemediationWorkflow:
         try:
             plan = await workflow.execute_activity_method(
                 KubeActivities.plan_mutation,
-                MutationPlanInput(target=inp.target, action=action, params=params, now=workflow.now()),
+                MutationPlanInput(
+                    target=inp.target, action=action, params=params, now=workflow.now(),
+                    dry_run=self._brakes and inp.dry_run,
+                ),
                 **self._kube_options(READ_TIMEOUT),
             )
         except ActivityError as err:
             raise_if_cancelled(err)
             self._mutation_failed(action, index, attempt, err)
+        if self._brakes and action == "rollback" and index >= 0 and not plan.noop:
+            await self._refuse_flip_flop(plan.change.get("to_template_sha256"), index)
         self._trail.event(
             "plan", plan.message,
             step=index, attempt=attempt, action=action, noop=plan.noop, change=plan.change,
@@ -484,6 +594,8 @@ class RemediationWorkflow:
         )
         if result.undo is not None and result.changed and "step" in data:
             self._s.undo.append(result.undo)
+        elif self._brakes and result.changed and "step" in data and not result.already_applied:
+            self._s.irreversible.append(f"step {data['step'] + 1}: {result.message}")
 
     async def _check(self, index: int, attempt: int, step: Step) -> tuple[bool, str]:
         """Poll the step's health check every ``interval`` until it passes, fails for good or times out."""
@@ -510,11 +622,11 @@ class RemediationWorkflow:
         )
         return result.healthy, message
 
-    async def _evaluate(self, name: str, params: Any) -> HealthResult:
+    async def _evaluate(self, name: str, params: Any, alert: AlertRef | None = None) -> HealthResult:
         try:
             return await workflow.execute_activity(
                 f"check_{name}",
-                HealthInput(target=self._inp.target, check=name, params=params, alert=self._s.first_alert),
+                HealthInput(target=self._inp.target, check=name, params=params, alert=alert or self._s.first_alert),
                 result_type=HealthResult,
                 start_to_close_timeout=READ_TIMEOUT,
                 heartbeat_timeout=self._inp.heartbeat_timeout,
@@ -554,8 +666,11 @@ class RemediationWorkflow:
             return True
         if step.on_failure == "rollback":
             self._trail.event("decision", f"{where} failed; on_failure: rollback", step=index)
-            await self._undo_all()
-            self._finish("rolled_back", f"{where} failed: {failure}; this run's changes were undone")
+            report = await self._undo_all()
+            if self._brakes:
+                self._finish("rolled_back", f"{where} failed: {failure}; {report}")
+            else:
+                self._finish("rolled_back", f"{where} failed: {failure}; this run's changes were undone")
             return False
         self._finish("failed", f"{where} failed: {failure}")
         return False
@@ -581,11 +696,21 @@ class RemediationWorkflow:
         )
         raise StepFailed(message, refused=refused) from err
 
-    async def _undo_all(self) -> None:
+    async def _undo_all(self) -> str:
         """Undo this run's changes, newest first (saga); an undo that fails is recorded and the
-        next one still runs."""
+        next one still runs. Returns (runs with the brakes) what was undone, what could not be
+        and what cannot be (a restart is not taken back), in words."""
+        undone: list[str] = []
+        failed: list[str] = []
         while self._s.undo:
             undo = self._s.undo.pop()
+            if self._brakes:
+                try:
+                    await self._gate(-1, None, undo.action, len(self._s.undo) + 1, undo=True)
+                except StepFailed as failure:
+                    failed.append(f"{undo.description or undo.action} ({failure})")
+                    self._trail.event("undo", f"undo {undo.action} not sent: {failure}", action=undo.action)
+                    continue
             self._trail.event(
                 "undo", f"undo: {undo.description or undo.action}",
                 action=undo.action, params=undo.params.model_dump(mode="json") if undo.params else {},
@@ -596,14 +721,279 @@ class RemediationWorkflow:
                 result = await self._mutate(undo.action, undo.params, -1, len(self._s.undo) + 1, timedelta(minutes=2))
             except StepFailed as failure:
                 self._trail.event("undo", f"undo {undo.action} failed: {failure}", action=undo.action)
+                failed.append(f"{undo.description or undo.action} ({failure})")
                 continue
             self._record_mutation(result, undo=True)
+            undone.append(undo.description or undo.action)
+        self._s.undo_failed = self._s.undo_failed or bool(failed)
+        parts = []
+        if undone:
+            parts.append("undone: " + "; ".join(undone))
+        if failed:
+            parts.append("could not be undone: " + "; ".join(failed))
+        if self._s.irreversible:
+            parts.append("cannot be undone: " + "; ".join(self._s.irreversible))
+        report = ". ".join(parts) or "nothing to undo"
+        if self._brakes:
+            self._trail.event("decision", f"rollback report: {report}", undone=undone, failed=failed, irreversible=self._s.irreversible)
+        return report
+
+    # ------------------------------------------------------------------ the brakes
+
+    async def _take_slot(self) -> bool:
+        """Wait, durably and in arrival order, for one of the cluster's concurrency slots
+        (``limits.concurrent_remediations``); False when ``queue_timeout`` passed first (the run
+        then ends ``needs_human``)."""
+        s = self._s
+        info = workflow.info()
+        requested = workflow.now()
+        delay = timedelta(milliseconds=500)
+        waited = False
+        while True:
+            try:
+                slot = await workflow.execute_activity_method(
+                    BrakesActivities.acquire_slot,
+                    SlotInput(run_id=info.run_id, workflow_id=info.workflow_id, target=self._inp.target, requested_at=requested),
+                    **self._kube_options(READ_TIMEOUT),
+                )
+            except ActivityError as err:
+                raise_if_cancelled(err)
+                raise StepFailed(f"could not ask for a concurrency slot: {cause_message(err)}") from err
+            if slot.granted:
+                if waited:
+                    self._trail.event("brake", f"concurrency slot granted after {_human(workflow.now() - requested)}: {slot.message}")
+                s.phase = "remediating"
+                return True
+            deadline = requested + slot.queue_timeout
+            if not waited:
+                waited = True
+                s.phase = "awaiting_slot"
+                self._trail.event("brake", f"waits for a concurrency slot: {slot.message}", limit="concurrent_remediations")
+                await self._trail.flush()
+            if workflow.now() >= deadline:
+                reason = (
+                    f"no concurrency slot within queue_timeout {fmt(slot.queue_timeout)} ({slot.message}); "
+                    "nothing was changed"
+                )
+                self._trail.event("brake", reason, limit="queue_timeout")
+                for rest in s.steps:
+                    rest.status, rest.message = "skipped", "no concurrency slot"
+                self._finish("needs_human", reason)
+                return False
+            await self._wait_brakes(min(delay, deadline - workflow.now()))
+            delay = min(delay * 2, SLOT_POLL_MAX)
+
+    async def _gate(self, index: int, step: Step | None, action: str, attempt: int, *, undo: bool = False) -> None:
+        """Ask the brakes before one mutation: frozen while a pause covers the run (until
+        ``remediator resume``); over a limit, refused unless an approver approves exceeding it.
+
+        Raises:
+            StepFailed: refused for safety (a limit, nobody to approve, or not approved).
+        """
+        inp = self._inp
+        s = self._s
+        info = workflow.info()
+        key = f"{info.run_id}/{'undo' if undo else index}/{attempt}"
+        override: str | None = None
+        delay = timedelta(seconds=5)
+        where = f"step {index + 1} ({step.name})" if step is not None else f"undo {action}"
+        while True:
+            pokes = s.brakes_pokes  # a resume signalled while the gate is asked is not missed
+            try:
+                verdict: GateResult = await workflow.execute_activity_method(
+                    BrakesActivities.gate_mutation,
+                    GateInput(
+                        key=key, run_id=info.run_id, workflow_id=info.workflow_id, target=inp.target,
+                        playbook=inp.playbook.name, action=action, step=index, undo=undo, dry_run=inp.dry_run,
+                        override_by=override,
+                    ),
+                    **self._kube_options(READ_TIMEOUT),
+                )
+            except ActivityError as err:
+                raise_if_cancelled(err)
+                raise StepFailed(f"could not ask the brakes, so nothing was sent: {cause_message(err)}", refused=True) from err
+            if verdict.verdict == "granted":
+                if s.frozen:
+                    self._trail.event("brake", f"resumed at {where}: the pause ({s.frozen}) was lifted", step=index)
+                    s.frozen = ""
+                    s.phase = "remediating"
+                if verdict.limits:
+                    self._trail.event(
+                        "brake", f"{where}: {verdict.message}", step=index, override_by=override,
+                        limits=[h.model_dump() for h in verdict.limits],
+                    )
+                return
+            if verdict.verdict == "paused":
+                if not s.frozen:
+                    pause = verdict.pause
+                    s.frozen = str(pause) if pause else "paused"
+                    s.phase = "paused"
+                    self._trail.event(
+                        "brake",
+                        f"frozen before {where}: {verdict.message}" + (f", by {pause.paused_by}" if pause else ""),
+                        step=index, scope=pause.key if pause else None,
+                    )
+                    await self._trail.flush()
+                await self._wait_brakes(delay, pokes)
+                delay = min(delay * 2, FROZEN_POLL_MAX)
+                continue
+            hits = [h.message for h in verdict.limits]
+            self._trail.event(
+                "brake", f"{where} would exceed the policy's limits: {verdict.message}",
+                step=index, limits=[h.model_dump() for h in verdict.limits],
+            )
+            if step is None or inp.playbook.slack is None or override is not None:
+                raise StepFailed(f"refused for safety: {verdict.message}; nobody was asked to approve exceeding it", refused=True)
+            approval = await self._ask(
+                index, step, f"the step would exceed the policy's limits: {verdict.message}",
+                s.assessment.confidence if s.assessment else None, limits=hits, suffix=f"-limits-{attempt}",
+            )
+            if not approval.approved or approval.decision is None:
+                if approval.resolved:
+                    raise StepFailed(approval.reason, refused=True)
+                raise StepFailed(
+                    f"refused for safety: {verdict.message}; exceeding it was not approved ({approval.step_message})",
+                    refused=True,
+                )
+            override = approval.decision.user_id
+            await self._approvals.step_done(approval, True, f"limits exceeded with approval of {override}")
+
+    async def _wait_brakes(self, timeout: timedelta, pokes: int | None = None) -> None:
+        """Sleep up to ``timeout``, waking on a ``brakes`` signal (since ``pokes`` was read);
+        alerts arriving meanwhile are folded in (nothing is lost while a run waits)."""
+        pokes = self._s.brakes_pokes if pokes is None else pokes
+        try:
+            await workflow.wait_condition(lambda: self._s.brakes_pokes != pokes or bool(self._s.inbox), timeout=timeout)
+        except TimeoutError:
+            pass
+        if self._s.inbox:
+            self._fold_alerts()
+            await self._trail.flush()
+
+    async def _release(self) -> None:
+        """Free the run's concurrency slot and frozen marker (the brakes also free the slot of
+        a run the audit shows ended, so a run killed before this does not hold it)."""
+        try:
+            await workflow.execute_activity_method(
+                BrakesActivities.release_brakes, ReleaseInput(run_id=workflow.info().run_id), **self._kube_options(READ_TIMEOUT)
+            )
+        except ActivityError as err:
+            raise_if_cancelled(err)
+            self._trail.event("brake", f"could not release the concurrency slot: {cause_message(err)}; it is freed once the audit shows the run ended")
+
+    def _gitops_rule(self, index: int, step: Step) -> str:
+        """``approve`` / ``refuse`` when the step changes the spec of an object a GitOps
+        controller manages (policy ``gitops``), else ``allow``."""
+        target = self._s.target
+        if not self._brakes or self._inp.dry_run or target is None or not target.gitops:
+            return "allow"
+        if step.action not in SPEC_CHANGING_ACTIONS:
+            return "allow"
+        rule = self._inp.gitops
+        if rule == "approve" and self._inp.playbook.slack is None:
+            return "refuse"  # nobody can be asked: fail closed
+        return rule
+
+    async def _refuse_flip_flop(self, template: Any, index: int) -> None:
+        """A rollback must not return to a pod template an earlier remediation rolled away from.
+
+        Raises:
+            StepFailed: refused, naming the earlier run.
+        """
+        if not isinstance(template, str) or not template:
+            return
+        info = workflow.info()
+        try:
+            earlier = await workflow.execute_activity_method(
+                BrakesActivities.rolled_away_from,
+                FlipFlopInput(run_id=info.run_id, workflow_id=info.workflow_id, template_sha256=template),
+                **self._kube_options(READ_TIMEOUT),
+            )
+        except ActivityError as err:
+            raise_if_cancelled(err)
+            raise StepFailed(f"could not check earlier rollbacks, so nothing was sent: {cause_message(err)}", refused=True) from err
+        if earlier.run_id:
+            reason = (
+                f"rollback would return {self._inp.target.key} to the pod template that run {earlier.run_id} rolled away "
+                f"from at {earlier.at}; a human must decide (no flip-flops)"
+            )
+            self._trail.event("decision", f"refused: {reason}", step=index, earlier_run=earlier.run_id, limit="flip_flop")
+            raise StepFailed(reason, refused=True)
+
+    async def _stop_resolved(self, index: int, when: str, *, approval: bool = False) -> None:
+        """The alert resolved: the remaining steps do not run; ``on_resolved: rollback`` also
+        undoes what this run changed."""
+        s = self._s
+        for rest in s.steps[index:]:
+            if rest.status == "pending":
+                rest.status = "skipped"
+        rule = self._inp.playbook.on_resolved
+        self._trail.event("decision", f"alert resolved {when}; playbook says {rule}", step=index)
+        if rule == "rollback" and self._brakes:
+            report = await self._undo_all()
+            self._finish("resolved", f"the alert resolved {when}; {'nothing ran; ' if approval else ''}{report}")
+            return
+        self._finish("resolved", f"the alert resolved {when}" + ("; nothing ran" if approval else ""))
+
+    def _resolved_while_waiting(self) -> bool:
+        """Fold the alerts that woke an approval wait; True when they resolved the run's alert
+        and the playbook does not say ``continue``."""
+        self._fold_alerts()
+        return self._s.alerts_resolved and self._inp.playbook.on_resolved != "continue"
+
+    async def _hand_over(self) -> RemediationInput | None:
+        """The input of the run that takes the target over for the first queued alert (of
+        another playbook) that still fires, or None. A queued alert that resolved (signal or
+        Alertmanager API) or whose playbook cannot be rendered is recorded and dropped."""
+        s = self._s
+        while s.queued:
+            key, sig = next(iter(s.queued.items()))
+            del s.queued[key]
+            still = await self._evaluate("alert_resolved", None, alert=sig.alert)
+            if still.healthy:
+                self._trail.event("alert", f"queued alert {sig.alert.alertname} resolved: {still.message}; playbook {sig.playbook} does not run", dedup_key=key, disposition="resolved")
+                continue
+            try:
+                rendered = await workflow.execute_activity_method(
+                    PlaybookActivities.render_playbook,
+                    RenderPlaybookInput(alert=sig.alert, playbook=sig.playbook),
+                    start_to_close_timeout=READ_TIMEOUT, heartbeat_timeout=self._inp.heartbeat_timeout, retry_policy=HEALTH_RETRY,
+                )
+            except ActivityError as err:
+                raise_if_cancelled(err)
+                self._trail.event("decision", f"queued playbook {sig.playbook} cannot run: {cause_message(err)}")
+                continue
+            if rendered.error or rendered.playbook is None or rendered.playbook_ref is None or rendered.target != self._inp.target:
+                why = rendered.error or f"it targets {rendered.target.key if rendered.target else '?'}"
+                self._trail.event("decision", f"queued playbook {sig.playbook} cannot run on {self._inp.target.key}: {why}")
+                continue
+            info = workflow.info()
+            self._trail.event(
+                "decision", f"hands {self._inp.target.key} over to playbook {sig.playbook} for the queued alert {sig.alert.alertname}",
+                playbook=sig.playbook, dedup_key=key,
+            )
+            await self._trail.flush()
+            return self._inp.model_copy(
+                update={
+                    "playbook": rendered.playbook,
+                    "playbook_ref": rendered.playbook_ref,
+                    "dry_run": rendered.dry_run,
+                    "carry": RunCarry(queued=[sig, *s.queued.values()], handed_over_from=info.run_id),
+                }
+            )
+        await self._trail.flush()
+        return None
 
     # ------------------------------------------------------------------ 5. verify
 
     async def _verify(self) -> None:
-        """Wait up to the verification window for every attached alert to stop firing."""
+        """Wait up to the verification window for every attached alert to stop firing (a dry
+        run changed nothing: it ends ``dry_run`` without waiting)."""
         s = self._s
+        if self._brakes and self._inp.dry_run:
+            sent = sum(1 for r in s.steps if r.status == "succeeded")
+            self._finish("dry_run", f"{sent} step(s) sent with dryRun=All and accepted by the API server; nothing changed")
+            return
         s.phase = "verifying"
         window = self._inp.playbook.verification_window
         deadline = workflow.now() + window
@@ -639,8 +1029,12 @@ class RemediationWorkflow:
         # attribute: a run stopped in between is still found by remediator.app.settle.
         await self._trail.flush(run=self._run_info(first, outcome=s.outcome, ended=ended, cooldown_until=until))
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(s.outcome)])
+        if self._brakes:
+            await self._release()
         slack = inp.playbook.slack
         needs_people = s.outcome in ("not_healed", "failed", "refused", "needs_human", "rolled_back")
+        if s.outcome == "resolved" and s.undo_failed:
+            needs_people = True
         await self._notices.notify(
             cast(NoticeKind, s.outcome), alert=s.first_alert, reason=s.reason,  # every final outcome is a notice kind
             mention=slack.oncall_usergroup if slack and needs_people else None,
@@ -661,6 +1055,17 @@ class RemediationWorkflow:
             if self._s.inbox:
                 self._fold_alerts(cooldown_until=until)
                 await self._trail.flush()
+            if self._brakes and workflow.info().get_current_history_length() >= self._inp.history_limit:
+                # A long cooldown under a stream of alerts: go on in a fresh history.
+                self._trail.event("decision", f"cooldown continues as new after {workflow.info().get_current_history_length()} history events")
+                await self._trail.flush()
+                # No await from here on: what arrived during the flush goes along, unfolded.
+                workflow.continue_as_new(
+                    self._inp.model_copy(update={"carry": RunCarry(
+                        seen=sorted(self._s.seen)[-1000:], cooldown_until=until, ended_outcome=self._s.outcome,
+                        audit_run_id=self._trail.run_id, inbox=list(self._s.inbox),
+                    )})
+                )
         if self._durable:
             for _ in range(FINAL_DRAIN_PASSES):
                 if not self._s.inbox:
@@ -668,6 +1073,21 @@ class RemediationWorkflow:
                 self._fold_alerts(cooldown_until=until)
                 await self._trail.flush()
         self._s.phase = "done"
+
+    async def _continued_cooldown(self, carry: RunCarry) -> RemediationResult:
+        """The rest of a cooldown that continued as new: the run's outcome and seen alerts as
+        carried, alerts recorded on the audit trail of the run it continues."""
+        s = self._s
+        s.seen.update(carry.seen)
+        s.outcome = cast(Outcome, carry.ended_outcome or "running")
+        s.reason = "cooldown continued as new"
+        s.phase = "cooldown"
+        for record in s.steps:
+            record.status = "skipped" if record.status == "pending" else record.status
+        self._trail.run_id_override = carry.audit_run_id
+        assert carry.cooldown_until is not None
+        await self._cool_down(carry.cooldown_until - self._inp.playbook.cooldown)
+        return self._result()
 
     # ------------------------------------------------------------------ runs started before plans
 
@@ -701,6 +1121,13 @@ class RemediationWorkflow:
             sig = s.inbox.pop(0)
             alert = sig.alert
             key = alert.dedup_key
+            if alert.status == "resolved" and self._brakes and key in s.queued:
+                del s.queued[key]
+                self._trail.event(
+                    "alert", f"queued alert {alert.alertname} {alert.fingerprint} resolved; playbook {sig.playbook} will not run",
+                    dedup_key=key, status="resolved", disposition="resolved",
+                )
+                continue
             if alert.status == "resolved":
                 if key in s.firing and key not in s.resolved:
                     s.resolved.add(key)
@@ -709,8 +1136,23 @@ class RemediationWorkflow:
                         dedup_key=key, status="resolved", disposition="resolved",
                     )
                 continue
+            if self._brakes and key in s.queued:
+                if alert.status == "resolved":
+                    continue
+                s.queued[key] = sig  # the latest annotations
+                continue
             if key in s.seen:
                 continue  # the same firing delivered again (repeat, HA peer, resend)
+            if self._brakes and sig.playbook != self._inp.playbook.name and cooldown_until is None:
+                s.queued[key] = sig
+                self._trail.event(
+                    "alert",
+                    f"alert {alert.alertname} {alert.fingerprint} matches playbook {sig.playbook}; queued: it runs on "
+                    f"{self._inp.target.key} after this run ends if the alert still fires",
+                    dedup_key=key, status="firing", disposition="queued", playbook=sig.playbook,
+                    alert=alert.model_dump(mode="json"),
+                )
+                continue
             s.seen.add(key)
             if cooldown_until is not None:
                 disposition = "cooldown"

@@ -38,6 +38,16 @@ class AuditTrail:
         self.buffer: list[AuditEvent] = []
         self.pending_run: RunInfo | None = None
         self.timeline: list[str] = []
+        # Runs with the brakes write a long buffer in several activities (CHUNK_BYTES each), so
+        # no activity input nears Temporal's payload limit whatever arrived meanwhile.
+        self.chunked = False
+        # A cooldown continued as new writes on under the run it continues (RunCarry.audit_run_id).
+        self.run_id_override = ""
+
+    @property
+    def run_id(self) -> str:
+        """The run the audit trail records these events under."""
+        return self.run_id_override or workflow.info().run_id
 
     def event(self, kind: AuditEventKind, message: str, **data: Any) -> None:
         """Buffer one event (``data`` is kept as JSON); written by the next ``flush``."""
@@ -61,12 +71,22 @@ class AuditTrail:
         if not self.buffer and run is None:
             return
         events, self.buffer, self.pending_run = self.buffer, [], None
-        write = AuditWriteInput(run=run, run_id=workflow.info().run_id, events=events)
+        if self.chunked:
+            chunks = _chunks(events)
+            for chunk in chunks[:-1]:
+                await self._write(AuditWriteInput(run=None, run_id=self.run_id, events=chunk))
+            # The run's columns go with the last events: an outcome is written after its story.
+            await self._write(AuditWriteInput(run=run, run_id=self.run_id, events=chunks[-1]))
+            return
+        write = AuditWriteInput(run=run, run_id=self.run_id, events=events)
         if not self._durable:
             await workflow.execute_local_activity_method(
                 AuditActivities.audit_write, write, start_to_close_timeout=AUDIT_TIMEOUT, retry_policy=AUDIT_RETRY
             )
             return
+        await self._write(write)
+
+    async def _write(self, write: AuditWriteInput) -> None:
         await workflow.execute_activity_method(
             AuditActivities.audit_write,
             write,
@@ -74,3 +94,23 @@ class AuditTrail:
             heartbeat_timeout=self._inp.heartbeat_timeout,
             retry_policy=AUDIT_RETRY,
         )
+
+
+CHUNK_BYTES = 256 * 1024
+"""Most JSON bytes of events in one ``audit_write`` of a run with the brakes (Temporal refuses
+payloads over 2 MiB)."""
+
+
+def _chunks(events: list[AuditEvent]) -> list[list[AuditEvent]]:
+    """``events`` in order, cut into lists of at most CHUNK_BYTES of JSON (at least one event
+    each); one empty list when there are none (a write of the run's columns only)."""
+    chunks: list[list[AuditEvent]] = [[]]
+    size = 0
+    for event in events:
+        n = len(event.model_dump_json())
+        if chunks[-1] and size + n > CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(event)
+        size += n
+    return chunks

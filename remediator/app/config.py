@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = _setting(None, "Alertmanager API for the `alert_resolved` check")
     state_dir: Path = _setting(Path(".state"), "audit database (`audit.db`) and embedded Temporal's `temporal.db`")
     playbook_dir: Path = _setting(Path("playbooks"), "directory of playbook YAML files")
+    policy: Path = _setting(
+        Path("policy.yaml"),
+        "policy file: namespaces, cluster-wide limits, GitOps rule (validated at start; `remediator schema --policy`)",
+    )
+    dry_run: bool = _setting(
+        False, "send every mutation with `dryRun=All`: the API server validates and answers, nothing changes"
+    )
     public_url: str | None = _setting(
         None, "how people reach the intake (audit-timeline links in Slack)", shown="`http://LISTEN`"
     )

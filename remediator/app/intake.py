@@ -44,6 +44,7 @@ import hmac
 import io
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -65,9 +66,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from remediator.app import metrics
 from remediator.app.config import Settings
 from remediator.app.settle import Settler
+from remediator.audit.brakes import REFUSALS, Brakes
 from remediator.audit.store import AuditStore, RunRow
 from remediator.domain.alertmanager import WebhookAlert, WebhookMessage
 from remediator.domain.messages import AlertRef, AlertSignal, RemediationInput
+from remediator.domain.policy import Policy
 from remediator.domain.runs import (
     SA_ALERTNAME,
     SA_NAMESPACE,
@@ -92,23 +95,32 @@ Disposition = Literal[
     "attached",
     "handed_off",
     "duplicate",
+    "cooling_down",
+    "queued",
+    "paused",
+    "refused_namespace",
     "unmatched",
     "render_failed",
     "resolved_signalled",
     "resolved_no_run",
-    "cooldown",
 ]
-"""What the intake did with one alert.
+"""What the intake did with one alert (the answer per alert tells the truth).
 
 ``started``: signal-with-start started a new run. ``attached``: the alert went to the run
-already remediating that target. ``handed_off``: signal-with-start succeeded but the server
-did not say which of the two happened. ``duplicate``: the audit trail shows a run already took
-this firing (same fingerprint and startsAt); nothing sent. ``unmatched`` / ``render_failed``:
-recorded in the audit trail, nothing started. ``resolved_signalled``: a resolved alert went to
-the running workflow of its target. ``resolved_no_run``: no workflow runs for that target. ``cooldown``: the target's last run
-ended (whatever ended it) less than its playbook's ``cooldown`` ago; recorded, nothing started.
-A resolved alert that matches no playbook or fails to render is answered ``unmatched`` /
-``render_failed`` without a new audit record: its firing was recorded already.
+already remediating that target with the same playbook. ``queued``: a run of another playbook
+remediates the target; the alert went to it and its own playbook runs after that run ends, if
+the alert still fires. ``paused``: a pause covers the target's namespace or the playbook; the
+alert was handed over (run started or attached) and the run freezes before any change until
+``remediator resume``. ``handed_off``: signal-with-start succeeded but the server did not say
+which of started/attached happened. ``duplicate``: the audit trail shows a run already took
+this firing (same fingerprint and startsAt); nothing sent. ``cooling_down``: the target's last
+run ended (whatever ended it) less than its playbook's ``cooldown`` ago; recorded, nothing
+started. ``refused_namespace``: the policy does not allow the target's namespace; recorded,
+nothing started. ``unmatched`` / ``render_failed``: recorded in the audit trail, nothing
+started. ``resolved_signalled``: a resolved alert went to the running workflow of its target.
+``resolved_no_run``: no workflow runs for that target. A resolved alert that matches no
+playbook, fails to render or is outside the policy's namespaces is answered ``unmatched`` /
+``render_failed`` / ``refused_namespace`` without a new audit record.
 """
 
 
@@ -256,7 +268,7 @@ def _alert_ref(alert: WebhookAlert, message: WebhookMessage) -> AlertRef:
     if ends_at is not None and ends_at.year <= 1:
         # Alertmanager sends Go's zero time (0001-01-01T00:00:00Z) for "no end yet".
         ends_at = None
-    return AlertRef(
+    ref = AlertRef(
         fingerprint=alert.fingerprint,
         starts_at=alert.starts_at,
         status=alert.status,
@@ -268,6 +280,9 @@ def _alert_ref(alert: WebhookAlert, message: WebhookMessage) -> AlertRef:
         group_key=message.group_key,
         external_url=message.external_url,
     )
+    # A run keeps what it needs of an alert, bounded, whatever Alertmanager sends: the signal
+    # is part of the run's history.
+    return ref.bounded()
 
 
 def create_app(
@@ -280,6 +295,7 @@ def create_app(
     ui_url: str = "",
     rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
     settler: Settler | None = None,
+    brakes: Brakes | None = None,
 ) -> FastAPI:
     """Build the intake application.
 
@@ -293,7 +309,10 @@ def create_app(
         rpc_timeout: bound of each Temporal call; a hung server answers 503 after this long.
         settler: records the outcome of a target's last run when Temporal ended it without
             one (so its cooldown counts); built from ``client`` and ``audit`` when not given.
+        brakes: the policy's namespaces and the pauses in force (remediator.audit.brakes);
+            the default policy on ``audit`` when not given.
     """
+    brakes = brakes or Brakes(audit, Policy())
     auth = _Authenticator(settings)
     settler = settler or Settler(client, audit)
     timeout_s = rpc_timeout.total_seconds()
@@ -340,6 +359,12 @@ def create_app(
             await asyncio.to_thread(audit.record_intake, "render_failed", alert, str(err), playbook=name)
             log.warning("alert %s: playbook %s could not be rendered: %s", alert.alertname, name, err)
             return _Outcome(alert, "render_failed", playbook=name, message=str(err))
+        refused = brakes.policy.namespaces.refusal(target.namespace)
+        if refused is not None:
+            await asyncio.to_thread(audit.record_intake, "refused_namespace", alert, refused, playbook=name)
+            REFUSALS.labels(limit="namespace").inc()
+            log.info("alert %s (%s) refused: %s", alert.alertname, alert.dedup_key, refused)
+            return _Outcome(alert, "refused_namespace", playbook=name, target=target.key, message=refused)
         wf_id = workflow_id_for(target.key)
         run_id = await asyncio.to_thread(audit.handled_by, alert.dedup_key)
         if run_id is not None:
@@ -373,6 +398,8 @@ def create_app(
                         public_url=public_url,
                         heartbeat_timeout=settings.heartbeat_timeout,
                         kube_retry_budget=settings.kube_retry_budget,
+                        dry_run=settings.dry_run or playbook.dry_run,
+                        gitops=brakes.policy.gitops,
                     ),
                     id=wf_id,
                     task_queue=task_queue,
@@ -404,11 +431,25 @@ def create_app(
             handle = await signal_with_start(WorkflowIDReusePolicy.ALLOW_DUPLICATE)
         run_id = handle.result_run_id
         disposition = _signal_with_start_disposition(handle)
+        message = ""
+        if disposition == "attached" and latest is not None and latest.outcome == "running" and latest.playbook != name:
+            disposition = "queued"
+            message = (
+                f"run {latest.run_id} of playbook {latest.playbook} remediates {target.key}; playbook {name} runs "
+                "after it ends if this alert still fires"
+            )
+        pauses = [p for p in await asyncio.to_thread(brakes.pauses) if p.covers(target.namespace, name)]
+        if pauses and disposition in ("started", "attached", "handed_off"):
+            message = (
+                f"{'started' if disposition == 'started' else 'handed to'} run {run_id}, which freezes before any "
+                f"change: paused ({pauses[0]}) by {pauses[0].paused_by}: {pauses[0].reason}"
+            )
+            disposition = "paused"
         log.info("alert %s (%s) %s %s run %s", alert.alertname, alert.dedup_key, disposition, wf_id, run_id)
-        return _Outcome(alert, disposition, wf_id, run_id, name, target.key)
+        return _Outcome(alert, disposition, wf_id, run_id, name, target.key, message)
 
     async def cooldown_of(latest: RunRow | None, alert: AlertRef, name: str, wf_id: str, target_key: str) -> _Outcome | None:
-        """A ``cooldown`` answer (recorded) when the target's last run ended less than its
+        """A ``cooling_down`` answer (recorded as ``cooldown``) when the target's last run ended less than its
         cooldown ago, else None."""
         now = datetime.now(timezone.utc)
         if latest is None or latest.outcome == "running" or latest.cooldown_until is None or latest.cooldown_until <= now:
@@ -419,7 +460,7 @@ def create_app(
         )
         await asyncio.to_thread(audit.record_intake, "cooldown", alert, msg, playbook=name, run_id=latest.run_id)
         log.info("alert %s (%s): %s", alert.alertname, alert.dedup_key, msg)
-        return _Outcome(alert, "cooldown", wf_id, latest.run_id, name, target_key, msg)
+        return _Outcome(alert, "cooling_down", wf_id, latest.run_id, name, target_key, msg)
 
     async def handle_resolved(alert: AlertRef, received_at: datetime) -> _Outcome:
         loaded = playbooks.match(alert.labels)
@@ -430,6 +471,9 @@ def create_app(
             target, _ = render(loaded, alert)
         except RenderError as err:
             return _Outcome(alert, "render_failed", playbook=name, message=str(err))
+        refused = brakes.policy.namespaces.refusal(target.namespace)
+        if refused is not None:
+            return _Outcome(alert, "refused_namespace", playbook=name, target=target.key, message=refused)
         wf_id = workflow_id_for(target.key)
         handle = client.get_workflow_handle(wf_id)
         try:
@@ -539,6 +583,13 @@ def create_app(
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
+        try:
+            waiting, paused, frozen = await asyncio.to_thread(
+                lambda: (brakes.waiting(), len(brakes.pauses()), len(brakes.frozen_runs()))
+            )
+            metrics.refresh_brakes(waiting, paused, frozen)
+        except sqlite3.Error as err:  # the page still serves the counters
+            log.warning("brake gauges not refreshed: %s", err)
         body, content_type = metrics.render_latest()
         return Response(body, media_type=content_type)
 

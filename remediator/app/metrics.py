@@ -9,7 +9,9 @@ Names follow the Prometheus conventions (``_total`` counters, ``_seconds`` histo
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+from remediator.audit.brakes import REFUSALS
 
 INTAKE_REQUESTS = Counter(
     "remediator_intake_requests_total",
@@ -42,3 +44,29 @@ HANDOFF_SECONDS = Histogram(
 def render_latest() -> tuple[bytes, str]:
     """The default registry in the Prometheus text format: ``(body, content_type)``."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+BRAKE_REFUSALS = REFUSALS
+"""remediator_brake_refusals_total, counted where the brakes decide (remediator.audit.brakes)."""
+
+RUNS_WAITING = Gauge(
+    "remediator_runs_waiting_for_slot",
+    "Runs waiting for a concurrency slot (limits.concurrent_remediations), read from the audit store at scrape.",
+)
+
+PAUSED_SCOPES = Gauge(
+    "remediator_paused_scopes",
+    "Pause scopes in force (remediator pause), read from the audit store at scrape.",
+)
+
+FROZEN_RUNS = Gauge(
+    "remediator_frozen_runs",
+    "Runs frozen at a step boundary by a pause, read from the audit store at scrape.",
+)
+
+
+def refresh_brakes(waiting: int, paused: int, frozen: int) -> None:
+    """Set the brake gauges before a scrape (their truth is the audit store, shared by every worker)."""
+    RUNS_WAITING.set(waiting)
+    PAUSED_SCOPES.set(paused)
+    FROZEN_RUNS.set(frozen)

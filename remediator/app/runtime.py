@@ -6,7 +6,7 @@ with ``--simulate``, the emulator; and the demo): it validates the playbooks, st
 Temporal dev server when no address is configured, and runs the Worker and the intake
 (uvicorn) side by side until SIGINT/SIGTERM.
 
-Start-up refuses, with a message and no traceback, on: an invalid playbook, a Temporal server
+Start-up refuses, with a message and no traceback, on: an invalid playbook or policy file, a Temporal server
 that cannot be reached.
 """
 
@@ -27,21 +27,26 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
+from activities.brakes import BrakesActivities
 from activities.diagnosis import DiagnosisActivities
 from activities.health import HealthActivities
 from activities.kube import KubeActivities
+from activities.playbooks import PlaybookActivities
 from activities.slack import SlackActivities
-from remediator.app import slack_interactivity
+from remediator.app import control, slack_interactivity
 from remediator.app.config import Settings
 from remediator.app.devserver import DevServer
 from remediator.app.intake import create_app
 from remediator.app.settle import Settler
 from remediator.app.socket_mode import SocketModeRunner
 from remediator.app.temporal import HeartbeatInterceptor, connect
+from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
+from remediator.domain.policy import Policy
 from remediator.domain.runs import SEARCH_ATTRIBUTES
 from remediator.k8s.client import KubeClient
 from remediator.playbook.loader import PlaybookError, load_directory
+from remediator.playbook.policy_loader import PolicyError, load_policy
 from remediator.slack.client import make_client
 from remediator.slack.threads import SlackThreads
 from workflows.remediation import RemediationWorkflow
@@ -72,10 +77,16 @@ def build_activities(
     audit_store: Any,
     slack_client: Any = None,
     slack_threads: Any = None,
+    brakes: Brakes | None = None,
+    playbooks: Any = None,
+    dry_run: bool = False,
 ) -> list:
     """Every activity the workflow calls, bound to one Kubernetes client, one audit store and
     (optionally) one Slack WebClient. ``slack_client`` None: the Slack activities fail with
-    ``SlackNotConfigured`` (approvals still work from the CLI).
+    ``SlackNotConfigured`` (approvals still work from the CLI). ``brakes`` None: the brakes of
+    the default policy (remediator.domain.policy) on ``audit_store``. ``playbooks``: the
+    loaded playbooks, for handing a target over to a queued alert's playbook (None: no
+    hand-over; the run records why). ``dry_run``: the worker's --dry-run, for those hand-overs.
 
     Sync activities: the Worker needs an ``activity_executor`` (a thread pool).
     """
@@ -85,7 +96,13 @@ def build_activities(
     diagnosis = DiagnosisActivities(kube_client, prometheus_url)
     audit = AuditActivities(audit_store)
     slack = SlackActivities(slack_client, slack_threads)
+    gate = BrakesActivities(brakes or Brakes(audit_store, Policy()), kube_client)
     return [
+        gate.acquire_slot,
+        gate.release_brakes,
+        gate.gate_mutation,
+        gate.rolled_away_from,
+        PlaybookActivities(playbooks, dry_run).render_playbook,
         kube.describe_target,
         kube.plan_mutation,
         kube.rollout_restart,
@@ -97,6 +114,8 @@ def build_activities(
         kube.delete_pod,
         health.check_rollout_status,
         health.check_node_ready,
+        health.check_node_cordoned,
+        health.check_node_drained,
         health.check_promql,
         health.check_alert_resolved,
         diagnosis.diagnose_recent_rollout,
@@ -149,6 +168,8 @@ class Engine:
     slack_client: Any = None
     slack_threads: Any = None
     settler: Any = None
+    policy: Any = None
+    brakes: Any = None
     temporal_address: str = ""
     ui_url: str = ""
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -165,6 +186,10 @@ class Engine:
             raise StartupError(f"refusing to start: invalid playbook\n{err}") from None
         except FileNotFoundError as err:
             raise StartupError(f"refusing to start: playbook directory not found: {err}") from None
+        try:
+            self.policy = load_policy(s.policy)
+        except PolicyError as err:
+            raise StartupError(f"refusing to start: invalid policy\n{err}") from None
         if s.temporal_address:
             self.temporal_address = s.temporal_address
             self.ui_url = ""
@@ -193,6 +218,7 @@ class Engine:
         except RuntimeError as err:
             raise StartupError(f"refusing to start: cannot reach Temporal at {self.temporal_address}: {err}") from None
         self.audit = AuditStore(s.audit_path)
+        self.brakes = Brakes(self.audit, self.policy)
         self._slack()
         self._worker = self._build_worker(self.api_client)
         self.settler = self._build_settler()
@@ -221,7 +247,8 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity")
         assert self.client is not None
         activities = build_activities(
-            api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads
+            api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads,
+            self.brakes, self.playbooks, s.dry_run,
         )
         return new_worker(self.client, s.task_queue, activities, self._executor, heartbeat_timeout=s.heartbeat_timeout)
 
@@ -234,8 +261,10 @@ class Engine:
         s = self.settings
         assert self.client is not None
         app = create_app(
-            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, settler=self.settler
+            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, settler=self.settler,
+            brakes=self.brakes,
         )
+        app.include_router(control.router(s, control.Controller(self.brakes, self.client, self.playbooks, self.slack_client)))
         if s.slack_signing_secret:
             app.include_router(slack_interactivity.router(s, self.client, self.audit, self.slack_client))
             log.info("Slack interactivity endpoint: POST /slack/interactivity")

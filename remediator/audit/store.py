@@ -37,6 +37,8 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -47,11 +49,11 @@ from pydantic_core import to_jsonable_python
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import AlertRef, AuditWriteInput, RunInfo
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 log = logging.getLogger("remediator.audit")
 
-IntakeKind = Literal["unmatched", "render_failed", "duplicate", "cooldown", "approval_refused"]
+IntakeKind = Literal["unmatched", "render_failed", "duplicate", "cooldown", "approval_refused", "refused_namespace"]
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -120,10 +122,86 @@ WHEN NEW.run_id IS NOT OLD.run_id OR NEW.workflow_id IS NOT OLD.workflow_id
   OR NEW.simulate IS NOT OLD.simulate OR NEW.started_at IS NOT OLD.started_at
 BEGIN SELECT RAISE(ABORT, 'audit runs: only outcome and ended_at may change'); END;
 """
+_BRAKES = """
+CREATE TABLE pauses (
+    scope      TEXT PRIMARY KEY,
+    namespace  TEXT,
+    playbook   TEXT,
+    reason     TEXT NOT NULL,
+    paused_by  TEXT NOT NULL,
+    paused_at  TEXT NOT NULL
+);
+CREATE TABLE brake_log (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    namespace  TEXT,
+    playbook   TEXT,
+    reason     TEXT NOT NULL,
+    actor      TEXT NOT NULL
+);
+CREATE TRIGGER brake_log_no_update BEFORE UPDATE ON brake_log
+BEGIN SELECT RAISE(ABORT, 'audit brake_log is append-only: UPDATE refused'); END;
+CREATE TRIGGER brake_log_no_delete BEFORE DELETE ON brake_log
+BEGIN SELECT RAISE(ABORT, 'audit brake_log is append-only: DELETE refused'); END;
+CREATE TABLE frozen (
+    run_id      TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    namespace   TEXT,
+    playbook    TEXT NOT NULL,
+    step        INTEGER NOT NULL,
+    scope       TEXT NOT NULL,
+    since       TEXT NOT NULL
+);
+CREATE TABLE slots (
+    run_id      TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    enqueued_at TEXT NOT NULL,
+    granted_at  TEXT,
+    released_at TEXT
+);
+CREATE INDEX slots_open ON slots (released_at, granted_at, enqueued_at);
+CREATE TABLE grants (
+    key         TEXT PRIMARY KEY,
+    run_id      TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    limit_name  TEXT,
+    override_by TEXT
+);
+CREATE INDEX grants_action ON grants (action, at);
+CREATE INDEX grants_target ON grants (workflow_id, at);
+CREATE TRIGGER grants_no_update BEFORE UPDATE ON grants
+BEGIN SELECT RAISE(ABORT, 'audit grants are append-only: UPDATE refused'); END;
+CREATE TRIGGER grants_no_delete BEFORE DELETE ON grants
+BEGIN SELECT RAISE(ABORT, 'audit grants are append-only: DELETE refused'); END;
+"""
+"""Tables of the brakes (remediator.audit.brakes): pause scopes, frozen runs, concurrency slots
+(mutable state), the pause/resume log and the ledger of granted mutations (append-only)."""
+_SCHEMA += _BRAKES
+
+def _statements(script: str) -> list[str]:
+    """Split the schema into statements (``executescript`` would COMMIT our transaction)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return [s for s in out if s]
+
 
 _MIGRATIONS = {
     # version 1 -> 2: when a run's cooldown ends, whatever ended the run (issue 6).
     2: ["ALTER TABLE runs ADD COLUMN cooldown_until TEXT"],
+    # version 2 -> 3: the brakes (issue 8).
+    3: _statements(_BRAKES),
 }
 """Statements that bring a database of version ``n - 1`` to version ``n``."""
 
@@ -317,6 +395,20 @@ class AuditStore:
                         for statement in _MIGRATIONS[step]:
                             self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: the database's write lock first, so
+        readers and writers of every process on the file are serialised), committed on exit,
+        rolled back on any exception. Used by remediator.audit.brakes for count-then-grant."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -632,15 +724,3 @@ class AuditStore:
             "intake", [], [], {"kind": kind, "alertname": alertname}, "at", since, until, "at DESC, seq DESC", limit
         )
         return [IntakeRow.of(r) for r in rows]
-
-
-def _statements(script: str) -> list[str]:
-    """Split the schema into statements (``executescript`` would COMMIT our transaction)."""
-    out: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    return [s for s in out if s]

@@ -50,6 +50,13 @@ class TargetRef(Model):
         return f"{self.kind.lower()}/{self.name}"
 
 
+MAX_ANNOTATION_CHARS = 1024
+"""Characters of one annotation value a run keeps (AlertRef.bounded)."""
+MAX_ANNOTATIONS_CHARS = 4096
+"""Characters of all annotation keys and values a run keeps for one alert."""
+TRUNCATED = " [truncated]"
+
+
 class AlertRef(Model):
     """The parts of an alert the workflow keeps. ``(fingerprint, starts_at)`` identifies one firing."""
 
@@ -67,6 +74,28 @@ class AlertRef(Model):
     @property
     def alertname(self) -> str:
         return self.labels.get("alertname", "")
+
+    def bounded(self) -> "AlertRef":
+        """The alert as a run keeps it: labels as sent, annotations cut to what a person reads
+        (``MAX_ANNOTATION_CHARS`` per value, ``MAX_ANNOTATIONS_CHARS`` in all, values cut end
+        with " [truncated]"), ``generator_url`` to 2 KiB, so whatever Alertmanager sends, an
+        alert adds at most a few KiB to a run's history."""
+        budget = MAX_ANNOTATIONS_CHARS
+        kept: dict[str, str] = {}
+        for key in sorted(self.annotations):
+            if budget <= 0:
+                kept["remediator.truncated"] = f"{len(self.annotations) - len(kept)} more annotations left out"
+                break
+            value = self.annotations[key]
+            cap = min(MAX_ANNOTATION_CHARS, budget)
+            if len(value) > cap:
+                value = value[:cap] + TRUNCATED
+            kept[key[:256]] = value
+            budget -= len(key) + len(value)
+        url = self.generator_url if len(self.generator_url) <= 2048 else self.generator_url[:2048] + TRUNCATED
+        if kept == self.annotations and url == self.generator_url:
+            return self
+        return self.model_copy(update={"annotations": kept, "generator_url": url})
 
     @property
     def dedup_key(self) -> str:
@@ -86,6 +115,7 @@ Outcome = Literal[
     "terminated",
     "timed_out",
     "cancelled",
+    "dry_run",
 ]
 """How a run ended. ``healed``: every step done and the alert resolved within the verification
 window. ``not_healed``: steps done but the alert still fired at the end of the window.
@@ -97,7 +127,8 @@ action refused for safety (paused rollout, no rollout history, unmanaged pods...
 not run. ``terminated`` / ``timed_out`` / ``cancelled``: the Temporal workflow was terminated,
 hit its execution timeout, or was cancelled before the run could finish (recorded by
 remediator.app.settle when the workflow could not record it itself); ``failed`` is also what an
-internal error of the run records."""
+internal error of the run records. ``dry_run``: every step was sent with ``dryRun=All``
+(--dry-run or the playbook's ``dry_run``); nothing changed."""
 
 FINAL_OUTCOMES: frozenset[str] = frozenset(o for o in Outcome.__args__ if o != "running")  # type: ignore[attr-defined]
 
@@ -123,6 +154,14 @@ class RemediationInput(Model):
     public_url: str = ""
     heartbeat_timeout: Duration = timedelta(seconds=10)
     kube_retry_budget: Duration = timedelta(minutes=3)
+    dry_run: bool = Field(False, description="--dry-run, or the playbook's dry_run: every mutation is sent with dryRun=All.")
+    gitops: Literal["approve", "refuse", "allow"] = Field(
+        "approve", description="The policy's rule for spec-changing steps on GitOps-managed targets."
+    )
+    history_limit: int = Field(
+        10_000, ge=100, description="Events in a run's history past which its cooldown continues as new."
+    )
+    carry: "RunCarry | None" = Field(None, description="What a run continued as new (cooldown, hand-over) carries over.")
 
     def run_info(self, run_id: str, workflow_id: str, started_at: datetime, first: AlertRef | None) -> "RunInfo":
         """The audit trail's run columns of a run of this input, ``running``."""
@@ -171,7 +210,9 @@ class RemediationResult(Model):
     alerts: list[str] = Field(default_factory=list, description="dedup keys of every alert attached")
 
 
-Phase = Literal["diagnosing", "awaiting_approval", "remediating", "verifying", "cooldown", "done"]
+Phase = Literal[
+    "diagnosing", "awaiting_slot", "awaiting_approval", "paused", "remediating", "verifying", "cooldown", "done"
+]
 """Where a run is: gathering evidence, waiting for a human, changing the target, waiting for
 the alert to resolve, cooling down, or ended."""
 
@@ -229,6 +270,11 @@ class TargetState(Model):
     unschedulable: bool | None = None
     ready: bool | None = None
     summary: str = ""
+    gitops: str | None = Field(
+        None,
+        description="The GitOps controller that manages the object, in words ('Argo CD application "
+        "shop' / 'Flux Kustomization apps'), None when none is recognised (remediator.k8s.gitops).",
+    )
 
 
 class ActionCall(Model):
@@ -258,6 +304,7 @@ class MutationPlanInput(ActionCall):
 
     target: TargetRef
     now: datetime
+    dry_run: bool = Field(False, description="Plan a server-side dry run (``dryRun=All`` on every write).")
 
 
 class MutationPlan(ActionCall):
@@ -285,6 +332,11 @@ class MutationPlan(ActionCall):
     resource_version: str = ""
     state_before: dict[str, Any] = Field(default_factory=dict)
     undo: UndoAction | None = None
+    dry_run: bool = Field(
+        False,
+        description="Every write is sent with ``dryRun=All`` (kubectl ``--dry-run=server``): the API server "
+        "validates, runs admission and answers, and persists nothing.",
+    )
 
     def unchanged(self) -> "MutationResult":
         """The result of a no-op plan: nothing sent, the state as read."""
@@ -332,6 +384,10 @@ class MutationResult(Model):
     state_before: dict[str, Any] = Field(default_factory=dict)
     state_after: dict[str, Any] = Field(default_factory=dict)
     undo: UndoAction | None = None
+    dry_run: bool = Field(False, description="Sent with ``dryRun=All``: nothing changed; ``state_after`` is the server's answer.")
+    responses: list[Any] = Field(
+        default_factory=list, description="Dry run only: the API server's answer to each request, in order."
+    )
 
 
 # --------------------------------------------------------------------------- activities: health
@@ -367,7 +423,7 @@ class HealthResult(Model):
 
 AuditEventKind = Literal[
     "run_started", "alert", "decision", "step_intent", "plan", "mutation", "health", "undo", "outcome",
-    "evidence", "approval", "notice",
+    "evidence", "approval", "notice", "brake",
 ]
 """The kinds of audit events (remediator.audit.view renders each)."""
 
@@ -495,6 +551,12 @@ class ApprovalRequest(ActionCall):
     requested_at: datetime
     escalate_at: datetime
     deadline: datetime
+    limits: list[str] = Field(
+        default_factory=list,
+        description="Limits the step would exceed, each with its count; approving means exceeding them.",
+    )
+    gitops: str | None = Field(None, description="The GitOps controller that manages the target, if any.")
+    dry_run: bool = Field(False, description="The run is a dry run: the step is sent with dryRun=All.")
 
 
 class ApprovalMessage(Model):
@@ -538,7 +600,7 @@ class DecisionResult(Model):
     message: str
 
 
-ApprovalStatus = Literal["approved", "rejected", "escalated", "expired", "executed", "failed"]
+ApprovalStatus = Literal["approved", "rejected", "escalated", "expired", "executed", "failed", "resolved"]
 
 
 class ApprovalOutcome(Model):
@@ -565,7 +627,7 @@ class ApprovalOutcome(Model):
 NoticeKind = Literal[
     "health_failed", "not_healed", "approval_rejected", "approval_timeout", "approval_escalation",
     "safety_refusal", "failed", "healed", "refused", "rolled_back", "resolved", "needs_human",
-    "terminated", "timed_out", "cancelled",
+    "terminated", "timed_out", "cancelled", "dry_run", "paused", "resumed", "limit_refused",
 ]
 """A run's outcome (one notice when every run ends), or an event mid-run."""
 
@@ -592,6 +654,7 @@ class Notice(Model):
     alert: AlertRef | None = None
     temporal_url: str = ""
     audit_url: str = ""
+    dry_run: bool = Field(False, description="The run is a dry run; the notice says DRY RUN.")
 
 
 class NoticeResult(Model):
@@ -602,3 +665,155 @@ class NoticeResult(Model):
 
 
 RemediationStatus.model_rebuild()
+
+
+# --------------------------------------------------------------------------- activities: brakes
+
+
+class PauseScope(Model):
+    """What a pause covers: runs whose target is in ``namespace`` and whose playbook is
+    ``playbook``; None means any (both None: every run)."""
+
+    namespace: str | None = None
+    playbook: str | None = None
+
+    @property
+    def key(self) -> str:
+        """``namespace=prod playbook=*``: the scope's stored key."""
+        return f"namespace={self.namespace or '*'} playbook={self.playbook or '*'}"
+
+    def covers(self, namespace: str | None, playbook: str) -> bool:
+        return (self.namespace is None or self.namespace == namespace) and (self.playbook is None or self.playbook == playbook)
+
+    def __str__(self) -> str:
+        parts = [f"namespace {self.namespace}" if self.namespace else "", f"playbook {self.playbook}" if self.playbook else ""]
+        return " and ".join(p for p in parts if p) or "every namespace and playbook"
+
+
+class Pause(PauseScope):
+    """A pause in force: who paused, when and why."""
+
+    reason: str
+    paused_by: str
+    paused_at: datetime
+
+
+class SlotInput(Model):
+    """Input of ``acquire_slot``: ``requested_at`` is when the run first asked (its place in
+    the queue; the same on every retry and every later poll)."""
+
+    run_id: str
+    workflow_id: str
+    target: TargetRef
+    requested_at: datetime
+
+
+class SlotResult(Model):
+    """``granted``: the run may go past diagnosis. Else ``position`` (1-based) among the runs
+    waiting, ``holders`` of ``limit`` slots taken. ``queue_timeout``: the policy's."""
+
+    granted: bool
+    position: int = 0
+    holders: int = 0
+    limit: int = 0
+    queue_timeout: Duration = timedelta(minutes=15)
+    message: str = ""
+
+
+class ReleaseInput(Model):
+    """Input of ``release_brakes``: the run ended; its slot and frozen marker go."""
+
+    run_id: str
+
+
+class GateInput(Model):
+    """Input of ``gate_mutation``, asked right before each mutation of a run.
+
+    ``key``: unique per mutation attempt (``<run_id>/<step>/<attempt>``); a retried gate with
+    the same key finds its grant. ``undo``: a compensation (limits do not apply, a pause
+    does). ``override_by``: an approver approved exceeding the limits this step hit."""
+
+    key: str
+    run_id: str
+    workflow_id: str
+    target: TargetRef
+    playbook: str
+    action: str
+    step: int
+    undo: bool = False
+    dry_run: bool = False
+    override_by: str | None = None
+
+
+LimitName = Literal["unschedulable_nodes", "actions", "per_target"]
+
+
+class LimitHit(Model):
+    """One limit the mutation would exceed: ``count`` it would make, ``max`` allowed."""
+
+    limit: LimitName
+    message: str
+    count: int
+    max: int
+
+
+class GateResult(Model):
+    """``granted``; or ``paused`` (the pause in force; the run freezes); or ``exceeded``
+    (each limit hit; the step is refused unless an approver overrides). ``gitops``: the
+    policy's mode for GitOps-managed targets."""
+
+    verdict: Literal["granted", "paused", "exceeded"]
+    pause: Pause | None = None
+    limits: list[LimitHit] = Field(default_factory=list)
+    gitops: Literal["approve", "refuse", "allow"] = "approve"
+    message: str = ""
+
+
+class FlipFlopInput(Model):
+    """Input of ``rolled_away_from``: the pod template a rollback would return to."""
+
+    run_id: str
+    workflow_id: str
+    template_sha256: str
+
+
+class FlipFlopResult(Model):
+    """The earlier run that rolled the Deployment away from that template, if any."""
+
+    run_id: str | None = None
+    at: str = ""
+    detail: str = ""
+
+
+class RunCarry(Model):
+    """What a run carries into its continuation (``continue_as_new``): the alerts it had seen
+    (dedup keys, bounded), the cooldown it was in, and the alerts of another playbook queued
+    for the target."""
+
+    seen: list[str] = Field(default_factory=list)
+    cooldown_until: datetime | None = None
+    ended_outcome: str = ""
+    queued: list["AlertSignal"] = Field(default_factory=list)
+    handed_over_from: str = Field("", description="Run ID of the run whose queued alert started this one.")
+    audit_run_id: str = Field("", description="A continued cooldown: the run whose audit trail it writes on.")
+    inbox: list["AlertSignal"] = Field(default_factory=list, description="Signals received but not yet folded in.")
+
+
+RemediationInput.model_rebuild()
+
+
+class RenderPlaybookInput(Model):
+    """Input of ``render_playbook``: a queued alert and the playbook the intake matched for it."""
+
+    alert: AlertRef
+    playbook: str
+
+
+class RenderPlaybookResult(Model):
+    """The rendered playbook for the alert, or ``error`` (unknown playbook, render failure)."""
+
+    target: TargetRef | None = None
+    playbook: Playbook | None = None
+    playbook_ref: PlaybookRef | None = None
+    dry_run: bool = False
+    error: str = ""

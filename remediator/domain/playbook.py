@@ -73,6 +73,15 @@ class NodeReadyCheck(Strict):
     """The target Node's ``Ready`` condition is ``True``."""
 
 
+class NodeCordonedCheck(Strict):
+    """The target Node is unschedulable (``spec.unschedulable``), read back from the API server."""
+
+
+class NodeDrainedCheck(Strict):
+    """No pod that ``kubectl drain`` evicts is left on the target Node (DaemonSet pods, mirror
+    pods and finished pods do not count, as kubectl drain's filters)."""
+
+
 class PromQLCheck(Strict):
     """A PromQL instant query whose every sample must satisfy ``<op> threshold``.
 
@@ -89,10 +98,12 @@ class AlertResolvedCheck(Strict):
     """The alert that started the run is no longer firing (resolved notification or Alertmanager API)."""
 
 
-CHECK_NAMES: tuple[str, ...] = ("rollout_status", "node_ready", "promql", "alert_resolved")
+CHECK_NAMES: tuple[str, ...] = ("rollout_status", "node_ready", "node_cordoned", "node_drained", "promql", "alert_resolved")
 CHECK_KINDS: dict[str, tuple[str, ...]] = {
     "rollout_status": WORKLOAD_KINDS,
     "node_ready": ("Node",),
+    "node_cordoned": ("Node",),
+    "node_drained": ("Node",),
     "promql": WORKLOAD_KINDS + ("Node",),
     "alert_resolved": WORKLOAD_KINDS + ("Node",),
 }
@@ -100,11 +111,11 @@ CHECK_KINDS: dict[str, tuple[str, ...]] = {
 
 CHECK_PARAMS: dict[str, type[BaseModel]] = {
     "rollout_status": RolloutStatusCheck, "node_ready": NodeReadyCheck, "promql": PromQLCheck,
-    "alert_resolved": AlertResolvedCheck,
+    "alert_resolved": AlertResolvedCheck, "node_cordoned": NodeCordonedCheck, "node_drained": NodeDrainedCheck,
 }
 """The parameter model of each health check, by name."""
 
-HealthParams = Union[RolloutStatusCheck, NodeReadyCheck, PromQLCheck, AlertResolvedCheck]
+HealthParams = Union[RolloutStatusCheck, NodeReadyCheck, NodeCordonedCheck, NodeDrainedCheck, PromQLCheck, AlertResolvedCheck]
 
 
 class HealthCheck(Strict):
@@ -112,6 +123,8 @@ class HealthCheck(Strict):
 
     rollout_status: RolloutStatusCheck | None = None
     node_ready: NodeReadyCheck | None = None
+    node_cordoned: NodeCordonedCheck | None = None
+    node_drained: NodeDrainedCheck | None = None
     promql: PromQLCheck | None = None
     alert_resolved: AlertResolvedCheck | None = None
     timeout: Duration = timedelta(minutes=5)
@@ -361,8 +374,11 @@ class Playbook(Strict):
 
     ``cooldown``: after a run ends, alerts for the same target are recorded but start nothing
     for this long. ``verification_window``: after the last step, how long the alert may keep
-    firing before the run ends as ``not_healed``. ``on_resolved``: whether a ``resolved``
-    notification stops the remaining steps.
+    firing before the run ends as ``not_healed``. ``on_resolved``: what a ``resolved``
+    notification that arrives before the steps are done does, at the next step boundary or
+    during an approval wait: ``stop`` the remaining steps, ``rollback`` (stop and undo what
+    this run changed, newest first, e.g. uncordon), or ``continue``. ``dry_run``: every
+    mutation is sent with ``dryRun=All``; nothing changes and the run ends ``dry_run``.
     """
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
@@ -372,7 +388,8 @@ class Playbook(Strict):
     steps: list[Step] = Field(min_length=1)
     cooldown: Duration = timedelta(minutes=30)
     verification_window: Duration = timedelta(minutes=10)
-    on_resolved: Literal["stop", "continue"] = "stop"
+    on_resolved: Literal["stop", "rollback", "continue"] = "stop"
+    dry_run: bool = Field(False, description="Send every mutation with dryRun=All (validated server-side, nothing changes).")
     diagnosis: list[Diagnosis] = Field(default_factory=list)
     confidence: Confidence | None = None
     slack: SlackSettings | None = None

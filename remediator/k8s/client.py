@@ -21,7 +21,8 @@ from kubernetes.config.config_exception import ConfigException
 
 from remediator.domain.messages import TargetRef, TargetState
 from remediator.k8s.errors import NotFound, classify
-from remediator.k8s.kubectl import controller_of, revision_of, rfc3339, selector_string
+from remediator.k8s.gitops import gitops_owner
+from remediator.k8s.kubectl import DRY_RUN_ALL, controller_of, dry_run_options, revision_of, rfc3339, selector_string
 
 SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 SERVICE_TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -109,6 +110,14 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 FIELD_MANAGER = "remediator"
 """``fieldManager`` of every write, so managedFields show who changed what."""
+DRY_RUN_QUERY = f"?dryRun={DRY_RUN_ALL}"
+"""How a dry-run request's path is recorded (``KubeRequest.path``), as it goes on the wire."""
+
+
+def dry_run_path(path: str, dry_run: bool) -> str:
+    """``path`` as sent: with ``?dryRun=All`` for a dry run (the recorded ``KubeRequest.path``)."""
+    return path + DRY_RUN_QUERY if dry_run else path
+
 
 _RESOURCES: dict[str, tuple[str, str, bool]] = {
     # kind: (API path prefix, plural, namespaced)
@@ -213,40 +222,74 @@ class KubeClient:
         return listed.get("items") or []
 
     # ------------------------------------------------------------------ writes
+    #
+    # Every write takes ``dry_run``: True sends it as ``kubectl --dry-run=server`` does, with
+    # ``dryRun=All``; the API server then runs every check (validation, admission, a
+    # PodDisruptionBudget's verdict, preconditions) and answers as it would, persisting nothing.
 
-    def patch(self, kind: str, name: str, namespace: str | None, body: Any, content_type: str, subresource: str = "") -> dict[str, Any]:
+    @staticmethod
+    def _write_query(dry_run: bool) -> list[tuple[str, str]]:
+        # Go's url.Values.Encode sorts by key: dryRun before fieldManager.
+        return ([("dryRun", DRY_RUN_ALL)] if dry_run else []) + [("fieldManager", FIELD_MANAGER)]
+
+    def patch(
+        self, kind: str, name: str, namespace: str | None, body: Any, content_type: str, subresource: str = "",
+        *, dry_run: bool = False,
+    ) -> dict[str, Any]:
         """``PATCH`` with ``content_type`` (strategic-merge, merge or JSON patch) and
-        ``fieldManager=remediator``; returns the object the server answered."""
+        ``fieldManager=remediator`` (plus ``dryRun=All`` for a dry run, as kubectl's
+        resource.Helper.Patch); returns the object the server answered (for a dry run, the
+        object as the patch would leave it, its resourceVersion unchanged)."""
         return self.request(
             "PATCH", self.path(kind, name, namespace, subresource), body=body, content_type=content_type,
-            query=[("fieldManager", FIELD_MANAGER)],
+            query=self._write_query(dry_run),
             what=f"PATCH {_key(kind, name, namespace)}" + (f"/{subresource}" if subresource else ""),
         )
 
-    def put_scale(self, kind: str, name: str, namespace: str, scale: dict[str, Any]) -> dict[str, Any]:
+    def put_scale(self, kind: str, name: str, namespace: str, scale: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """``PUT .../scale`` with the Scale object (its ``resourceVersion`` makes the write
-        conditional: ``Conflict`` when it changed), no Content-Type header, as kubectl's scaler."""
+        conditional: ``Conflict`` when it changed), no Content-Type header, as kubectl's scaler
+        (``dryRun=All`` for a dry run, as ``kubectl scale --dry-run=server``). Returns the Scale
+        the server answered."""
         return self.request(
             "PUT", self.path(kind, name, namespace, "scale"), body=scale,
-            query=[("fieldManager", FIELD_MANAGER)], what=f"PUT {_key(kind, name, namespace)}/scale",
+            query=self._write_query(dry_run), what=f"PUT {_key(kind, name, namespace)}/scale",
         )
 
-    def evict(self, name: str, namespace: str, eviction: dict[str, Any]) -> None:
-        """``POST pods/{name}/eviction`` with a policy/v1 Eviction (application/json, as kubectl).
+    def evict(self, name: str, namespace: str, eviction: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """``POST pods/{name}/eviction`` with a policy/v1 Eviction (application/json, as kubectl);
+        returns the server's Status (``"status": "Success"``).
+
+        A dry run puts ``dryRun: ["All"]`` in the Eviction's ``deleteOptions``, as kubectl
+        drain's ``makeDeleteOptions`` does and as the API server reads it (eviction.go
+        ``propagateDryRun``), and also sends the ``dryRun=All`` query parameter (kubectl does
+        not; the server checks the two agree), so the request log shows it like every other
+        dry-run write. The budget is consulted as for a real eviction: 429 when it would refuse.
 
         Raises:
             TooManyRequests: a PodDisruptionBudget does not allow it now; ``NotFound``: gone.
         """
-        self.request(
+        if dry_run:
+            eviction = {**eviction, "deleteOptions": dry_run_options(eviction.get("deleteOptions") or {}, True)}
+        return self.request(
             "POST", self.path("Pod", name, namespace, "eviction"), body=eviction, content_type=JSON,
-            query=[("fieldManager", FIELD_MANAGER)], what=f'error when evicting pods/"{name}" -n "{namespace}"',
+            query=self._write_query(dry_run), what=f'error when evicting pods/"{name}" -n "{namespace}"',
         )
 
-    def delete(self, kind: str, name: str, namespace: str | None, options: dict[str, Any]) -> dict[str, Any]:
-        """``DELETE`` with DeleteOptions (application/json, as kubectl)."""
+    def delete(
+        self, kind: str, name: str, namespace: str | None, options: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """``DELETE`` with DeleteOptions (application/json, as kubectl); returns the server's
+        answer (a pod: the pod, terminating; other kinds: a Status).
+
+        A dry run puts ``dryRun: ["All"]`` in the DeleteOptions body, as ``kubectl delete
+        --dry-run=server`` does: the API server reads a DELETE's options from its body and
+        ignores the query when there is a body (handlers/delete.go). The ``dryRun=All`` query
+        parameter is sent as well (kubectl does not), so the request log shows it like every
+        other dry-run write."""
         return self.request(
-            "DELETE", self.path(kind, name, namespace), body=options, content_type=JSON,
-            what=f"DELETE {_key(kind, name, namespace)}",
+            "DELETE", self.path(kind, name, namespace), body=dry_run_options(options, dry_run), content_type=JSON,
+            query=[("dryRun", DRY_RUN_ALL)] if dry_run else None, what=f"DELETE {_key(kind, name, namespace)}",
         )
 
 
@@ -262,15 +305,25 @@ class KubeClient:
 
     def describe(self, target: TargetRef) -> TargetState:
         """The target's state in one read: ``exists`` False on 404; revision, last rollout
-        time, paused, replicas, ready count; a Node's Ready condition and cordon.
+        time, paused, replicas, ready count; a Node's Ready condition and cordon; the GitOps
+        controller that manages it (``gitops``, remediator.k8s.gitops.gitops_owner).
 
         For a Deployment, ``revision`` is its ``deployment.kubernetes.io/revision`` and
         ``last_rollout`` the creationTimestamp of the ReplicaSet it owns with that revision.
-        ``summary`` is one line for people.
+        ``summary`` is one line for people, ending "; managed by <owner>" for a GitOps-managed
+        object (``deployment prod/checkout: 3/3 ready, revision 2; managed by Argo CD
+        application shop``).
         """
         obj = self.get_or_none(target.kind, target.name, target.namespace)
         if obj is None:
             return TargetState(exists=False, summary=f"{target.key} not found")
+        state = self._describe(target, obj)
+        state.gitops = gitops_owner(obj)
+        if state.gitops:
+            state.summary += f"; managed by {state.gitops}"
+        return state
+
+    def _describe(self, target: TargetRef, obj: dict[str, Any]) -> TargetState:
         meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
         state = TargetState(exists=True, resource_version=str(meta.get("resourceVersion", "")), generation=meta.get("generation"))
         if target.kind == "Node":

@@ -218,10 +218,19 @@ def refuse_paused_rollback(deployment: dict[str, Any]) -> None:
         )
 
 
-def template_sha256(template: dict[str, Any]) -> str:
-    """sha256 of a pod template as kubectl's rollback compares templates (``equalIgnoreHash``):
-    without the ``pod-template-hash`` label, nil and empty alike. Hex digest."""
-    t = copy.deepcopy(template)
+def rollout_template_sha256(template: dict[str, Any]) -> str:
+    """sha256 (hex digest) of a pod template as kubectl's rollback compares templates
+    (rollback.go ``equalIgnoreHash``), so one logical template has one hash wherever it is
+    read: a Deployment's ``spec.template``, a ReplicaSet's ``spec.template`` (which carries the
+    ``pod-template-hash`` label), or the template a rollback patch writes.
+
+    One normalisation: the template as Go encodes it (``go_encoded_template``), without the
+    ``pod-template-hash`` label, nulls and empty maps and lists dropped (semantic DeepEqual
+    takes nil and empty alike), keys sorted. Two templates ``equal_ignore_hash`` calls equal
+    have the same hash. Used for a rollback's precondition and for its
+    ``from_template_sha256`` / ``to_template_sha256`` (flip-flop detection).
+    """
+    t = go_encoded_template(template)
     labels = (t.get("metadata") or {}).get("labels")
     if labels:
         labels.pop(POD_TEMPLATE_HASH, None)
@@ -229,8 +238,24 @@ def template_sha256(template: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def eviction_body(pod: dict[str, Any], grace_period_seconds: int) -> dict[str, Any]:
-    """The policy/v1 Eviction kubectl drain builds (drain.go ``EvictPod``/``makeDeleteOptions``)."""
+SERVER_DRY_RUN = " (server dry run)"
+"""What kubectl appends to a message for ``--dry-run=server`` (cmdutil
+PrintFlagsWithDryRunStrategy): ``deployment.apps/checkout scaled (server dry run)``."""
+DRY_RUN_ALL = "All"
+"""metav1.DryRunAll, the one ``dryRun`` value an API server accepts."""
+
+
+def dry_run_options(options: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+    """DeleteOptions with ``dryRun: ["All"]`` for a dry run (a copy; ``options`` itself
+    otherwise), as kubectl drain's ``makeDeleteOptions`` and resource.Helper.DeleteWithOptions
+    set it for ``--dry-run=server``."""
+    return {**options, "dryRun": [DRY_RUN_ALL]} if dry_run else options
+
+
+def eviction_body(pod: dict[str, Any], grace_period_seconds: int, dry_run: bool = False) -> dict[str, Any]:
+    """The policy/v1 Eviction kubectl drain builds (drain.go ``EvictPod``/``makeDeleteOptions``):
+    ``deleteOptions.gracePeriodSeconds`` when >= 0, ``deleteOptions.dryRun: ["All"]`` for
+    ``--dry-run=server``."""
     delete_options: dict[str, Any] = {}
     if grace_period_seconds >= 0:
         delete_options["gracePeriodSeconds"] = grace_period_seconds
@@ -238,7 +263,7 @@ def eviction_body(pod: dict[str, Any], grace_period_seconds: int) -> dict[str, A
         "apiVersion": "policy/v1",
         "kind": "Eviction",
         "metadata": {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"]},
-        "deleteOptions": delete_options,
+        "deleteOptions": dry_run_options(delete_options, dry_run),
     }
 
 

@@ -185,8 +185,9 @@ _STATUS = {
     "expired": (":hourglass:", "Expired"),
     "executed": (":heavy_check_mark:", "Done"),
     "failed": (":x:", "Failed"),
+    "resolved": (":white_check_mark:", "Resolved"),
 }
-DECIDED_STATUSES = frozenset({"approved", "rejected", "expired", "executed", "failed"})
+DECIDED_STATUSES = frozenset({"approved", "rejected", "expired", "executed", "failed", "resolved"})
 """Statuses after which the message has no buttons."""
 
 
@@ -249,6 +250,7 @@ def outcome_text(req: ApprovalRequest, outcome: ApprovalOutcome) -> str:
         "failed": f"the step ran and failed: {outcome.result}",
         "escalated": outcome.result or "escalated to the on-call",
         "expired": outcome.result or "no decision by the deadline; the step did not run",
+        "resolved": outcome.result or "resolved before a decision; nothing ran",
     }[outcome.status]
     return f"{who}; {tail}" if who else tail
 
@@ -269,8 +271,10 @@ def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None
     (``<@U123>``), so an approver's comment quoted there cannot ping ``<!channel>``.
     """
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(f"Approval needed: {req.step_name} on {req.target.key}")},
+        {"type": "header", "text": _plain(f"{DRY_RUN_TAG if req.dry_run else ''}Approval needed: {req.step_name} on {req.target.key}")},
     ]
+    if req.dry_run:
+        blocks.append(_section(":test_tube: *DRY RUN*: the step is sent with `dryRun=All`; the API server validates it and nothing changes."))
     if outcome is not None:
         icon, label = _STATUS[outcome.status]
         blocks.append(_section(f"{icon} *{label}* — {escape_keep_mentions(outcome_text(req, outcome))}", "remediator_status"))
@@ -280,6 +284,14 @@ def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None
     step = f"*Step {req.step_index + 1}: {escape(req.step_name)}* (`{escape(req.action)}`) will {escape(change_text(req))}"
     params = _params_text(req.params)
     blocks.append(_section(step + ("\n" + params if params else "")))
+    if req.limits:
+        lines = "\n".join(f"• {escape(limit)}" for limit in req.limits)
+        blocks.append(_section(f":octagonal_sign: *Over the policy's limits*: approving means exceeding them\n{lines}"))
+    if req.gitops:
+        blocks.append(_section(
+            f":arrows_counterclockwise: *Managed by {escape(req.gitops)}*: the controller will revert this change "
+            "unless it is fixed in Git or sync is suspended"
+        ))
     if req.evidence:
         lines = "\n".join(evidence_line(e) for e in req.evidence)
         blocks.append(_section(f"*Evidence*\n{lines}"))
@@ -320,7 +332,9 @@ def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None
 
 def approval_text(req: ApprovalRequest, outcome: ApprovalOutcome | None = None) -> str:
     """Plain-text fallback of the approval message (notifications, screen readers)."""
-    head = f"Approval needed: {req.step_name} on {req.target.key} will {change_text(req)}"
+    head = f"{DRY_RUN_TAG if req.dry_run else ''}Approval needed: {req.step_name} on {req.target.key} will {change_text(req)}"
+    if req.limits:
+        head += " — over the limits: " + "; ".join(req.limits)
     conf = "" if req.confidence is None else f" (confidence {round(req.confidence * 100)}%)"
     if outcome is not None:
         head = f"[{_STATUS[outcome.status][1]}] {head} — {outcome_text(req, outcome)}"
@@ -351,15 +365,26 @@ _NOTICE_ICON = {
     "safety_refusal": ":octagonal_sign:", "failed": ":x:", "healed": ":white_check_mark:",
     "refused": ":octagonal_sign:", "rolled_back": ":leftwards_arrow_with_hook:", "resolved": ":white_check_mark:",
     "needs_human": ":raising_hand:", "terminated": ":skull:", "timed_out": ":hourglass:", "cancelled": ":no_entry:",
+    "dry_run": ":test_tube:", "limit_refused": ":octagonal_sign:",
 }
+
+DRY_RUN_TAG = "DRY RUN: "
+"""Starts the header and fallback text of every message of a dry run."""
 
 
 def notice_title(n: Notice) -> str:
     """The notice's headline, from its kind, target, playbook, step and reason (or the title a
     run started before structured notices sent)."""
+    title = _notice_title(n)
+    return DRY_RUN_TAG + title if n.dry_run and not title.startswith(DRY_RUN_TAG) else title
+
+
+def _notice_title(n: Notice) -> str:
     if n.title:
         return n.title
     target, playbook, step = n.target.key, n.playbook, n.step
+    if n.kind == "dry_run":
+        return f"{target}: dry run of playbook {playbook} done; nothing changed ({n.reason})"
     if n.kind == "healed":
         return f"{target} healed by playbook {playbook}"
     if n.kind == "not_healed":

@@ -295,7 +295,8 @@ class Controllers:
         self._pod_seen[created["metadata"]["uid"]] = -1e9 if self.instant else time.monotonic()
         return created
 
-    def delete_pod(self, pod: dict[str, Any], grace_seconds: int | None = None) -> dict[str, Any]:
+    def delete_pod(self, pod: dict[str, Any], grace_seconds: int | None = None, *,
+                   dry_run: bool = False) -> dict[str, Any]:
         """Delete a pod as the apiserver does it for any client (a DELETE, an eviction, the
         controllers, the garbage collector): pkg/registry/core/pod/strategy.go
         CheckGracefulDelete and k8s.io/apiserver rest.BeforeDelete.
@@ -308,6 +309,9 @@ class Controllers:
         deletion is written and the pod removed at once. A pod already terminating keeps its
         deletion, unless ``grace_seconds`` is shorter than what is left (0: removed at once).
         Returns the pod as a DELETE answers it: the terminating pod, or the removed one.
+        ``dry_run``: nothing is written; the answer is the pod as the deletion would mark it
+        (``deletionTimestamp``, ``deletionGracePeriodSeconds``, the stored resourceVersion),
+        as genericregistry Store.Delete answers a dry run.
         """
         meta = pod["metadata"]
         current = self.store.get(POD, meta["namespace"], meta["name"])
@@ -315,30 +319,32 @@ class Controllers:
             return copy.deepcopy(pod)
         if grace_seconds is not None and grace_seconds < 0:
             grace_seconds = 1
-        if self.instant:
+        if self.instant and not dry_run:
             return self._remove_pod(current)
         cur = current["metadata"]
         if cur.get("deletionTimestamp"):
             period = cur.get("deletionGracePeriodSeconds")
             if not period:
-                return self._remove_pod(current)
+                return copy.deepcopy(current) if dry_run else self._remove_pod(current)
             if grace_seconds is None or grace_seconds >= period:
                 return copy.deepcopy(current)  # graceful deletion pending: nothing changes
             # Only a shorter grace period may be given; the deadline moves with it.
             return self._mark_deleted(current, grace_seconds,
-                                      parse_iso(cur["deletionTimestamp"]) - period + grace_seconds)
+                                      parse_iso(cur["deletionTimestamp"]) - period + grace_seconds, dry_run)
         spec = current.get("spec") or {}
         period = grace_seconds if grace_seconds is not None else spec.get("terminationGracePeriodSeconds", 0)
         if not spec.get("nodeName") or pod_terminal(current):
             period = 0
         if period < 0:
             period = 1
-        return self._mark_deleted(current, period, time.time() + period)
+        return self._mark_deleted(current, period, time.time() + period, dry_run)
 
-    def _mark_deleted(self, pod: dict[str, Any], period: int, at: float) -> dict[str, Any]:
+    def _mark_deleted(self, pod: dict[str, Any], period: int, at: float, dry_run: bool = False) -> dict[str, Any]:
         new = copy.deepcopy(pod)
         new["metadata"]["deletionTimestamp"] = now_iso(at)
         new["metadata"]["deletionGracePeriodSeconds"] = period
+        if dry_run:
+            return new
         written = self._write(POD, new)
         if period == 0:
             # genericregistry Store.Delete: a graceless deletion is written, then the object removed.

@@ -187,6 +187,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:  # StatusReasonUnknown is "", left out (omitempty)
+            del body["reason"]
         if self.details:
             body["details"] = self.details
         return body
@@ -235,6 +237,46 @@ def invalid(k: Kind, name: str, field_path: str, value: Any, detail: str,
         details["group"] = k.group
     qual = f"{k.kind}.{k.group}" if k.group else k.kind
     return ApiError(422, "Invalid", f'{qual} "{name}" is invalid: {field_path}: {text}', details)
+
+
+def go_value(value: Any) -> str:
+    """A bad value as field.Error.ErrorBody prints it: strings quoted (``%q``), a string
+    slice as ``%#v`` (``[]string{"a", "b"}``), null as ``null``, other scalars as ``%v``."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[]string{" + ", ".join(json.dumps(str(v), ensure_ascii=False) for v in value) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def invalid_options(options_kind: str, field_path: str, value: Any, detail: str,
+                    cause_type: str = "FieldValueNotSupported") -> ApiError:
+    """422 for invalid request options, as the REST handlers answer a failed
+    ``ValidateCreateOptions``/``ValidateUpdateOptions``/``ValidatePatchOptions``/
+    ``ValidateDeleteOptions`` (k8s.io/apimachinery pkg/apis/meta/v1/validation):
+    ``errors.NewInvalid(GroupKind{"meta.k8s.io", options_kind}, "", errs)``, e.g.
+    ``PatchOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: []string{"foo"}:
+    supported values: "All"``."""
+    kind_text = "Unsupported value" if cause_type == "FieldValueNotSupported" else "Invalid value"
+    text = f"{kind_text}: {go_value(value)}: {detail}"
+    return ApiError(422, "Invalid", f'{options_kind}.meta.k8s.io "" is invalid: {field_path}: {text}', {
+        "group": "meta.k8s.io", "kind": options_kind,
+        "causes": [{"reason": cause_type, "message": text, "field": field_path}]})
+
+
+def dry_run_of(values: list[str] | None, options_kind: str) -> bool:
+    """Whether a request's ``dryRun`` parameter values make it a dry run (apiserver
+    util/dryrun.IsDryRun: any value), after the handler's ValidateDryRun: only ``All`` is
+    supported; anything else is 422 Invalid for ``options_kind``."""
+    if not values:
+        return False
+    if any(v != "All" for v in values):
+        raise invalid_options(options_kind, "dryRun", list(values), 'supported values: "All"')
+    return True
 
 
 def forbidden(k: Kind, name: str, why: str) -> ApiError:

@@ -4,7 +4,9 @@
 ``/apis/{group}/{version}/...`` paths, discovery, list/watch with label and field
 selectors, create/update/patch/delete with DeleteOptions and propagationPolicy, graceful pod
 deletion (gracePeriodSeconds, pkg/registry/core/pod/strategy.go), the scale, status and
-eviction subresources (pkg/registry/core/pod/storage/eviction.go), metav1.Status errors).
+eviction subresources (pkg/registry/core/pod/storage/eviction.go), server-side dry run
+(``dryRun=All`` on any write: every check and the same answer, nothing persisted; any other
+value 422, as the handlers' ValidateDryRun), metav1.Status errors).
 ``Handler`` is the ``http.server`` request handler: HTTP/1.1 keep-alive with
 Content-Length, chunked transfer for watches, Nagle disabled (else each small response waits
 ~40 ms for a delayed ACK), every API request recorded. Built and started by ``Emulator``.
@@ -103,14 +105,18 @@ class Api:
     # ------------------------------------------------------------------ routing
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any, content_type: str | None,
-               accept: str = "") -> Response:
-        response = self._handle(method, path, query, body, content_type)
+               accept: str = "", dry_run: list[str] | None = None) -> Response:
+        """Answer one API request. ``query`` holds each parameter's last value; ``dry_run``
+        every value of the ``dryRun`` parameter (a list, as metav1 options decode it; None
+        when absent). ``body`` None means the request had none."""
+        response = self._handle(method, path, query, body, content_type, dry_run)
         if "as=Table" in accept and response.stream is None and isinstance(response.body, dict) \
                 and response.status == 200 and method == "GET":
             return Response(200, as_table(response.body))
         return response
 
-    def _handle(self, method: str, path: str, query: dict[str, str], body: Any, content_type: str | None) -> Response:
+    def _handle(self, method: str, path: str, query: dict[str, str], body: Any, content_type: str | None,
+                dry_run: list[str] | None) -> Response:
         parts = [p for p in path.split("/") if p]
         if path == "/version" or path == "/version/":
             return Response(200, kinds.KUBERNETES_VERSION)
@@ -151,8 +157,8 @@ class Api:
         if name is not None and kind.namespaced and namespace is None:
             raise no_route()
         if name is None:
-            return self._collection(method, kind, namespace, query, body)
-        return self._item(method, kind, namespace, name, sub, query, body, content_type)
+            return self._collection(method, kind, namespace, query, body, dry_run)
+        return self._item(method, kind, namespace, name, sub, query, body, content_type, dry_run)
 
     def _admit_create(self, kind: Kind, namespace: str | None, name: str) -> None:
         """NamespaceLifecycle admission (plugin/pkg/admission/namespace/lifecycle): no new
@@ -167,7 +173,7 @@ class Api:
             raise err
 
     def _collection(self, method: str, kind: Kind, namespace: str | None, query: dict[str, str],
-                    body: Any) -> Response:
+                    body: Any, dry_run: list[str] | None) -> Response:
         if method == "GET":
             if query.get("watch") in ("true", "1"):
                 return Response(200, stream=self._watch(kind, namespace, query))
@@ -175,16 +181,17 @@ class Api:
         if method == "POST":
             if kind.namespaced and namespace is None:
                 raise method_not_allowed()
+            dry = kinds.dry_run_of(dry_run, "CreateOptions")
             if not isinstance(body, dict):
                 raise bad_request("Object 'Kind' is missing in 'null'" if body is None else "invalid object")
             self._admit_create(kind, namespace, (body or {}).get("metadata", {}).get("name", "") if isinstance(body, dict) else "")
-            return Response(201, self.create(kind, body, namespace, dry_run=query.get("dryRun") == "All"))
+            return Response(201, self.create(kind, body, namespace, dry_run=dry))
         if method == "DELETE":
-            return Response(200, self._delete_collection(kind, namespace, query, body))
+            return Response(200, self._delete_collection(kind, namespace, query, self.delete_options(body, query, dry_run)))
         raise method_not_allowed()
 
     def _item(self, method: str, kind: Kind, namespace: str | None, name: str, sub: str | None,
-              query: dict[str, str], body: Any, content_type: str | None) -> Response:
+              query: dict[str, str], body: Any, content_type: str | None, dry_run: list[str] | None) -> Response:
         if sub == "log":
             if method != "GET":
                 raise method_not_allowed()
@@ -192,26 +199,31 @@ class Api:
         if sub == "eviction":
             if method != "POST":
                 raise method_not_allowed()
+            kinds.dry_run_of(dry_run, "CreateOptions")
             self._admit_create(kind, namespace, name)
-            return self._evict(namespace or "", name, body, dry_run=query.get("dryRun") == "All")
+            return self._evict(namespace or "", name, body, dry_run)
         if sub == "scale":
-            return self._scale(method, kind, namespace, name, body, content_type)
+            return self._scale(method, kind, namespace, name, body, content_type, dry_run)
         if sub == "finalize":
             if method != "PUT":
                 raise method_not_allowed()
+            kinds.dry_run_of(dry_run, "UpdateOptions")
             return Response(200, copy.deepcopy(self.store.must_get(kind, None, name)))
         if method == "GET":
             return Response(200, copy.deepcopy(self.store.must_get(kind, namespace, name)))
         if method == "PUT":
+            dry = kinds.dry_run_of(dry_run, "UpdateOptions")
             if not isinstance(body, dict):
                 raise bad_request("invalid object")
-            return Response(200, self.update(kind, namespace, name, body, sub))
+            return Response(200, self.update(kind, namespace, name, body, sub, dry_run=dry))
         if method == "PATCH":
-            return Response(200, self.patch(kind, namespace, name, body, content_type, sub))
+            check_patch_type(content_type)
+            dry = kinds.dry_run_of(dry_run, "PatchOptions")
+            return Response(200, self.patch(kind, namespace, name, body, content_type, sub, dry_run=dry))
         if method == "DELETE":
             if sub is not None:
                 raise method_not_allowed()
-            return Response(200, self.delete(kind, namespace, name, body, query))
+            return Response(200, self.delete(kind, namespace, name, self.delete_options(body, query, dry_run)))
         raise method_not_allowed()
 
     # ------------------------------------------------------------------ reads
@@ -285,7 +297,9 @@ class Api:
 
     def create(self, kind: Kind, body: dict[str, Any], namespace: str | None = None, *,
                dry_run: bool = False) -> dict[str, Any]:
-        """POST: default, validate, store, then run the controllers once."""
+        """POST: default, validate, store, then run the controllers once. ``dry_run``: the
+        same checks (AlreadyExists, the namespace), and the object as it would be created is
+        answered without a resourceVersion; nothing is stored and no controller runs."""
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if kind.namespaced and namespace is not None:
@@ -306,7 +320,7 @@ class Api:
         if kind.kind == "Node":
             self.emu.fill_node_status(obj)
         if dry_run:
-            return obj
+            return self.store.create(kind, obj, dry_run=True)
         if kind.kind == "Pod":
             created = self.controllers.create_pod(obj)
         else:
@@ -316,8 +330,10 @@ class Api:
                              or created)
 
     def update(self, kind: Kind, namespace: str | None, name: str, body: dict[str, Any],
-               sub: str | None = None) -> dict[str, Any]:
-        """PUT (optionally to /status)."""
+               sub: str | None = None, *, dry_run: bool = False) -> dict[str, Any]:
+        """PUT (optionally to /status). ``dry_run``: every check, then the object as it would
+        be stored is answered (its resourceVersion unchanged); nothing is written and no
+        controller runs."""
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if meta.get("name") and meta["name"] != name:
@@ -334,17 +350,17 @@ class Api:
                 if kind.kind == "Namespace":
                     obj["status"] = current.get("status")
                 validate(kind, obj, current)
-            updated = self.store.update(kind, obj, subresource=sub)
+            updated = self.store.update(kind, obj, subresource=sub, dry_run=dry_run)
+            if dry_run:
+                return copy.deepcopy(updated)
             self.controllers.reconcile()
             return copy.deepcopy(self.store.get(kind, namespace, name) or updated)
 
     def patch(self, kind: Kind, namespace: str | None, name: str, body: Any, content_type: str | None,
-              sub: str | None = None) -> dict[str, Any]:
-        """PATCH with one of the three patch content types (415 otherwise)."""
-        if (content_type or "").split(";")[0].strip() not in (
-                "application/json-patch+json", "application/merge-patch+json",
-                "application/strategic-merge-patch+json"):
-            raise unsupported_media_type()
+              sub: str | None = None, *, dry_run: bool = False) -> dict[str, Any]:
+        """PATCH with one of the three patch content types (415 otherwise). ``dry_run`` as
+        for ``update``."""
+        check_patch_type(content_type)
         with self.store.lock:
             current = self.store.must_get(kind, namespace, name)
             patched = apply_patch(content_type or "", copy.deepcopy(current), body)
@@ -355,16 +371,51 @@ class Api:
                 raise conflict(kind, name)
             patched.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
             patched["metadata"]["name"] = name
-            return self.update(kind, namespace, name, patched, sub)
+            return self.update(kind, namespace, name, patched, sub, dry_run=dry_run)
 
-    def delete(self, kind: Kind, namespace: str | None, name: str, options: Any,
-               query: dict[str, str]) -> dict[str, Any]:
-        """DELETE with DeleteOptions: preconditions and propagationPolicy (Background/Foreground
-        delete dependents by ownerReferences, Orphan strips those references). A pod is deleted
-        gracefully (``gracePeriodSeconds`` from the body, else the query, else the pod's
-        terminationGracePeriodSeconds; see ``Controllers.delete_pod``) and the answer is the pod,
-        terminating, or removed for a grace period of 0."""
-        options = options if isinstance(options, dict) else {}
+    def delete_options(self, body: Any, query: dict[str, str], dry_run: list[str] | None) -> dict[str, Any]:
+        """The DELETE request's DeleteOptions, as handlers/delete.go reads them: the body when
+        there is one (its query is then not read at all), else the query parameters
+        (``gracePeriodSeconds``, ``propagationPolicy``, ``orphanDependents``, ``dryRun``);
+        then ValidateDeleteOptions. Raises 400 for an unparsable value, 422 Invalid
+        (``DeleteOptions.meta.k8s.io ""``) for orphanDependents with propagationPolicy, an
+        unsupported propagationPolicy or a dryRun other than ``All``."""
+        if body is not None:
+            if not isinstance(body, dict):
+                raise bad_request("decoded object cannot be converted to DeleteOptions")
+            options = copy.deepcopy(body)
+        else:
+            options = {}
+            if query.get("gracePeriodSeconds") not in (None, ""):
+                try:
+                    options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
+                except ValueError:
+                    raise bad_request(f'invalid gracePeriodSeconds "{query["gracePeriodSeconds"]}"') from None
+            if query.get("propagationPolicy"):
+                options["propagationPolicy"] = query["propagationPolicy"]
+            if query.get("orphanDependents") in ("true", "false"):
+                options["orphanDependents"] = query["orphanDependents"] == "true"
+            if dry_run is not None:
+                options["dryRun"] = list(dry_run)
+        policy = options.get("propagationPolicy")
+        if options.get("orphanDependents") is not None and policy is not None:
+            raise kinds.invalid_options("DeleteOptions", "propagationPolicy", policy,
+                                        "orphanDependents and deletionPropagation cannot be both set",
+                                        "FieldValueInvalid")
+        if policy is not None and policy not in ("Foreground", "Background", "Orphan"):
+            raise kinds.invalid_options("DeleteOptions", "propagationPolicy", policy,
+                                        'supported values: "Foreground", "Background", "Orphan", "nil"')
+        kinds.dry_run_of(options.get("dryRun"), "DeleteOptions")
+        return options
+
+    def delete(self, kind: Kind, namespace: str | None, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """DELETE with DeleteOptions (``delete_options``): preconditions and propagationPolicy
+        (Background/Foreground delete dependents by ownerReferences, Orphan strips those
+        references). A pod is deleted gracefully (``gracePeriodSeconds``, else the pod's
+        terminationGracePeriodSeconds; see ``Controllers.delete_pod``) and the answer is the
+        pod, terminating, or removed for a grace period of 0. With ``dryRun`` the preconditions
+        are checked and the answer is the same, but nothing is deleted: a pod comes back as the
+        deletion would mark it, with its resourceVersion unchanged."""
         with self.store.lock:
             current = self.store.must_get(kind, namespace, name)
             pre = options.get("preconditions") or {}
@@ -375,24 +426,13 @@ class Api:
                 raise conflict(kind, name, f"Precondition failed: ResourceVersion in precondition: "
                                            f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                            f"{current['metadata']['resourceVersion']}")
-            policy = options.get("propagationPolicy") or query.get("propagationPolicy")
-            if options.get("orphanDependents") is True or query.get("orphanDependents") == "true":
-                policy = "Orphan"
-            if policy not in (None, "Background", "Foreground", "Orphan"):
-                raise kinds.invalid(kind, name, "propagationPolicy", policy,
-                                    'supported values: "Foreground", "Background", "Orphan", "nil"',
-                                    "FieldValueNotSupported")
+            policy = "Orphan" if options.get("orphanDependents") is True else options.get("propagationPolicy")
             grace = options.get("gracePeriodSeconds")
-            if grace is None and query.get("gracePeriodSeconds") not in (None, ""):
-                try:
-                    grace = int(query["gracePeriodSeconds"])
-                except ValueError:
-                    raise bad_request(f'invalid gracePeriodSeconds "{query["gracePeriodSeconds"]}"') from None
-            dry_run = options.get("dryRun") == ["All"] or query.get("dryRun") == "All"
-            if dry_run:
-                return copy.deepcopy(current)
-            deleted = self.emu.delete_cascading(kind, current, policy or "Background", grace_seconds=grace)
-            self.controllers.reconcile()
+            if options.get("dryRun"):
+                deleted = self._dry_run_delete(kind, current, grace)
+            else:
+                deleted = self.emu.delete_cascading(kind, current, policy or "Background", grace_seconds=grace)
+                self.controllers.reconcile()
         if kind.kind in RETURNS_DELETED_OBJECT:
             return deleted
         details = {"name": name, "kind": kind.plural, "uid": current["metadata"]["uid"]}
@@ -400,13 +440,23 @@ class Api:
             details["group"] = kind.group
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
+    def _dry_run_delete(self, kind: Kind, current: dict[str, Any], grace: int | None) -> dict[str, Any]:
+        """What a dry-run DELETE answers: the object as the deletion would leave it, unstored."""
+        if kind.kind == "Pod":
+            return self.controllers.delete_pod(current, grace, dry_run=True)
+        would = copy.deepcopy(current)
+        if kind.kind == "Namespace" and not would["metadata"].get("deletionTimestamp"):
+            would["metadata"]["deletionTimestamp"] = now_iso()
+            would.setdefault("status", {})["phase"] = "Terminating"
+        return would
+
     def _delete_collection(self, kind: Kind, namespace: str | None, query: dict[str, str],
-                           body: Any) -> dict[str, Any]:
+                           options: dict[str, Any]) -> dict[str, Any]:
         where = self._selected(kind, query)
         with self.store.lock:
             items = [copy.deepcopy(o) for o in self.store.list(kind, namespace, where)]
             for obj in items:
-                self.delete(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"], body, query)
+                self.delete(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"], options)
             rv = self.store.resource_version
         for item in items:
             item.pop("kind", None)
@@ -429,8 +479,16 @@ class Api:
         }
 
     def _scale(self, method: str, kind: Kind, namespace: str | None, name: str, body: Any,
-               content_type: str | None) -> Response:
-        """The autoscaling/v1 Scale subresource of Deployments, ReplicaSets and StatefulSets."""
+               content_type: str | None, dry_run: list[str] | None) -> Response:
+        """The autoscaling/v1 Scale subresource of Deployments, ReplicaSets and StatefulSets.
+        With ``dryRun=All`` a write answers the Scale it would leave and changes nothing."""
+        if method == "PUT":
+            dry = kinds.dry_run_of(dry_run, "UpdateOptions")
+        elif method == "PATCH":
+            check_patch_type(content_type)
+            dry = kinds.dry_run_of(dry_run, "PatchOptions")
+        elif method != "GET":
+            raise method_not_allowed()
         with self.store.lock:
             current = self.store.must_get(kind, namespace, name)
             scale = self._scale_of(kind, current)
@@ -438,14 +496,8 @@ class Api:
                 return Response(200, scale)
             if method == "PUT":
                 new_scale = body if isinstance(body, dict) else {}
-            elif method == "PATCH":
-                if (content_type or "").split(";")[0].strip() not in (
-                        "application/json-patch+json", "application/merge-patch+json",
-                        "application/strategic-merge-patch+json"):
-                    raise unsupported_media_type()
-                new_scale = apply_patch(content_type or "", scale, body)
             else:
-                raise method_not_allowed()
+                new_scale = apply_patch(content_type or "", scale, body)
             sent_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
             if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
                 raise conflict(kind, name)
@@ -459,6 +511,8 @@ class Api:
                 raise error
             obj = copy.deepcopy(current)
             obj["spec"]["replicas"] = replicas
+            if dry:
+                return Response(200, self._scale_of(kind, self.store.update(kind, obj, check_version=False, dry_run=True)))
             self.store.update(kind, obj, check_version=False)
             self.controllers.reconcile()
             return Response(200, self._scale_of(kind, self.store.must_get(kind, namespace, name)))
@@ -480,7 +534,7 @@ class Api:
             lines.append("ready")
         return Response(200, "\n".join(lines) + "\n", "text/plain")
 
-    def _evict(self, namespace: str, name: str, body: Any, *, dry_run: bool) -> Response:
+    def _evict(self, namespace: str, name: str, body: Any, dry_run: list[str] | None) -> Response:
         """POST pods/{name}/eviction, as pkg/registry/core/pod/storage/eviction.go.
 
         A pod that has finished, is Pending or is already being deleted (canIgnorePDB) is
@@ -493,12 +547,22 @@ class Api:
         observed yet). The pod then gets the DisruptionTarget condition (EvictionByEvictionAPI)
         and is deleted with the Eviction's deleteOptions (gracefully, see
         ``Controllers.delete_pod``).
+
+        A dry run (``dryRun`` of the request, already validated as CreateOptions, or of the
+        Eviction's deleteOptions; eviction.go propagateDryRun: both set and different is a 500)
+        runs every check above and answers the same, but neither spends the budget nor
+        touches the pod.
         """
         body = body if isinstance(body, dict) else {}
         if (body.get("metadata") or {}).get("name") not in (None, name):
             raise bad_request("name in URL does not match name in Eviction object")
         options = body.get("deleteOptions") or {}
-        dry_run = dry_run or options.get("dryRun") == ["All"]
+        own = options.get("dryRun") or []
+        if own and dry_run and own != dry_run:
+            # A plain error in the REST storage: the handler answers 500 with no reason.
+            raise ApiError(500, "", f"Non-matching dry-run options in request and content: "
+                                    f"[{' '.join(dry_run)}] and [{' '.join(map(str, own))}]")
+        dry_run_eviction = bool(own or dry_run)  # util/dryrun.IsDryRun of the propagated options
         with self.store.lock:
             pod = self.store.must_get(POD, namespace, name)
             pre = options.get("preconditions") or {}
@@ -521,8 +585,8 @@ class Api:
                 if pdbs:
                     pdb = self.controllers.pdb_status(pdbs[0])
                     if not self._unhealthy_may_go(pod, pdb):
-                        self._check_and_decrement(pod, pdb, dry_run)
-            if not dry_run:
+                        self._check_and_decrement(pod, pdb, dry_run_eviction)
+            if not dry_run_eviction:
                 self._add_condition_and_delete(pod, options.get("gracePeriodSeconds"))
                 self.controllers.reconcile()
         return Response(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
@@ -586,6 +650,15 @@ class Api:
 # --------------------------------------------------------------------------- HTTP
 
 
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
+
+
+def check_patch_type(content_type: str | None) -> None:
+    """handlers/patch.go: an unsupported patch Content-Type is 415, before anything else."""
+    if (content_type or "").split(";")[0].strip() not in PATCH_TYPES:
+        raise unsupported_media_type()
+
+
 def status_for_code(code: int, message: str) -> dict[str, Any]:
     return ApiError(code, REASON_BY_CODE.get(code, "Unknown"), message).status()
 
@@ -643,7 +716,8 @@ class Handler(BaseHTTPRequestHandler):
         received = time.time()
         split = urlsplit(self.path)
         path = split.path
-        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        parsed = parse_qs(split.query, keep_blank_values=True)
+        query = {k: v[-1] for k, v in parsed.items()}
         raw = self._read_body()
         content_type = self.headers.get("Content-Type")
         body: Any = None
@@ -668,7 +742,8 @@ class Handler(BaseHTTPRequestHandler):
             if injected is not None:
                 raise ApiError(injected, REASON_BY_CODE.get(injected, "Unknown"),
                                f"injected fault: {REASON_BY_CODE.get(injected, injected)}")
-            response = emu.api.handle(method, path, query, body, content_type, self.headers.get("Accept", ""))
+            response = emu.api.handle(method, path, query, body, content_type, self.headers.get("Accept", ""),
+                                      dry_run=parsed.get("dryRun"))
         except ApiError as err:
             response = Response(err.code, err.status())
         except Exception as exc:  # an emulator bug must still answer, as an apiserver 500 would

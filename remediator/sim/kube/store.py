@@ -4,7 +4,7 @@ Holds every object as the JSON dict the apiserver would return, keyed by kind, n
 name. Gives each write a resourceVersion from one global counter, sets uid,
 creationTimestamp and generation (bumped only when ``spec`` changes, for the kinds whose
 controllers report ``observedGeneration``), refuses a stale resourceVersion with the
-apiserver's 409 Conflict, keeps ``status`` out of main-resource writes and ``spec`` out of
+apiserver's 409 Conflict, answers dry-run creates and updates without writing anything, keeps ``status`` out of main-resource writes and ``spec`` out of
 ``/status`` writes, keeps ``deletionTimestamp``/``deletionGracePeriodSeconds`` out of client
 writes (only a DELETE sets them, see ``Controllers.delete_pod``), and keeps a bounded log of
 watch events.
@@ -99,12 +99,14 @@ class Store:
         self._log.append((self._rv, kind.kind, event_type, obj))
         self.changed.notify_all()
 
-    def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, kind: Kind, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """Store a new object (a copy of ``obj``) and return it.
 
         Fills apiVersion/kind, uid, resourceVersion, creationTimestamp, generation and
         namespace; a ``generateName`` gets 5 random characters as the apiserver does.
         Raises ApiError 409 AlreadyExists, 404 if the namespace does not exist, 400 without a name.
+        ``dry_run``: every check and fill, then the object is returned unstored, without a
+        resourceVersion and with no watch event (apiserver DryRunnableStorage.Create).
         """
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
@@ -132,19 +134,24 @@ class Store:
             meta.pop("deletionGracePeriodSeconds", None)
             if kind.kind in GENERATION_KINDS:
                 meta["generation"] = 1
+            if dry_run:
+                return obj
             meta["resourceVersion"] = self._bump()
             self._objects[kind.kind][key] = obj
             self._emit(kind, "ADDED", obj)
             return obj
 
     def update(self, kind: Kind, obj: dict[str, Any], *, subresource: str | None = None,
-               check_version: bool = True) -> dict[str, Any]:
+               check_version: bool = True, dry_run: bool = False) -> dict[str, Any]:
         """Replace a stored object with (a copy of) ``obj``, as a PUT does.
 
         ``subresource`` "status" keeps the stored spec; None keeps the stored status for kinds
         with a status subresource. A resourceVersion in ``obj`` that differs from the stored
         one raises ApiError 409 Conflict (when ``check_version``); a missing object 404.
         Returns the stored object; no write (and no new resourceVersion) when nothing changed.
+        ``dry_run``: every check, then the object as it would be stored is returned (a copy:
+        its generation bumped on a spec change, its resourceVersion still the stored one)
+        and nothing is written (apiserver DryRunnableStorage.GuaranteedUpdate).
         """
         with self.lock:
             meta = obj.get("metadata") or {}
@@ -171,6 +178,8 @@ class Store:
             if kind.kind in GENERATION_KINDS and new.get("spec") != current.get("spec"):
                 new_meta["generation"] = current["metadata"].get("generation", 1) + 1
             new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            if dry_run:
+                return new
             if new == current:
                 return current
             new["metadata"]["resourceVersion"] = self._bump()
