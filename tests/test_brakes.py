@@ -42,6 +42,7 @@ from remediator.audit.store import AuditStore
 from remediator.domain.messages import ApprovalDecision, RemediationStatus, TargetRef
 from remediator.domain.policy import Policy
 from remediator.domain.runs import workflow_id_for
+from remediator.k8s.client import KubeClient
 from remediator.playbook.loader import load_directory
 from remediator.slack.threads import SlackThreads
 from tests.support import SLACK, alert, alert_signal, playbook, serve, start_run, until, wait_phase
@@ -228,6 +229,9 @@ async def test_a_kube_system_alert_is_refused_and_starts_nothing(client, emulato
         assert "namespace kube-system is denied by the policy" in answers[0]["message"]
         with pytest.raises(RPCError):
             await eng.handle("deployment/kube-system/dns-autoscaler").describe()
+        metrics = (await eng.http.get("/metrics")).text
+        assert 'remediator_brake_refusals_total{limit="namespace"}' in metrics
+        assert "remediator_runs_waiting_for_slot 0.0" in metrics and "remediator_paused_scopes 0.0" in metrics
     records = audit.intake_records(kind="refused_namespace")
     assert [r.alertname for r in records] == ["KubeDeploymentReplicasMismatch"]
     assert not emulator.requests("PATCH")
@@ -277,7 +281,7 @@ steps:
     approval: always
     rollout_restart: {}
     health: {rollout_status: {}, timeout: 1m, interval: 300ms}
-slack: {channel: "#sre-oncall", approvers: {users: [U0BOB]}, approval_deadline: 10m}
+slack: {channel: "#sre-oncall", approvers: {users: [U0BOB]}, approval_timeout: 5m, approval_deadline: 10m}
 verification_window: 1s
 cooldown: 0s
 """
@@ -397,3 +401,43 @@ async def test_a_dry_run_sends_dry_run_all_and_changes_nothing(client, worker, e
     health = [e for e in audit.events(handle.result_run_id) if e.kind == "health"]
     assert health and all("skipped: dry run" in e.message for e in health)
     assert "DRY RUN" in slack_texts(slack)
+
+
+# --------------------------------------------------------------------------- GitOps
+
+
+def argo_managed(emulator: Any) -> None:
+    KubeClient(emulator.api_client()).patch(
+        "Deployment", "checkout", "prod",
+        {"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "shop:apps/Deployment:prod/checkout"}}},
+        "application/merge-patch+json",
+    )
+
+
+async def test_gitops_approve_asks_before_a_spec_change_naming_the_owner(client, worker, emulator, audit, slack):
+    argo_managed(emulator)
+    steps = [{"name": "restart", "rollout_restart": {}}]  # its own policy asks nobody
+    handle = await start_run(client, worker, playbook(steps, slack=SLACK), alert(), gitops="approve")
+    status = await wait_phase(handle, "awaiting_approval")
+    assert status.waiting is not None and status.waiting.gitops == "Argo CD application shop"
+    assert "the controller will revert this change unless it is fixed in Git or sync is suspended" in status.waiting.reason
+    await until(lambda: slack.recorded("chat.postMessage"), "the approval message")
+    assert "Managed by Argo CD application shop" in slack_texts(slack)
+    assert not emulator.requests("PATCH", "/deployments/checkout")[1:]  # only the test's own annotation
+    await handle.execute_update(
+        "decide", ApprovalDecision(request_id=status.waiting.request_id, decision="reject", user_id="U0BOB", via="cli"),
+    )
+    assert (await handle.result()).outcome == "needs_human"
+    described = [e for e in audit.events(handle.result_run_id) if e.kind == "decision" and "managed by" in e.message]
+    assert described, "the evidence names the owner"
+
+
+async def test_gitops_refuse_refuses_a_spec_change(client, worker, emulator, audit):
+    argo_managed(emulator)
+    emulator.clear_requests()
+    steps = [{"name": "scale", "scale": {"delta": 1, "min_replicas": 1, "max_replicas": 10}}]
+    handle = await start_run(client, worker, playbook(steps), alert(), gitops="refuse")
+    result = await handle.result()
+    assert result.outcome == "refused", result.reason
+    assert "managed by Argo CD application shop" in result.reason and "gitops: refuse" in result.reason
+    assert not emulator.requests("PUT") and not emulator.requests("PATCH")

@@ -171,13 +171,13 @@ async def assert_audit_is_the_history(client: Client, store: AuditStore, workflo
     return stored
 
 
-async def audit_writes(client: Client, workflow_id: str) -> tuple[int, int]:
-    """(audit_write activities in the run's history, how many of them needed a retry)."""
+async def audit_writes(client: Client, workflow_id: str, types: tuple[str, ...] = ("audit_write",)) -> tuple[int, int]:
+    """(activities of these types in the run's history, how many of them needed a retry)."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     scheduled = {
         e.event_id for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "audit_write"
+        and e.activity_task_scheduled_event_attributes.activity_type.name in types
     }
     retried = {
         e.activity_task_started_event_attributes.scheduled_event_id for e in history.events
@@ -555,7 +555,7 @@ async def test_a_terminated_run_gets_its_outcome_notice_and_cooldown(tmp_path, c
             again = worker.post("firing", alertname="ThreeSteps", fingerprint="beef01")
             assert again.status_code == 200
             [answer] = again.json()["alerts"]
-            assert answer["disposition"] == "cooldown", answer
+            assert answer["disposition"] == "cooling_down", answer
             # cart gets no alert: the periodic settle finds it.
             store = AuditStore(tmp_path / "state" / "audit.db")
             deadline = time.monotonic() + 30
@@ -723,6 +723,8 @@ async def test_an_unavailable_audit_trail_holds_the_run_and_nothing_is_changed_m
     assert [s.status for s in result.steps] == ["succeeded"] * 3
     first_change = min(r.at for r in emulator.requests() if r.method in MUTATING)
     assert released and first_change > released[0]
-    _, retried = await audit_writes(client, workflow_id)
+    # Whichever reaches the locked database first (the run's first audit write, or the
+    # transaction that takes its concurrency slot) fails and is retried.
+    _, retried = await audit_writes(client, workflow_id, ("audit_write", "acquire_slot"))
     assert retried >= 1
     await assert_audit_is_the_history(client, store, workflow_id)

@@ -151,7 +151,7 @@ def test_the_worker_shares_one_kube_client(emulator, audit):
     activities = build_activities(emulator.api_client(), None, None, audit, brakes=permissive_brakes(audit))
     clients = {id(fn.__self__.kube): fn.__self__.kube for fn in activities if hasattr(fn.__self__, "kube")}
     owners = {type(fn.__self__).__name__ for fn in activities if hasattr(fn.__self__, "kube")}
-    assert owners == {"KubeActivities", "HealthActivities", "DiagnosisActivities"}
+    assert owners == {"KubeActivities", "HealthActivities", "DiagnosisActivities", "BrakesActivities"}
     assert len(clients) == 1 and isinstance(next(iter(clients.values())), KubeClient)
 
 

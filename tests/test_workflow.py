@@ -134,7 +134,7 @@ async def test_cooldown_records_new_alerts_and_starts_nothing(client, worker, em
     result = await handle.result()
     assert len(patches(emulator)) == 1
     dispositions = [e.data["disposition"] for e in audit.events(handle.result_run_id) if e.kind == "alert"]
-    assert dispositions == ["started", "cooldown"]
+    assert dispositions == ["started", "cooling_down"]
     assert result.outcome == "not_healed"
 
 

@@ -320,13 +320,13 @@ async def test_alerts_during_the_cooldown_are_recorded_and_the_run_ends_after_it
         await handle.signal("alert", alert_signal(first, pb))
         again = alert(starts="2026-11-21T06:00:00+00:00")
         await handle.signal("alert", alert_signal(again, pb))
-        await until(lambda: _dispositions(stand) == ["started", "cooldown"], "the cooldown alert to be recorded")
+        await until(lambda: _dispositions(stand) == ["started", "cooling_down"], "the cooldown alert to be recorded")
         # Half the cooldown later the run still cools down and records what comes.
         assert await skipping_env.fast_forward(handle, timedelta(minutes=30))
         assert await _phase(handle, "cooldown")
         later = alert(starts="2026-11-21T07:00:00+00:00")
         await handle.signal("alert", alert_signal(later, pb))
-        await until(lambda: _dispositions(stand) == ["started", "cooldown", "cooldown"], "the second cooldown alert")
+        await until(lambda: _dispositions(stand) == ["started", "cooling_down", "cooling_down"], "the second cooldown alert")
 
         await skipping_env.fast_forward(handle)  # the rest of the cooldown
         result = await handle.result()
@@ -336,7 +336,7 @@ async def test_alerts_during_the_cooldown_are_recorded_and_the_run_ends_after_it
     assert ended >= cooldown_until
     assert sorted(result.alerts) == sorted(a.dedup_key for a in (first, again, later))
     assert len(stand.inputs("rollout_restart")) == 1  # nothing started during the cooldown
-    cooling = [e for e in stand.audit_events() if e.kind == "alert" and e.data["disposition"] == "cooldown"]
+    cooling = [e for e in stand.audit_events() if e.kind == "alert" and e.data["disposition"] == "cooling_down"]
     assert [e.data["dedup_key"] for e in cooling] == [again.dedup_key, later.dedup_key]
     assert all(e.message.endswith(f"cooling down until {cooldown_until.isoformat()}") for e in cooling)
     with pytest.raises(RPCError):  # ended: the next alert goes to a new run, not this one

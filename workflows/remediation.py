@@ -590,6 +590,7 @@ class RemediationWorkflow:
             resource_version_before=result.resource_version_before, resource_version_after=result.resource_version_after,
             already_applied=result.already_applied,
             **({"state_before": result.state_before, "state_after": result.state_after} if "step" in data else {}),
+            **({"dry_run": True, "responses": result.responses} if result.dry_run else {}),
             **data,
         )
         if result.undo is not None and result.changed and "step" in data:
@@ -1155,7 +1156,7 @@ class RemediationWorkflow:
                 continue
             s.seen.add(key)
             if cooldown_until is not None:
-                disposition = "cooldown"
+                disposition = "cooling_down"
                 message = (
                     f"alert {alert.alertname} {alert.fingerprint} for {self._inp.target.key} recorded, no new "
                     f"remediation: cooling down until {cooldown_until.isoformat()}"

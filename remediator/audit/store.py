@@ -573,14 +573,16 @@ class AuditStore:
     def handled_by(self, dedup_key: str) -> str | None:
         """The run ID that took this alert firing (``fingerprint@startsAt``) to remediate, or None.
 
-        A firing that a run only recorded during its cooldown (disposition ``cooldown``) was not
-        remediated, so it does not count: once the cooldown is over, the same firing may start
-        a remediation. An indexed lookup on ``alert`` events; called by the intake for every alert.
+        A firing that a run only recorded during its cooldown (disposition ``cooling_down``, or
+        ``cooldown`` in trails written before issue 8) was not remediated, so it does not count:
+        once the cooldown is over, the same firing may start a remediation. Nor does a firing a
+        run only queued for another playbook (disposition ``queued``), or a resolution. An indexed lookup on ``alert`` events; called by the intake for every alert.
         """
         with self._lock:
             row = self._conn.execute(
                 "SELECT run_id FROM events WHERE dedup_key = ?"
-                " AND coalesce(json_extract(data, '$.disposition'), '') != 'cooldown' ORDER BY seq LIMIT 1",
+                " AND coalesce(json_extract(data, '$.disposition'), '')"
+                " NOT IN ('cooldown', 'cooling_down', 'queued', 'resolved') ORDER BY seq LIMIT 1",
                 (dedup_key,),
             ).fetchone()
         return row[0] if row else None
