@@ -31,7 +31,7 @@ demo: venv system-deps
 
 test: venv system-deps
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: venv
 	$(BIN)/python -m tools.bench

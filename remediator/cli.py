@@ -4,7 +4,8 @@
 from ``remediator.app.config.Settings``, one per field (flag, environment variable, default and
 help from the model), and only those given on the command line are passed on: ``Settings``
 reads the environment for the rest. ``validate`` and ``schema`` check and describe playbooks;
-``audit show|list`` read the audit trail; ``pause``, ``resume`` and ``status`` are the kill
+``audit show|list|intake|export`` read the audit trail and ``audit verify`` checks its hash
+chain; ``pause``, ``resume`` and ``status`` are the kill
 switch (remediator.app.control, the same Controller as ``POST /api/v1/pause``); ``demo`` runs
 the local end-to-end demonstration.
 User mistakes end with ``error: ...`` and exit code 2, never a traceback.
@@ -13,16 +14,21 @@ User mistakes end with ``error: ...`` and exit code 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import inspect
 import json
 import logging
+import os
+import socket
 import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal, Optional
+from collections.abc import Callable
+from typing import Any, Literal, Optional, get_args
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from temporalio.service import RPCError
@@ -49,8 +55,9 @@ from remediator.app.logs import setup_logging
 from remediator.app.runtime import StartupError, serve
 from remediator.app.temporal import connect
 from remediator.audit.brakes import Brakes
-from remediator.audit.store import AuditStore
-from remediator.audit.view import render_run, render_runs, run_as_dict
+from remediator.audit.chain import AuditKeyError, read_key
+from remediator.audit.store import AuditStore, IntakeKind
+from remediator.audit.view import render_intake, render_run, render_runs, run_as_dict
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import ApprovalDecision, PauseScope
 from remediator.domain.policy import Policy
@@ -63,7 +70,7 @@ from remediator.slack.client import make_client
 from workflows.remediation import RemediationWorkflow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-healing remediation engine for Kubernetes on Temporal.")
-audit_app = typer.Typer(no_args_is_help=True, help="Read the audit trail.")
+audit_app = typer.Typer(no_args_is_help=True, help="Read, verify and export the audit trail.")
 app.add_typer(audit_app, name="audit")
 
 console = Console()
@@ -199,19 +206,25 @@ def schema(
     sys.stdout.write(json.dumps(policy_json_schema() if policy else json_schema(), indent=2) + "\n")
 
 
+AUDIT_OUTPUT = typer.Option("text", "--output", "-o", help="text, json or yaml")
+AUDIT_KEY_FILE = typer.Option(
+    None, "--audit-key-file", envvar=env_var("audit_key_file"), show_default=False,
+    help="The key file the worker signs the audit chain with (HMAC-SHA256); needed to verify a keyed chain.",
+)
+
+
 @audit_app.command("show")
 def audit_show(
     run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
-    output: str = typer.Option("text", "--output", "-o", help="text or json"),
+    output: str = AUDIT_OUTPUT,
     state_dir: Path = STATE_DIR,
 ) -> None:
     """Print one run as a readable timeline."""
 
+    _check_audit_output(output)
     store = _open_store(state_dir, AuditStore)
     try:
-        if output == "json":
-            sys.stdout.write(json.dumps(run_as_dict(store, run), indent=2, default=str) + "\n")
-        else:
+        if not _print_data(output, lambda: run_as_dict(store, run)):
             console.print(render_run(store, run))
     except LookupError as err:
         raise fail(str(err.args[0] if err.args else err))
@@ -226,16 +239,154 @@ def audit_list(
     since: Optional[str] = typer.Option(None, help="Started at or after: a duration ago (1h) or an RFC 3339 time."),
     until: Optional[str] = typer.Option(None, help="Started before: a duration ago or an RFC 3339 time."),
     limit: int = typer.Option(50, min=1),
+    output: str = AUDIT_OUTPUT,
     state_dir: Path = STATE_DIR,
 ) -> None:
     """List runs, newest first, filtered."""
 
+    _check_audit_output(output)
     store = _open_store(state_dir, AuditStore)
     rows = store.list_runs(
         alertname=alertname, target=target, playbook=playbook, outcome=outcome,
         since=_when(since, "--since"), until=_when(until, "--until"), limit=limit,
     )
-    console.print(render_runs(rows))
+    if not _print_data(output, lambda: [r.model_dump(mode="json") for r in rows]):
+        console.print(render_runs(rows))
+
+
+@audit_app.command("intake")
+def audit_intake(
+    kind: Optional[str] = typer.Option(None, help="Only this kind: " + ", ".join(get_args(IntakeKind)) + "."),
+    alertname: Optional[str] = typer.Option(None, help="Only alerts of this alertname."),
+    playbook: Optional[str] = typer.Option(None, help="Only records naming this playbook."),
+    run: Optional[str] = typer.Option(None, "--run", help="Only records naming this run (full run ID)."),
+    since: Optional[str] = typer.Option(None, help="At or after: a duration ago (1h) or an RFC 3339 time."),
+    until: Optional[str] = typer.Option(None, help="Before: a duration ago or an RFC 3339 time."),
+    limit: int = typer.Option(50, min=1),
+    output: str = AUDIT_OUTPUT,
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """List alerts handled without a run, and refused approval decisions, newest first.
+
+    Kinds: unmatched, render_failed, duplicate, cooldown, refused_namespace, approval_refused."""
+
+    _check_audit_output(output)
+    if kind is not None and kind not in get_args(IntakeKind):
+        raise fail(f"--kind: expected one of {', '.join(get_args(IntakeKind))}, got {kind!r}")
+    store = _open_store(state_dir, AuditStore)
+    rows = store.intake_records(
+        kind=kind, alertname=alertname, since=_when(since, "--since"), until=_when(until, "--until"), limit=limit,  # type: ignore[arg-type]
+        playbook=playbook, run_id=run,
+    )
+    if not _print_data(output, lambda: [r.model_dump(mode="json") for r in rows]):
+        console.print(render_intake(rows))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    run: Optional[str] = typer.Option(None, "--run", help="Compare only this run's records with the chain (a unique prefix is enough); the whole chain's hashes are checked either way."),
+    audit_key_file: Optional[Path] = AUDIT_KEY_FILE,
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """Check the audit trail against its hash chain: exit 0 when intact.
+
+    Exit 1 naming each record changed, inserted or removed (the first first), and each missing
+    append-only trigger; exit 2 when it cannot be checked (a keyed chain and no key)."""
+
+    key = _audit_key(audit_key_file)
+    store = _open_store(state_dir, AuditStore, key=key)
+    run_id = None
+    if run is not None:
+        try:
+            run_id = store.get_run(run).run_id
+        except LookupError as err:
+            raise fail(str(err.args[0] if err.args else err))
+    verdict = store.verify(run_id)
+    for problem in verdict.problems:
+        _say(problem.text)
+    if verdict.problems:
+        n = len(verdict.problems)
+        if verdict.missing_key:
+            _warn(verdict.missing_key)
+        raise fail(f"the audit trail is not intact: {n} problem{'s' if n > 1 else ''}", code=1)
+    if verdict.missing_key:
+        raise fail(f"cannot verify: {verdict.missing_key}")
+    if run_id is not None:
+        _say(f"audit trail intact: run {run_id}: {verdict.checked} records checked against a chain of {verdict.records}")
+    elif verdict.head is None:
+        _say("audit trail intact: 0 records")
+    else:
+        _say(f"audit trail intact: {verdict.records} records; head record {verdict.head[0]} hash {verdict.head[1]}")
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Optional[str] = typer.Option(None, help="Chained at or after: a duration ago (1h) or an RFC 3339 time."),
+    until: Optional[str] = typer.Option(None, help="Chained before: a duration ago or an RFC 3339 time."),
+    run: Optional[str] = typer.Option(None, "--run", help="Only this run's records (a unique prefix is enough)."),
+    output: str = typer.Option("-", "--output", "-o", help="File to write (- for stdout)."),
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """Write the audit trail as JSON Lines (one record per line, with its chain hash).
+
+    Oldest first; each line holds seq, at, kind, record, run_id, body (every column as stored),
+    key_id, prev and hash, for a SIEM or an archive."""
+
+    store = _open_store(state_dir, AuditStore)
+    run_id = None
+    if run is not None:
+        try:
+            run_id = store.get_run(run).run_id
+        except LookupError as err:
+            raise fail(str(err.args[0] if err.args else err))
+    records = store.export(_when(since, "--since"), _when(until, "--until"), run_id)
+    try:
+        out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
+    except OSError as err:
+        raise fail(f"--output {output}: {err.strerror or err}")
+    n = 0
+    try:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            n += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if output != "-":
+        _say(f"{n} records written to {output}")
+
+
+def _check_audit_output(output: str) -> None:
+    if output not in ("text", "json", "yaml"):
+        raise fail(f"--output: expected text, json or yaml, got {output!r}")
+
+
+def _print_data(output: str, data: Callable[[], Any]) -> bool:
+    """Print ``data()`` as JSON or YAML when ``output`` asks for it; False for text."""
+    if output == "json":
+        sys.stdout.write(json.dumps(data(), indent=2, default=str, ensure_ascii=False) + "\n")
+    elif output == "yaml":
+        sys.stdout.write(yaml.safe_dump(data(), sort_keys=False, allow_unicode=True))
+    else:
+        return False
+    return True
+
+
+def _audit_key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return read_key(path)
+    except AuditKeyError as err:
+        raise fail(str(err))
+
+
+def _os_user() -> str:
+    """The operating-system account running this command (``getpass.getuser()``, else the UID)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def _decide(run: str, decision: Literal["approve", "reject"], identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path) -> None:
@@ -259,7 +410,10 @@ def _decide(run: str, decision: Literal["approve", "reject"], identity: str, com
             client,
             row.workflow_id,
             row.run_id,
-            ApprovalDecision(request_id=request.request_id, decision=decision, user_id=identity, via="cli", comment=comment),
+            ApprovalDecision(
+                request_id=request.request_id, decision=decision, user_id=identity, via="cli", comment=comment,
+                os_user=_os_user(), os_host=socket.gethostname(),
+            ),
             audit=store,
         )
         return request, result
@@ -275,7 +429,7 @@ def _decide(run: str, decision: Literal["approve", "reject"], identity: str, com
 
 TEMPORAL_ADDRESS = typer.Option("127.0.0.1:7233", "--temporal-address", envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal (the worker's).")
 TEMPORAL_NAMESPACE = typer.Option("default", "--temporal-namespace", envvar="REMEDIATOR_TEMPORAL_NAMESPACE")
-IDENTITY = typer.Option(..., "--as", help="Your Slack user ID (U...): the same approvers as in Slack count.")
+IDENTITY = typer.Option(..., "--as", help="Your Slack user ID (U...): the same approvers as in Slack count. It is a claim: the audit records it beside your OS user and host; anyone who can reach Temporal can claim any ID.")
 
 
 def _decision_command(decision: Literal["approve", "reject"], doc: str):
@@ -464,7 +618,7 @@ def _brake_call(coro: Any) -> Any:
         raise fail("; ".join(f"--{field}: {message}" for field, message in err.problems))
     except NotPaused as err:
         raise fail(str(err))
-    except sqlite3.Error as err:
+    except (sqlite3.Error, AuditKeyError) as err:
         raise fail(f"the audit store cannot be written: {err}")
 
 
@@ -483,11 +637,15 @@ def demo(
     raise typer.Exit(code)
 
 
-def _open_store(state_dir: Path, cls):
+def _open_store(state_dir: Path, cls, key: bytes | None = None):
+    """The worker's audit store. Commands that write to it (pause, resume, approve, reject)
+    sign with the key of REMEDIATOR_AUDIT_KEY_FILE when set, as the worker does."""
     path = state_dir / "audit.db"
     if not path.exists():
         raise fail(f"no audit trail at {path} (set --state-dir or REMEDIATOR_STATE_DIR to the worker's state directory)")
-    return cls(path)
+    if key is None and os.environ.get(env_var("audit_key_file")):
+        key = _audit_key(Path(os.environ[env_var("audit_key_file")]))
+    return cls(path, key=key)
 
 
 def _when(text: str | None, flag: str) -> datetime | None:

@@ -188,10 +188,14 @@ async def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) 
 
 
 async def wait_phase(handle: WorkflowHandle, phase: str, timeout: float = 30.0) -> RemediationStatus:
-    """Wait until the run's ``status`` query shows ``phase``; returns that status."""
+    """Wait until the run's ``status`` query shows ``phase``; returns that status. For
+    ``awaiting_approval``, until the request is made too (``waiting`` set: the phase starts while
+    the approvers are resolved)."""
 
     async def reached() -> RemediationStatus | None:
         status = await handle.query("status", result_type=RemediationStatus)
+        if phase == "awaiting_approval" and status.waiting is None:
+            return None
         return status if status.phase == phase else None
 
     return await until(reached, f"the run to reach phase {phase}", timeout)

@@ -171,7 +171,7 @@ async def test_the_recorded_runs_are_what_the_workflow_writes_now(client, worker
 
 def test_schema_versioned_and_wal(store):
     conn = raw(store)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
         "runs",
@@ -191,7 +191,7 @@ def test_reopen_keeps_data_and_newer_schema_refused(tmp_path):
     sqlite3.connect(path, isolation_level=None).execute("PRAGMA user_version=7")
     with pytest.raises(
         AuditSchemaError,
-        match="audit schema version 7 is newer than this remediator supports \\(3\\)",
+        match="audit schema version 7 is newer than this remediator supports \\(4\\)",
     ):
         AuditStore(path)
 
@@ -258,7 +258,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     )
     conn.close()
     store = AuditStore(path)
-    assert raw(store).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert raw(store).execute("PRAGMA user_version").fetchone()[0] == 4
     old = store.get_run("run-old")
     assert old.outcome == "healed" and old.cooldown_until is None
     # The end of the run, as today's workflow writes it (outcome, ended_at, cooldown_until).
@@ -606,8 +606,8 @@ def test_render_runs_and_intake_tables(store):
     )
     out = render(render_intake(store.intake_records()))
     assert [line.split() for line in out.splitlines()[2:4]] == [
-        ["2026-11-21", "05:37:15", "duplicate", "KubePodCrashLooping", "c0ffee", "restart-healed", "already", "handled"],
-        ["(run", "7f3a9c1e)"],
+        ["2026-11-21", "05:37:15", "duplicate", "KubePodCrashLooping", "already", "handled"],
+        ["restart-healed", "fingerprint", "c0ffee", "run", "7f3a9c1e"],
     ]
 
 

@@ -17,6 +17,8 @@ from remediator.app.config import Settings, env_var, flags, is_switch, markdown_
 
 ROOT = Path(__file__).resolve().parent.parent
 
+KEYS = Path(__file__).parent / "fixtures" / "audit"
+
 # A value for every field, as written in the environment or on the command line, and what it
 # must become. None of them is the default, so each one shows its variable was read.
 SAMPLES: dict[str, tuple[str, object]] = {
@@ -29,6 +31,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "auth_token": ("s3cret", "s3cret"),
     "basic_auth": ("alertmanager:pw", "alertmanager:pw"),
     "no_auth": ("true", True),
+    "read_timeout": ("30s", timedelta(seconds=30)),
+    "max_connections": ("500", 500),
     "kubeconfig": ("/etc/kube/config", "/etc/kube/config"),
     "context": ("prod-eu", "prod-eu"),
     "in_cluster": ("false", False),
@@ -36,6 +40,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "prometheus_url": ("http://prometheus:9090", "http://prometheus:9090"),
     "alertmanager_url": ("http://alertmanager:9093", "http://alertmanager:9093"),
     "state_dir": ("/var/lib/remediator", Path("/var/lib/remediator")),
+    "audit_key_file": (str(KEYS / "sample.key"), KEYS / "sample.key"),
     "playbook_dir": ("/etc/remediator/playbooks", Path("/etc/remediator/playbooks")),
     "policy": ("/etc/remediator/policy.yaml", Path("/etc/remediator/policy.yaml")),
     "dry_run": ("1", True),
@@ -60,11 +65,14 @@ FLAG_VALUES: dict[str, tuple[str, object]] = {
     "listen": ("127.0.0.2:1234", "127.0.0.2:1234"),
     "auth_token": ("flag-token", "flag-token"),
     "basic_auth": ("flag:pw", "flag:pw"),
+    "read_timeout": ("5s", timedelta(seconds=5)),
+    "max_connections": ("50", 50),
     "kubeconfig": ("/flag/kubeconfig", "/flag/kubeconfig"),
     "context": ("flag-ctx", "flag-ctx"),
     "prometheus_url": ("http://flag-prom", "http://flag-prom"),
     "alertmanager_url": ("http://flag-am", "http://flag-am"),
     "state_dir": ("/flag/state", Path("/flag/state")),
+    "audit_key_file": (str(KEYS / "flag.key"), KEYS / "flag.key"),
     "playbook_dir": ("/flag/playbooks", Path("/flag/playbooks")),
     "policy": ("/flag/policy.yaml", Path("/flag/policy.yaml")),
     "public_url": ("https://flag.example", "https://flag.example"),

@@ -9,6 +9,8 @@ at the step it was in, and the emulator's request log must show each mutation on
 from __future__ import annotations
 
 import asyncio
+import getpass
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from remediator.app.devserver import DevServer
 from remediator.sim.kube import Emulator
 from remediator.domain.messages import RemediationResult, RemediationStatus
 from remediator.app.temporal import connect
+from remediator.audit.store import AuditStore
 from remediator.domain.runs import workflow_id_for
 from tests.support import WorkerProcess
 
@@ -172,7 +175,6 @@ slack:
 
 
 async def test_worker_killed_while_waiting_for_approval_then_cli_approval_resumes_it(tmp_path, cluster, temporal):
-    from remediator.audit.store import AuditStore
     from remediator.sim.slack import SlackEmulator
 
     emu, kubeconfig = cluster
@@ -223,6 +225,14 @@ async def test_worker_killed_while_waiting_for_approval_then_cli_approval_resume
             second.stop()
         assert result.outcome == "healed", result.reason
         assert len(restart_patches(emu)) == 1
+        # The claimed --as identity is recorded beside the OS user and host the CLI ran as.
+        store = AuditStore(tmp_path / "state" / "audit.db")
+        me = (getpass.getuser(), socket.gethostname())
+        [decided] = [e for e in store.events(run_id) if e.kind == "approval" and e.data.get("decision")]
+        assert (decided.data["user_id"], decided.data["via"], decided.data["os_user"], decided.data["os_host"]) == ("U0BOB", "cli", *me)
+        assert f"approved by U0BOB via cli (as OS user {me[0]} on {me[1]})" in decided.message
+        [refusal] = store.intake_records(kind="approval_refused")
+        assert f"by U0MALLORY (as OS user {me[0]} on {me[1]}) via cli refused" in refusal.message
         approvals = [c for c in slack.calls("chat.postMessage") if (c.params.get("metadata") or {}).get("event_type") == "remediator_approval_request"]
         assert len(approvals) == 1
 

@@ -451,3 +451,22 @@ def test_emulator_history_replies_and_metadata(slack):
     assert client.chat_getPermalink(channel=ch, message_ts=ts[0])["permalink"].endswith(f"/archives/{ch}/p{ts[0].replace('.', '')}")
     assert client.chat_postEphemeral(channel="#oncall", user=BOB, text="hi")["message_ts"]
     assert slack.ephemeral_messages()[0]["user"] == BOB
+
+
+@pytest.mark.parametrize("starts_at, shown", [
+    # past datetime.max once in UTC: shown as written
+    ("9999-12-31T23:00:00-05:00", "9999-12-31T23:00:00-05:00"),
+    # before datetime.min once in UTC: shown as written
+    ("0001-01-01T00:00:00+05:00", "0001-01-01T00:00:00+05:00"),
+    # the largest offset RFC 3339 allows: Slack's date formatting, UTC fallback
+    ("2026-11-21T05:00:00+23:59", "<!date^1795150860^{date_short_pretty} {time}|2026-11-20 05:01 UTC>"),
+])
+def test_any_accepted_alert_time_is_posted(slack, acts, starts_at, shown):
+    """A notice and an approval request whose alert time cannot be converted to UTC are posted
+    (the time as written, without Slack's date formatting), not retried until lost."""
+    odd = alert().model_copy(update={"starts_at": datetime.fromisoformat(starts_at)})
+    result = run(acts.post_notice, notice("odd-time", alert=odd))
+    assert validate_blocks(slack.message(CHANNEL, result.ts)["blocks"]) == []
+    posted = run(acts.post_approval_request, request("run-1/odd", alert=odd))
+    text = all_text(slack.message(CHANNEL, posted.ts)["blocks"])
+    assert f"*Alert* `CheckoutErrors` firing since {shown}" in text

@@ -9,9 +9,14 @@ remediator search attributes) and prints:
 2. bare ``Client.start_workflow`` calls per second on the same server, same concurrency, and
    the ratio (1)/(2): what the intake's HTTP, parsing, matching, rendering and audit lookup
    cost on top of the one Temporal call it must make;
-3. duplicate alerts answered per second: the same alerts sent again while their runs are
-   running (signal-with-start attaches them: one Temporal call each), and sent again once
-   the audit trail knows them (answered from SQLite, no Temporal call);
+3. duplicate alerts answered per second: the same alerts sent by another intake while their
+   runs are running (signal-with-start attaches them: one Temporal call each), sent again to
+   the intake that handed them over (answered from its record, no Temporal call), and sent
+   again once the audit trail knows them (answered from SQLite, no Temporal call);
+5. one group of ``--group`` distinct alerts (default 1,000, each for its own Deployment) in
+   one webhook request, as Alertmanager sends a large group: seconds until the intake has
+   handed every alert to Temporal and answered, against Alertmanager's default webhook
+   timeout of 10 s; then the same group resent (answered from the intake's record);
 4. alert received -> first mutating Kubernetes request, p50/p99: the full engine
    (``python worker.py --kubeconfig K --temporal-address A --no-auth --listen L --state-dir D
    --playbook-dir P --task-queue Q`` as a subprocess) against the Kubernetes API emulator
@@ -44,11 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from remediator.app.config import Settings
 from remediator.app.devserver import DevServer, port_open
 from remediator.app.intake import WEBHOOK_PATH, create_app
+from remediator.app.serving import intake_server
 from remediator.app.settle import WORKFLOW_TYPE
 from remediator.app.temporal import connect
 from remediator.audit.store import AuditStore
@@ -164,7 +169,8 @@ class Intake:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        # Served as the worker serves it (head timeout, connection cap).
+        self.server = intake_server(app, Settings(no_auth=True), log_level="warning", access_log=False)
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> "Intake":
@@ -182,8 +188,8 @@ class Intake:
         self.sock.close()
 
 
-async def handoff_figures(address: str, workdir: Path, n: int, concurrency: int) -> list[Figure]:
-    """Figures (1)-(3)."""
+async def handoff_figures(address: str, workdir: Path, n: int, concurrency: int, group: int = 1000) -> list[Figure]:
+    """Figures (1)-(3) and (5)."""
     client = await connect(address)
     playbook_dir = workdir / "playbooks"
     audit = AuditStore(workdir / "audit.db")
@@ -208,8 +214,12 @@ async def handoff_figures(address: str, workdir: Path, n: int, concurrency: int)
             seconds = await _bounded(range(n), concurrency, bare)
             figures.append(Figure("(2) bare Client.start_workflow", n, seconds, "same server, same concurrency"))
 
-            seconds = await asyncio.to_thread(post_all, intake.url, bodies, concurrency, "attached")
-            figures.append(Figure("(3a) duplicates, run running", n, seconds, "signal-with-start attaches"))
+            other = create_app(Settings(no_auth=True), client, load_directory(playbook_dir), audit, task_queue=task_queue)
+            async with Intake(other) as second:
+                seconds = await asyncio.to_thread(post_all, second.url, bodies, concurrency, "attached")
+            figures.append(Figure("(3a) duplicates, run running", n, seconds, "another intake: signal-with-start attaches"))
+            seconds = await asyncio.to_thread(post_all, intake.url, bodies, concurrency, "duplicate")
+            figures.append(Figure("(3a') duplicates, same intake", n, seconds, "answered from the intake's record"))
 
             now = datetime.now(timezone.utc)
             for i, a in enumerate(alerts):
@@ -218,8 +228,18 @@ async def handoff_figures(address: str, workdir: Path, n: int, concurrency: int)
                     run_id=f"bench-run-{i}",
                     events=[AuditEvent(key="alert/0", at=now, kind="alert", message="bench", data={"dedup_key": key})],
                 ))
-            seconds = await asyncio.to_thread(post_all, intake.url, bodies, concurrency, "duplicate")
+            fresh = create_app(Settings(no_auth=True), client, load_directory(playbook_dir), audit, task_queue=task_queue)
+            async with Intake(fresh) as third:
+                seconds = await asyncio.to_thread(post_all, third.url, bodies, concurrency, "duplicate")
             figures.append(Figure("(3b) duplicates, in audit trail", n, seconds, "answered from SQLite"))
+
+            big = webhook([firing_alert(f"group-{i}", starts_at) for i in range(group)])
+            seconds = await asyncio.to_thread(post_all, intake.url, [big], 1, "started")
+            verdict = "within" if seconds <= 10 else "OVER"
+            figures.append(Figure(f"(5) one group of {group} alerts", group, seconds,
+                                  f"one request; {verdict} Alertmanager's 10 s webhook timeout"))
+            seconds = await asyncio.to_thread(post_all, intake.url, [big], 1, "duplicate")
+            figures.append(Figure("(5') the same group resent", group, seconds, "answered from the intake's record"))
     finally:
         audit.close()
         async for wf in client.list_workflows(f'TaskQueue="{task_queue}" AND ExecutionStatus="Running"'):
@@ -341,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alerts", type=int, default=500, help="distinct alerts for (1)-(3) (default 500)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     parser.add_argument("--e2e-alerts", type=int, default=20, help="alerts for (4) (default 20)")
+    parser.add_argument("--group", type=int, default=1000, help="alerts in the one-group figure (5) (default 1000)")
     parser.add_argument("--skip-e2e", action="store_true", help="do not run (4)")
     args = parser.parse_args(argv)
     if args.alerts < 1 or args.concurrency < 1 or args.e2e_alerts < 1:
@@ -363,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"Temporal dev server {server.address} (in memory); {args.alerts} alerts, "
                   f"concurrency {args.concurrency}; {os.cpu_count()} CPUs", flush=True)
-            figures = asyncio.run(handoff_figures(server.address, workdir, args.alerts, args.concurrency))
+            figures = asyncio.run(handoff_figures(server.address, workdir, args.alerts, args.concurrency, args.group))
             width = max(len(f.label) for f in figures)
             print(f"\n{'figure':<{width}}  {'count':>6}  {'seconds':>8}  {'per second':>10}  note")
             for f in figures:

@@ -304,9 +304,11 @@ class ApprovalWait:
         self._trail.event(
             "approval",
             f"step {index + 1} ({step.name}) {verb} by {decision.user_id} via {decision.via}"
+            + (f" (as OS user {decision.os_user} on {decision.os_host})" if decision.os_user else "")
             + (f": {decision.comment}" if decision.comment else ""),
             step=index, request_id=rid, decision=decision.decision, user_id=decision.user_id,
             user_name=decision.user_name, via=decision.via,
+            **({"os_user": decision.os_user, "os_host": decision.os_host} if decision.os_user else {}),
         )
         if decision.decision == "reject":
             await self._notices.update_message(

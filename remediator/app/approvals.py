@@ -204,6 +204,8 @@ async def _refused(
     if audit is None:
         return
     who = decision.user_id + (f" ({decision.user_name})" if decision.user_name else "")
+    if decision.os_user:
+        who += f" (as OS user {decision.os_user} on {decision.os_host})"
     message = f"{decision.decision} of {decision.request_id} by {who} via {decision.via} refused: {reason}"
     try:
         # The audit store is synchronous SQLite (fsync per write): off the event loop.

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from remediator.audit.chain import AuditKeyError, read_key
 from remediator.domain.durations import Duration, format_duration
 from remediator.domain.runs import TASK_QUEUE
 
@@ -71,6 +72,14 @@ class Settings(BaseSettings):
     auth_token: str | None = _setting(None, "bearer token Alertmanager must send")
     basic_auth: str | None = _setting(None, "`user:password` Alertmanager must send")
     no_auth: bool = _setting(False, "accept alerts without credentials (local demo only)")
+    read_timeout: Duration = _setting(
+        timedelta(seconds=10),
+        "how long the intake waits for a request's headers, and then for its body; a slower client gets 408 or is "
+        "disconnected",
+    )
+    max_connections: int = _setting(
+        200, "HTTP connections the intake serves at once; a request on a connection beyond them gets 503"
+    )
     kubeconfig: str | None = _setting(None, "kubeconfig file", env="KUBECONFIG", shown="`~/.kube/config`")
     context: str | None = _setting(None, "kubeconfig context", shown="current context")
     in_cluster: bool | None = _setting(None, "use the pod's service account", shown="auto")
@@ -78,6 +87,12 @@ class Settings(BaseSettings):
     prometheus_url: str | None = _setting(None, "Prometheus for `promql` health checks")
     alertmanager_url: str | None = _setting(None, "Alertmanager API for the `alert_resolved` check")
     state_dir: Path = _setting(Path(".state"), "audit database (`audit.db`) and embedded Temporal's `temporal.db`")
+    audit_key_file: Path | None = _setting(
+        None,
+        "file holding the key (at least 16 bytes) that signs the audit trail's hash chain (HMAC-SHA256); "
+        "`remediator audit verify` needs the same file",
+        shown="unset: SHA-256, unkeyed",
+    )
     playbook_dir: Path = _setting(Path("playbooks"), "directory of playbook YAML files")
     policy: Path = _setting(
         Path("policy.yaml"),
@@ -128,6 +143,12 @@ class Settings(BaseSettings):
             raise ConfigError("--basic-auth must be user:password")
         if self.heartbeat_timeout < timedelta(seconds=1):
             raise ConfigError(f"--heartbeat-timeout must be at least 1s, got {self.heartbeat_timeout.total_seconds():g}s")
+        if self.read_timeout <= timedelta(0):
+            raise ConfigError("--read-timeout must be more than 0s")
+        if self.max_connections < 1:
+            raise ConfigError(f"--max-connections must be at least 1, got {self.max_connections}")
+        if self.audit_key_file is not None:
+            self.audit_key  # noqa: B018  (read now: a bad key file stops the start, not a run)
         if self.settle_interval <= timedelta(0):
             raise ConfigError("--settle-interval must be more than 0s")
         host, _, port = self.listen.rpartition(":")
@@ -146,6 +167,20 @@ class Settings(BaseSettings):
     @property
     def audit_path(self) -> Path:
         return self.state_dir / "audit.db"
+
+    @property
+    def audit_key(self) -> bytes | None:
+        """The audit chain's HMAC key read from ``audit_key_file``, or None when unset.
+
+        Raises:
+            ConfigError: the file cannot be read or holds fewer than 16 bytes.
+        """
+        if self.audit_key_file is None:
+            return None
+        try:
+            return read_key(self.audit_key_file)
+        except AuditKeyError as err:
+            raise ConfigError(f"--audit-key-file (REMEDIATOR_AUDIT_KEY_FILE): {err}") from None
 
     @property
     def temporal_db_path(self) -> Path:

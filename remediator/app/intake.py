@@ -24,7 +24,11 @@ works the same way)::
 
 Checks, in this order, each answered with ``{"error": "..."}`` and nothing started:
 401 bad or missing credentials (before the body is read), 415 not ``application/json``,
-413 body over 1 MiB, 400 not JSON, 422 not a version "4" message (with field paths).
+413 body over 1 MiB, 408 body not received within ``read_timeout``, 400 not UTF-8 JSON,
+422 not a version "4" message as Alertmanager sends it (duplicate keys, times that are not
+RFC 3339 with a zone, label names Prometheus refuses, lone surrogates, nesting or numbers
+out of bounds: remediator.domain.alertmanager.parse_webhook), with the field path. A refused
+body is a sender's mistake: logged as one line, never a traceback.
 
 Each alert of the group is handled on its own ``status``. A firing alert that matches a
 playbook is handed over with signal-with-start on ``remediation/<target key>``: Temporal
@@ -32,7 +36,10 @@ either starts the run or delivers the ``alert`` signal to the one already runnin
 atomic call, so Alertmanager HA pairs and resends race safely. A resolved alert is signalled
 to the running workflow of its target, if any. The answer is 2xx only once every alert is
 durably with Temporal; any Temporal failure answers 503, which Alertmanager retries (it does
-not retry 4xx), and alerts already handed over are deduplicated by the workflow on resend.
+not retry 4xx). At most ``HANDOFF_CONCURRENCY`` alerts of a group are with Temporal at once,
+so a group of 1,000 does not time itself out; on the resend after a 503, a firing this
+intake already handed over is answered ``duplicate`` from its record, without a Temporal call
+(``_HandedOver``), so only what is missing is handed over.
 """
 
 from __future__ import annotations
@@ -42,17 +49,16 @@ import base64
 import binascii
 import hmac
 import io
-import json
 import logging
 import sqlite3
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from temporalio.api.workflowservice.v1 import SignalWithStartWorkflowExecutionResponse
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -68,7 +74,14 @@ from remediator.app.config import Settings
 from remediator.app.settle import Settler
 from remediator.audit.brakes import REFUSALS, Brakes
 from remediator.audit.store import AuditStore, RunRow
-from remediator.domain.alertmanager import WebhookAlert, WebhookMessage
+from remediator.domain.alertmanager import (
+    GO_ZERO_TIME,
+    PayloadRefused,
+    WebhookAlert,
+    WebhookMessage,
+    field_path,
+    parse_webhook,
+)
 from remediator.domain.messages import AlertRef, AlertSignal, RemediationInput
 from remediator.domain.policy import Policy
 from remediator.domain.runs import (
@@ -89,6 +102,17 @@ MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted webhook body (1 MiB). Alertmanager's ``max_alerts`` bounds a real one."""
 
 DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
+
+DEFAULT_READ_TIMEOUT = 10.0
+"""Seconds a request body may take to arrive (``Settings.read_timeout``); slower: 408."""
+
+HANDOFF_CONCURRENCY = 32
+"""Alerts of one request handled at once. A group of 1,000 alerts handed over all at once
+queues 1,000 calls at the Temporal client and each waits out its own rpc_timeout; 32 keeps
+the server busy on 2 cores and every call short (tools/bench.py measures a 1,000-alert group)."""
+
+HANDED_OVER_MEMORY = 50_000
+"""Firings remembered as handed over (``_HandedOver``), newest kept."""
 
 Disposition = Literal[
     "started",
@@ -153,8 +177,42 @@ class _Outcome:
         }
 
 
+class _HandedOver:
+    """The firings this intake handed to a run: (workflow ID, dedup key) -> run ID, the newest ``size`` kept.
+
+    After a 503 Alertmanager resends the whole group; a firing already with its run would be
+    handed over again (one Temporal call each, which the run then ignores as seen). This
+    record answers it instead, while the audit trail still shows that run running (or no run
+    yet): once the run has ended, the audit trail decides (a firing a run recorded only during
+    its cooldown may start a new run later). Only firings a run took to remediate are kept
+    (``started``, ``attached``, ``paused``, ``handed_off``), not ``queued`` ones. Process
+    memory: after a restart the workflow's own dedup still holds.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._runs: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._size = size
+
+    def run_of(self, workflow_id: str, dedup_key: str, latest: RunRow | None) -> str | None:
+        """The run of ``workflow_id`` (whose newest audited run is ``latest``) this firing was
+        handed to, if that run may still hold it, else None."""
+        run_id = self._runs.get((workflow_id, dedup_key))
+        if run_id is None:
+            return None
+        if latest is not None and (latest.outcome != "running" or latest.run_id != run_id):
+            return None
+        return run_id
+
+    def add(self, workflow_id: str, dedup_key: str, run_id: str) -> None:
+        self._runs[(workflow_id, dedup_key)] = run_id
+        self._runs.move_to_end((workflow_id, dedup_key))
+        while len(self._runs) > self._size:
+            self._runs.popitem(last=False)
+
+
 class BodyRefused(Exception):
-    """A request body refused before parsing: ``status`` 400 (bad Content-Length) or 413."""
+    """A request body refused before parsing: ``status`` 400 (bad Content-Length), 408 (not
+    received in time) or 413."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -162,12 +220,14 @@ class BodyRefused(Exception):
         self.message = message
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read a request body of at most ``limit`` bytes, checking Content-Length first and counting
-    while streaming (chunked bodies too), so an oversized body is never held in memory.
+async def read_body(request: Request, limit: int, timeout: float = DEFAULT_READ_TIMEOUT) -> bytes:
+    """Read a request body of at most ``limit`` bytes within ``timeout`` seconds, checking
+    Content-Length first and counting while streaming (chunked bodies too), so an oversized
+    body is never held in memory and a client sending slowly does not hold the connection.
 
     Raises:
-        BodyRefused: 400 for a malformed Content-Length, 413 over ``limit``.
+        BodyRefused: 400 for a malformed Content-Length, 413 over ``limit``, 408 when the whole
+            body has not arrived ``timeout`` seconds after the request head.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -176,15 +236,21 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise BodyRefused(413, f"body of {int(declared)} bytes is over the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyRefused(413, f"body is over the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyRefused(413, f"body is over the limit of {limit} bytes")
+    except TimeoutError:
+        raise BodyRefused(408, f"body not received within {timeout:g}s ({len(body)} bytes arrived)") from None
     return bytes(body)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     metrics.INTAKE_REQUESTS.labels(code=str(status)).inc()
+    if status == 408:  # the rest of the body may still be on its way: do not wait for it
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -235,18 +301,7 @@ def _is_json(content_type: str | None) -> bool:
     return media_type == "application/json"
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(body)"
-
-
-def _validation_message(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors(include_url=False):
-        parts.append(f"{_field_path(tuple(e['loc']))}: {e['msg']}")
-    return "not an Alertmanager webhook message version \"4\": " + "; ".join(parts)
+_field_path = field_path  # remediator.app.control names its fields the same way
 
 
 def _signal_with_start_disposition(handle: WorkflowHandle[Any, Any]) -> Disposition:
@@ -264,10 +319,6 @@ def _signal_with_start_disposition(handle: WorkflowHandle[Any, Any]) -> Disposit
 
 
 def _alert_ref(alert: WebhookAlert, message: WebhookMessage) -> AlertRef:
-    ends_at = alert.ends_at
-    if ends_at is not None and ends_at.year <= 1:
-        # Alertmanager sends Go's zero time (0001-01-01T00:00:00Z) for "no end yet".
-        ends_at = None
     ref = AlertRef(
         fingerprint=alert.fingerprint,
         starts_at=alert.starts_at,
@@ -275,7 +326,7 @@ def _alert_ref(alert: WebhookAlert, message: WebhookMessage) -> AlertRef:
         labels=alert.labels,
         annotations=alert.annotations,
         generator_url=alert.generator_url,
-        ends_at=ends_at,
+        ends_at=None if alert.ends_at == GO_ZERO_TIME else alert.ends_at,  # Go's zero time: "no end yet"
         receiver=message.receiver,
         group_key=message.group_key,
         external_url=message.external_url,
@@ -314,6 +365,14 @@ def create_app(
     """
     brakes = brakes or Brakes(audit, Policy())
     auth = _Authenticator(settings)
+    handed_over = _HandedOver(HANDED_OVER_MEMORY)
+    handoff_slots = asyncio.Semaphore(HANDOFF_CONCURRENCY)
+    read_timeout = settings.read_timeout.total_seconds()
+    # Unmatched alerts are counted by alertname only for the names a playbook matches on
+    # (a bounded set); any other name, which the monitored workloads choose, is "other".
+    known_alertnames = {
+        m.value for p in playbooks.playbooks for m in p.matchers if m.name == "alertname" and m.type == "="
+    }
     settler = settler or Settler(client, audit)
     timeout_s = rpc_timeout.total_seconds()
     public_url = settings.public_url or f"http://{settings.listen}"
@@ -344,12 +403,14 @@ def create_app(
 
     # AuditStore is synchronous SQLite (fsync on every write); its calls run on the default
     # thread pool so one slow disk write does not stall every other webhook request.
-    async def handle_firing(alert: AlertRef, received_at: datetime) -> _Outcome:
+    async def handle_firing(alert: AlertRef, received_at: datetime, pauses_in_force: list[Any]) -> _Outcome:
         loaded = playbooks.match(alert.labels)
         if loaded is None:
             msg = "no playbook matches this alert's labels"
             await asyncio.to_thread(audit.record_intake, "unmatched", alert, msg)
-            metrics.ALERTS_UNMATCHED.labels(alertname=alert.alertname).inc()
+            metrics.ALERTS_UNMATCHED.labels(
+                alertname=alert.alertname if alert.alertname in known_alertnames else metrics.OTHER_ALERTNAME
+            ).inc()
             log.info("alert %s (%s) unmatched: %s", alert.alertname, alert.dedup_key, msg)
             return _Outcome(alert, "unmatched", message=msg)
         name = loaded.ref.name
@@ -366,15 +427,20 @@ def create_app(
             log.info("alert %s (%s) refused: %s", alert.alertname, alert.dedup_key, refused)
             return _Outcome(alert, "refused_namespace", playbook=name, target=target.key, message=refused)
         wf_id = workflow_id_for(target.key)
-        run_id = await asyncio.to_thread(audit.handled_by, alert.dedup_key)
+        # One thread hop for both reads: with a group of 1,000 alerts the hops add up.
+        run_id, latest = await asyncio.to_thread(lambda: (audit.handled_by(alert.dedup_key), audit.latest_run(wf_id)))
         if run_id is not None:
             msg = f"this firing was already handled by run {run_id}"
             await asyncio.to_thread(audit.record_intake, "duplicate", alert, msg, playbook=name, run_id=run_id)
             return _Outcome(alert, "duplicate", wf_id, run_id, name, target.key, msg)
-        latest = await asyncio.to_thread(audit.latest_run, wf_id)
         cooling = await cooldown_of(latest, alert, name, wf_id, target.key)
         if cooling is not None:
             return cooling
+        run_id = handed_over.run_of(wf_id, alert.dedup_key, latest)
+        if run_id is not None:
+            msg = f"this firing was already handed to run {run_id}; not sent again"
+            log.info("alert %s (%s): %s", alert.alertname, alert.dedup_key, msg)
+            return _Outcome(alert, "duplicate", wf_id, run_id, name, target.key, msg)
         attrs = [
             SearchAttributePair(SA_ALERTNAME, alert.alertname),
             SearchAttributePair(SA_TARGET, target.key),
@@ -438,13 +504,15 @@ def create_app(
                 f"run {latest.run_id} of playbook {latest.playbook} remediates {target.key}; playbook {name} runs "
                 "after it ends if this alert still fires"
             )
-        pauses = [p for p in await asyncio.to_thread(brakes.pauses) if p.covers(target.namespace, name)]
+        pauses = [p for p in pauses_in_force if p.covers(target.namespace, name)]
         if pauses and disposition in ("started", "attached", "handed_off"):
             message = (
                 f"{'started' if disposition == 'started' else 'handed to'} run {run_id}, which freezes before any "
                 f"change: paused ({pauses[0]}) by {pauses[0].paused_by}: {pauses[0].reason}"
             )
             disposition = "paused"
+        if disposition != "queued":
+            handed_over.add(wf_id, alert.dedup_key, run_id)
         log.info("alert %s (%s) %s %s run %s", alert.alertname, alert.dedup_key, disposition, wf_id, run_id)
         return _Outcome(alert, disposition, wf_id, run_id, name, target.key, message)
 
@@ -493,12 +561,13 @@ def create_app(
         log.info("resolved alert %s (%s) signalled to %s", alert.alertname, alert.dedup_key, wf_id)
         return _Outcome(alert, "resolved_signalled", wf_id, None, name, target.key)
 
-    async def handle_one(alert: AlertRef, received_at: datetime) -> _Outcome | TemporalUnavailable:
+    async def handle_one(alert: AlertRef, received_at: datetime, pauses: list[Any]) -> _Outcome | TemporalUnavailable:
         try:
-            if alert.status == "firing":
-                outcome = await handle_firing(alert, received_at)
-            else:
-                outcome = await handle_resolved(alert, received_at)
+            async with handoff_slots:
+                if alert.status == "firing":
+                    outcome = await handle_firing(alert, received_at, pauses)
+                else:
+                    outcome = await handle_resolved(alert, received_at)
         except TemporalUnavailable as err:
             metrics.ALERTS.labels(status=alert.status, disposition="failed").inc()
             return err
@@ -519,18 +588,12 @@ def create_app(
             return _error(415, f"Content-Type must be application/json, got {content_type or 'none'}")
 
         try:
-            body = await read_body(request, MAX_BODY_BYTES)
-        except BodyRefused as err:
+            body = await read_body(request, MAX_BODY_BYTES, read_timeout)
+            message = parse_webhook(body)
+        except (BodyRefused, PayloadRefused) as err:
+            # A sender's mistake, not the intake's: one line, no traceback.
+            log.warning("refused webhook from %s: %d %s", request.client.host if request.client else "?", err.status, err.message)
             return _error(err.status, err.message)
-
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return _error(400, f"body is not valid JSON: {err}")
-        try:
-            message = WebhookMessage.model_validate(data)
-        except ValidationError as err:
-            return _error(422, _validation_message(err))
 
         if message.truncated_alerts:
             log.warning(
@@ -538,8 +601,10 @@ def create_app(
                 message.truncated_alerts, message.group_key,
             )
         received_at = datetime.now(timezone.utc)
+        # The pauses in force, read once for the group (remediator pause/resume act between groups).
+        pauses = await asyncio.to_thread(brakes.pauses) if message.alerts else []
         results = await asyncio.gather(
-            *(handle_one(_alert_ref(a, message), received_at) for a in message.alerts)
+            *(handle_one(_alert_ref(a, message), received_at, pauses) for a in message.alerts)
         )
         failures = [r for r in results if isinstance(r, TemporalUnavailable)]
         if failures:

@@ -27,9 +27,14 @@ ALERTS = Counter(
     ["status", "disposition"],
 )
 
+OTHER_ALERTNAME = "other"
+"""The ``alertname`` label value of unmatched alerts whose name no playbook matches on: alert
+names come from the monitored workloads, so one series each would grow the page without bound."""
+
 ALERTS_UNMATCHED = Counter(
     "remediator_alerts_unmatched_total",
-    "Firing alerts that no playbook matched, by alertname.",
+    "Firing alerts that no playbook matched, by alertname when a playbook matches on that alertname "
+    '(alertname="X") but not on the alert\'s other labels, else alertname="other".',
     ["alertname"],
 )
 

@@ -37,6 +37,7 @@ from remediator.app import control, slack_interactivity
 from remediator.app.config import Settings
 from remediator.app.devserver import DevServer
 from remediator.app.intake import create_app
+from remediator.app.serving import intake_server
 from remediator.app.settle import Settler
 from remediator.app.socket_mode import SocketModeRunner
 from remediator.app.temporal import HeartbeatInterceptor, connect
@@ -217,7 +218,7 @@ class Engine:
             await ensure_search_attributes(self.client)
         except RuntimeError as err:
             raise StartupError(f"refusing to start: cannot reach Temporal at {self.temporal_address}: {err}") from None
-        self.audit = AuditStore(s.audit_path)
+        self.audit = AuditStore(s.audit_path, key=s.audit_key)
         self.brakes = Brakes(self.audit, self.policy)
         self._slack()
         self._worker = self._build_worker(self.api_client)
@@ -268,8 +269,7 @@ class Engine:
         if s.slack_signing_secret:
             app.include_router(slack_interactivity.router(s, self.client, self.audit, self.slack_client))
             log.info("Slack interactivity endpoint: POST /slack/interactivity")
-        config = uvicorn.Config(app, host=s.listen_host, port=s.listen_port, log_level="warning", lifespan="off", log_config=None)
-        return uvicorn.Server(config)
+        return intake_server(app, s, host=s.listen_host, port=s.listen_port, log_level="warning", log_config=None)
 
     async def run(self) -> None:
         """Run worker and intake until the intake is told to exit (SIGINT/SIGTERM)."""

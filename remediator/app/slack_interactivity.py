@@ -14,8 +14,9 @@ Temporal:
 2. Slack's request signature is checked on that raw body with slack_sdk's
    ``SignatureVerifier`` (``v0=HMAC-SHA256(signing secret, "v0:<timestamp>:<body>")``,
    https://api.slack.com/authentication/verifying-requests-from-slack): missing headers,
-   a timestamp that is not an integer, more than 5 minutes old or ahead (replay window), or a
-   signature mismatch -> 401;
+   a timestamp that is not an integer, more than 5 minutes old or ahead (replay window), a
+   signature mismatch, or a request already received (same timestamp and signature: a replay,
+   not audited again) -> 401;
 3. ``payload=<json>`` form field -> 400 if missing or not a JSON object;
 4. only ``block_actions`` with the ``remediator_approve`` / ``remediator_reject`` action IDs
    are acted on; every other interaction Slack sends (shortcuts, view submissions, other
@@ -109,6 +110,36 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class ReplayGuard:
+    """Remembers the signed requests accepted in the last ``REPLAY_WINDOW_S`` seconds, so the
+    same request sent again (same ``X-Slack-Request-Timestamp`` and ``X-Slack-Signature``) is
+    refused instead of reaching the run a second time.
+
+    Slack signs every request afresh and does not retry interactivity requests, so a repeat is a
+    replay. A request older than the window is refused by its timestamp; this covers the window
+    itself. Kept in this process's memory, bounded by the window: with several replicas behind one
+    Request URL a replay sent to another replica gets as far as the run, which accepts one decision
+    per approval request ("already decided").
+    """
+
+    def __init__(self, window_s: float = REPLAY_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def first_time(self, timestamp: str, signature: str, now: float | None = None) -> bool:
+        """True the first time this (timestamp, signature) pair is seen within the window."""
+        now = time.time() if now is None else now
+        if len(self._seen) > 1024:
+            self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
+        key = (timestamp.strip(), signature.strip())
+        expires = self._seen.get(key)
+        if expires is not None and expires > now:
+            return False
+        # Accepted timestamps are at most window_s old or ahead: forget them once they are out of it.
+        self._seen[key] = int(key[0]) + self.window_s + 1
+        return True
+
+
 def check_signature(verifier: SignatureVerifier, body: bytes, timestamp: str | None, signature: str | None, now: float | None = None) -> str | None:
     """None when ``body`` carries a valid Slack signature, else the reason it does not.
 
@@ -123,7 +154,7 @@ def check_signature(verifier: SignatureVerifier, body: bytes, timestamp: str | N
         missing = [h for h, v in (("X-Slack-Request-Timestamp", timestamp), ("X-Slack-Signature", signature)) if not v]
         return f"missing {' and '.join(missing)}; requests must be signed by Slack"
     ts = timestamp.strip()
-    if not (ts.isascii() and ts.isdigit()):
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12:
         # SignatureVerifier.is_valid would raise ValueError on int(); refuse here instead.
         return f"X-Slack-Request-Timestamp must be Unix seconds, got {timestamp[:40]!r}"
     now = time.time() if now is None else now
@@ -313,6 +344,7 @@ def router(settings: Settings, client: Client, audit: AuditStore | None, slack_c
             "(or use Socket Mode with SLACK_APP_TOKEN)"
         )
     verifier = SignatureVerifier(settings.slack_signing_secret)
+    replays = ReplayGuard()
     api = APIRouter()
     background: set[asyncio.Task[None]] = set()
 
@@ -330,6 +362,10 @@ def router(settings: Settings, client: Client, audit: AuditStore | None, slack_c
             request.headers.get("x-slack-request-timestamp"),
             request.headers.get("x-slack-signature"),
         )
+        if refused is None and not replays.first_time(
+            request.headers.get("x-slack-request-timestamp", ""), request.headers.get("x-slack-signature", "")
+        ):
+            refused = "this signed request was already received (same timestamp and signature): refused as a replay"
         if refused is not None:
             log.warning("refused Slack interaction from %s: %s", request.client.host if request.client else "?", refused)
             return _error(401, refused)

@@ -105,7 +105,7 @@ class Brakes:
                 "INSERT INTO pauses (scope, namespace, playbook, reason, paused_by, paused_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (scope.key, scope.namespace, scope.playbook, reason, actor, format_time(at)),
             )
-            _log(db, "pause", scope, reason, actor, at)
+            _log(self.store, db, "pause", scope, reason, actor, at)
         return Pause(namespace=scope.namespace, playbook=scope.playbook, reason=reason, paused_by=actor, paused_at=at), True
 
     def resume(self, scope: PauseScope, reason: str, actor: str, at: datetime | None = None) -> Pause | None:
@@ -116,7 +116,7 @@ class Brakes:
             if row is None:
                 return None
             db.execute("DELETE FROM pauses WHERE scope = ?", (scope.key,))
-            _log(db, "resume", scope, reason, actor, at)
+            _log(self.store, db, "resume", scope, reason, actor, at)
         return _pause(row)
 
     def pauses(self) -> list[Pause]:
@@ -235,7 +235,7 @@ class Brakes:
                 for hit in hits:
                     REFUSALS.labels(limit=hit.limit).inc()
                 return GateResult(verdict="exceeded", limits=hits, gitops=policy.gitops, message="; ".join(h.message for h in hits))
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO grants (key, run_id, workflow_id, target, kind, action, at, limit_name, override_by)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -243,6 +243,7 @@ class Brakes:
                     ",".join(h.limit for h in hits) or None, inp.override_by if hits else None,
                 ),
             )
+            self.store.chain(db).append_row("grant", cur.lastrowid, inp.run_id)
         message = "granted" + (f" past the limits by {inp.override_by}: " + "; ".join(h.message for h in hits) if hits else "")
         return GateResult(verdict="granted", limits=hits, gitops=policy.gitops, message=message)
 
@@ -318,8 +319,11 @@ def _pause(row: sqlite3.Row) -> Pause:
     )
 
 
-def _log(db: sqlite3.Connection, kind: str, scope: PauseScope, reason: str, actor: str, at: datetime) -> None:
-    db.execute(
+def _log(store: AuditStore, db: sqlite3.Connection, kind: str, scope: PauseScope, reason: str, actor: str,
+         at: datetime) -> None:
+    """Append a pause or resume to the brake log and to the audit chain, in ``db``'s transaction."""
+    cur = db.execute(
         "INSERT INTO brake_log (at, kind, namespace, playbook, reason, actor) VALUES (?, ?, ?, ?, ?, ?)",
         (format_time(at), kind, scope.namespace, scope.playbook, reason, actor),
     )
+    store.chain(db).append_row("brake", cur.lastrowid)

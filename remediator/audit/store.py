@@ -6,7 +6,7 @@ approval decisions the run refused, via remediator.app.approvals);
 read by the intake (``handled_by``: was this alert firing already taken by a run?) and by the
 CLI (``remediator audit show|list``, rendered by remediator.audit.view).
 
-One file, ``<state_dir>/audit.db``, three tables:
+One file, ``<state_dir>/audit.db``; the tables of the trail (the brakes add theirs, below):
 
 * ``runs``: one row per remediation run (Temporal run ID), upserted; only ``outcome``,
   ``ended_at`` and ``cooldown_until`` ever change, and an outcome never goes back to
@@ -14,10 +14,15 @@ One file, ``<state_dir>/audit.db``, three tables:
 * ``events``: the run's timeline (``AuditEvent``), unique on ``(run_id, key)``: the first write
   of a key wins, so a retried or replayed write adds nothing and never fails;
   ``alert`` events index their ``data.dedup_key`` (``fingerprint@startsAt``);
-* ``intake``: alerts handled at the intake without a run, and refused approval decisions.
+* ``intake``: alerts handled at the intake without a run, and refused approval decisions;
+* ``ledger`` (schema 4): the hash chain over every append-only record and every state of a
+  run (remediator.audit.chain), written in the transaction of the record it covers.
 
 Append-only is enforced by the database, not by convention: triggers refuse UPDATE and DELETE
-of ``events`` and ``intake``, DELETE of ``runs`` and any change to a run's identity columns.
+of ``events``, ``intake`` and ``ledger``, DELETE of ``runs`` and any change to a run's identity
+columns. What gets past them (a dropped trigger, an edit of the file) is found by ``verify``:
+the tables no longer match the chain, or the chain no longer matches its hashes (HMAC-SHA256
+when the store is given a key, so that someone without it cannot recompute them).
 Times are stored as RFC 3339 UTC text with fixed-width microseconds
 (``2026-11-21T05:37:14.576395Z``) so text order is time order.
 
@@ -46,10 +51,12 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import to_jsonable_python
 
+from remediator.audit.chain import LEDGER_SCHEMA, AuditKeyError, Chain, Verdict, chain_existing, entries, trigger_names
+from remediator.audit.chain import verify as verify_chain
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import AlertRef, AuditWriteInput, RunInfo
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 log = logging.getLogger("remediator.audit")
 
@@ -183,7 +190,9 @@ BEGIN SELECT RAISE(ABORT, 'audit grants are append-only: DELETE refused'); END;
 """
 """Tables of the brakes (remediator.audit.brakes): pause scopes, frozen runs, concurrency slots
 (mutable state), the pause/resume log and the ledger of granted mutations (append-only)."""
-_SCHEMA += _BRAKES
+_SCHEMA += _BRAKES + LEDGER_SCHEMA
+TRIGGERS = trigger_names(_SCHEMA)
+"""The append-only triggers ``verify`` expects to find."""
 
 def _statements(script: str) -> list[str]:
     """Split the schema into statements (``executescript`` would COMMIT our transaction)."""
@@ -202,8 +211,12 @@ _MIGRATIONS = {
     2: ["ALTER TABLE runs ADD COLUMN cooldown_until TEXT"],
     # version 2 -> 3: the brakes (issue 8).
     3: _statements(_BRAKES),
+    # version 3 -> 4: the hash chain; the rows already stored are chained oldest first, keyed
+    # when the process that opens the file first has the key (remediator.audit.chain).
+    4: [*_statements(LEDGER_SCHEMA), chain_existing],
 }
-"""Statements that bring a database of version ``n - 1`` to version ``n``."""
+"""Statements (or functions of the connection, key and time) that bring a database of version
+``n - 1`` to version ``n``."""
 
 
 # ON CONFLICT DO NOTHING rather than INSERT OR IGNORE: OR IGNORE would also drop rows that
@@ -353,14 +366,18 @@ class AuditStore:
 
     Args:
         path: the database file (``<state_dir>/audit.db``); its directory is created.
+        key: the HMAC key of the chain (``--audit-key-file``, read by
+            ``remediator.audit.chain.read_key``); None: plain SHA-256. Reading needs no key;
+            writing to a chain that is keyed needs the same key.
 
     Raises:
         AuditSchemaError: the file holds a schema newer than ``SCHEMA_VERSION``.
         sqlite3.DatabaseError: the file is not an SQLite database.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key: bytes | None = None) -> None:
         self.path = Path(path)
+        self._key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(
@@ -393,7 +410,10 @@ class AuditStore:
                 else:
                     for step in range(version + 1, SCHEMA_VERSION + 1):
                         for statement in _MIGRATIONS[step]:
-                            self._conn.execute(statement)
+                            if callable(statement):
+                                statement(self._conn, self._key, format_time(datetime.now(UTC)))
+                            else:
+                                self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -413,6 +433,11 @@ class AuditStore:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    def chain(self, db: sqlite3.Connection) -> Chain:
+        """The ledger appender for the open transaction ``db`` (``transaction()``): every
+        append-only record written in it must be appended to the chain in it too."""
+        return Chain(db, self._key, format_time(datetime.now(UTC)))
 
     def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""
@@ -435,6 +460,7 @@ class AuditStore:
         Raises:
             AuditEventInvalid: an ``alert`` event without ``data.dedup_key``, or ``inp.run`` for
                 another run ID.
+            AuditKeyError: the chain is keyed and this store has no key or another one.
             sqlite3.Error: the database cannot be written (locked, disk full...); nothing is
                 written and the caller retries.
         """
@@ -467,12 +493,19 @@ class AuditStore:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                chain = Chain(self._conn, self._key, written_at)
                 if inp.run is not None:
                     self._upsert_run(inp.run)
+                    # A run's row changes (outcome, ended_at, cooldown_until): each state it
+                    # takes is chained once, so a retried write appends nothing.
+                    state = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (inp.run_id,)).fetchone()
+                    chain.append_state("run", dict(state), inp.run_id)
                 for row in rows:
                     cur = self._conn.execute(_INSERT_EVENT, (*row, written_at))
                     if cur.rowcount == 0:
                         self._check_same(row)
+                    else:
+                        chain.append_row("event", cur.lastrowid, inp.run_id)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -549,8 +582,8 @@ class AuditStore:
             at: when; defaults to now (UTC).
         """
         at = at or datetime.now(UTC)
-        with self._lock:
-            self._conn.execute(
+        with self.transaction() as db:
+            cur = db.execute(
                 "INSERT INTO intake (at, kind, message, playbook, run_id, alertname, fingerprint,"
                 " starts_at, dedup_key, status, alert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -567,6 +600,35 @@ class AuditStore:
                     _json(alert.model_dump(mode="json") if alert else {}),
                 ),
             )
+            self.chain(db).append_row("intake", cur.lastrowid, run_id)
+
+    # ------------------------------------------------------------------ the chain
+
+    def verify(self, run_id: str | None = None) -> Verdict:
+        """Check the chain and the tables against it (remediator.audit.chain.verify), in one
+        read snapshot. ``run_id`` (full ID): compare only that run's records (its row, events,
+        intake records and grants); the whole chain's order, links and hashes are checked
+        either way, since one break undermines every later record."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                return verify_chain(self._conn, self._key, run_id, TRIGGERS)
+            finally:
+                self._conn.execute("ROLLBACK")
+
+    def export(
+        self, since: datetime | None = None, until: datetime | None = None, run_id: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The chain's records, oldest first, each with its ``seq``, ``prev`` and ``hash``
+        (remediator.audit.chain.entries); ``since``/``until`` bound the time each was chained.
+        Read in one snapshot on a connection of its own, so a slow reader holds up no writer."""
+        conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, timeout=10.0)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN")
+            yield from entries(conn, format_time(since) if since else None, format_time(until) if until else None, run_id)
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------------ reads
 
@@ -719,10 +781,14 @@ class AuditStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 50,
+        *,
+        playbook: str | None = None,
+        run_id: str | None = None,
     ) -> list[IntakeRow]:
         """Intake records, newest first, filtered like ``list_runs``; ``since``/``until``
         bound ``at``."""
         rows = self._select(
-            "intake", [], [], {"kind": kind, "alertname": alertname}, "at", since, until, "at DESC, seq DESC", limit
+            "intake", [], [], {"kind": kind, "alertname": alertname, "playbook": playbook, "run_id": run_id},
+            "at", since, until, "at DESC, seq DESC", limit,
         )
         return [IntakeRow.of(r) for r in rows]

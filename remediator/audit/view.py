@@ -5,7 +5,7 @@
   event with its time relative to the start of the run; mutations show the exact request sent
   (method, path, content type, compact JSON body) and resourceVersion before -> after, health
   checks pass/FAIL, decisions their reason;
-* ``render_runs`` / ``render_intake``: tables for listings;
+* ``render_runs`` / ``render_intake``: tables for ``audit list`` / ``audit intake``;
 * ``run_as_dict``: the same run as plain JSON-able data for ``--output json``.
 
 Laid out for a 100-column terminal. All text from the database goes in as ``rich.text.Text``,
@@ -111,24 +111,28 @@ def render_runs(rows: list[RunRow]) -> Table:
 
 
 def render_intake(rows: list[IntakeRow]) -> Table:
-    """Intake records (alerts handled without a run) as a table, in the order given."""
+    """Intake records (alerts handled without a run, refused approval decisions) as a table, in
+    the order given, two lines per record (alertname over playbook; the message over the
+    fingerprint and the run concerned) to fit 80 columns."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), expand=True)
     table.add_column("AT (UTC)", no_wrap=True)
     table.add_column("KIND", no_wrap=True)
-    table.add_column("ALERTNAME", overflow="fold")
-    table.add_column("FINGERPRINT", no_wrap=True)
-    table.add_column("PLAYBOOK", overflow="fold")
-    table.add_column("MESSAGE", overflow="fold", ratio=1)
+    table.add_column("ALERTNAME / PLAYBOOK", overflow="fold", max_width=28)
+    table.add_column("MESSAGE", overflow="fold", ratio=1, min_width=20)
     for r in rows:
+        names = Text(r.alertname or "-")
+        names.append(f"\n{r.playbook or '-'}", style="dim")
         message = Text(r.message)
-        if r.run_id:
-            message.append(f" (run {r.run_id[:8]})", style="dim")
+        detail = " ".join(
+            part for part in (f"fingerprint {r.fingerprint}" if r.fingerprint else "", f"run {r.run_id[:8]}" if r.run_id else "")
+            if part
+        )
+        if detail:
+            message.append(f"\n{detail}", style="dim")
         table.add_row(
             Text(_clock(r.at, zone=False)),
             Text(r.kind, style="yellow" if r.kind in ("unmatched", "render_failed") else ""),
-            Text(r.alertname),
-            Text(r.fingerprint),
-            Text(r.playbook or "-"),
+            names,
             message,
         )
     return table

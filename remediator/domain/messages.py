@@ -580,7 +580,13 @@ class ResolveApproversResult(Model):
 
 
 class ApprovalDecision(Model):
-    """Argument of the ``decide`` Update. ``via``: ``slack`` (HTTP interactivity), ``socket_mode`` or ``cli``."""
+    """Argument of the ``decide`` Update. ``via``: ``slack`` (HTTP interactivity), ``socket_mode`` or ``cli``.
+
+    ``user_id`` is the approver identity checked against the playbook's approvers: Slack's for a
+    click, the claimed ``--as`` for the CLI. ``os_user`` and ``os_host``: for ``via="cli"``, the
+    operating-system account and host the command ran as, recorded beside the claimed identity
+    (anyone who can reach Temporal can claim any ``--as``).
+    """
 
     request_id: str
     decision: Literal["approve", "reject"]
@@ -589,6 +595,8 @@ class ApprovalDecision(Model):
     via: Literal["slack", "socket_mode", "cli"]
     comment: str = ""
     decided_at: datetime | None = None
+    os_user: str = ""
+    os_host: str = ""
 
 
 class DecisionResult(Model):

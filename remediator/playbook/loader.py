@@ -723,7 +723,7 @@ def _check_object_name(value: str | None, what: str, pattern: re.Pattern[str], m
         return None
     if not value:
         return f"rendered to an empty string; a {what} is required"
-    if len(value) > max_length or not pattern.match(value):
+    if len(value) > max_length or not pattern.fullmatch(value):  # fullmatch: "$" also matches before a final "\n"
         return f"rendered to {value!r}, which is not a valid Kubernetes {what}"
     return None
 

@@ -25,11 +25,13 @@ Filters added to Jinja2's own: ``pod_controller_name`` and ``pod_statefulset_nam
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from typing import Any, Mapping
 
 from jinja2 import (
     StrictUndefined,
+    Template,
     TemplateAssertionError,
     TemplateError,
     TemplateSyntaxError,
@@ -101,7 +103,7 @@ def pod_controller_name(pod: Any) -> str:
             have been truncated by ``generateName``.
     """
     name = str(pod)  # StrictUndefined raises here when the label is missing
-    found = _DEPLOYMENT_POD.match(name)
+    found = _DEPLOYMENT_POD.fullmatch(name)
     if not found:
         raise FilterError(
             f"pod_controller_name: pod name {name!r} is not a Deployment's pod name "
@@ -125,7 +127,7 @@ def pod_statefulset_name(pod: Any) -> str:
         FilterError: the name does not end in ``-<ordinal>``.
     """
     name = str(pod)
-    found = _STATEFULSET_POD.match(name)
+    found = _STATEFULSET_POD.fullmatch(name)
     if not found:
         raise FilterError(
             f"pod_statefulset_name: pod name {name!r} is not a StatefulSet's pod name "
@@ -210,23 +212,31 @@ def alert_context(alert: AlertRef) -> dict[str, Any]:
     return {"labels": labels, "annotations": annotations, "alert": _Fields(fields, "alert field")}
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Template:
+    """A template compiled once: a playbook's few templates are rendered for every alert."""
+    return ENVIRONMENT.from_string(text)
+
+
 def render_string(text: str, context: Mapping[str, Any]) -> str:
-    """Render one template with a context from ``alert_context``; surrounding whitespace
-    is stripped (YAML block scalars leave a trailing newline).
+    """Render one template with a context from ``alert_context``. Whitespace around the
+    template as written is ignored (YAML block scalars leave a trailing newline); what the
+    alert's values bring is kept as is, so ``deployment="checkout\n"`` renders to
+    ``"checkout\n"`` and fails the name check (remediator.playbook.loader.render), never
+    trimmed into another object's name.
 
     Raises:
         RenderError: e.g. ``label "pod" is not set on the alert``, or a filter's or the
             sandbox's refusal (``access to attribute '__class__' of 'str' object is unsafe.``).
     """
     try:
-        rendered = ENVIRONMENT.from_string(text).render(context)
+        rendered = _compiled(text.strip()).render(context)
     except FilterError as err:
         raise RenderError(str(err)) from None
     except TemplateError as err:  # UndefinedError, SecurityError, syntax
         raise RenderError(err.message or type(err).__name__) from None
     except (ArithmeticError, TypeError, ValueError, LookupError) as err:
         raise RenderError(f"template failed: {err}") from None
-    rendered = rendered.strip()
     if is_template(rendered):
         raise RenderError(f"the template rendered to {rendered!r}, which is still a template")
     return rendered

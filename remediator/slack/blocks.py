@@ -82,11 +82,19 @@ def mention(ref: str) -> str:
 
 
 def slack_date(at: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
-    """A date Slack shows in each reader's time zone (``<!date^unix^format|fallback>``)."""
+    """A date Slack shows in each reader's time zone (``<!date^unix^format|fallback>``).
+
+    Never raises: a date that cannot be converted to UTC (``9999-12-31T23:00:00-05:00`` is past
+    ``datetime.max`` in UTC; ``0001-01-01T00:00:00+05:00`` before ``datetime.min``) is shown as
+    written, in ISO 8601, without Slack's date formatting.
+    """
     if at.tzinfo is None:
         at = at.replace(tzinfo=timezone.utc)
-    fallback = at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(at.timestamp())}^{fmt}|{fallback}>"
+    try:
+        fallback = at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return f"<!date^{int(at.timestamp())}^{fmt}|{fallback}>"
+    except (OverflowError, ValueError, OSError):
+        return at.isoformat()
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
