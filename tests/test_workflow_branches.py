@@ -374,7 +374,9 @@ async def test_a_long_cooldown_under_a_stream_of_alerts_continues_as_new(skippin
             await until(lambda: len(_dispositions(stand)) == i + 2, f"alert {i} recorded")
         desc = await handle.describe()
         assert desc.run_id != first_run  # continued as new at least once
-        assert desc.history_length < 100
+        # Bounded: the limit, plus the events of the writes in flight when it was reached (the
+        # run continues as new only after them, so a loaded machine overshoots by a few).
+        assert desc.history_length < 150
         await skipping_env.fast_forward(handle)
         result = await handle.result()
 
