@@ -16,7 +16,9 @@ remediator search attributes) and prints:
 5. one group of ``--group`` distinct alerts (default 1,000, each for its own Deployment) in
    one webhook request, as Alertmanager sends a large group: seconds until the intake has
    handed every alert to Temporal and answered, against Alertmanager's default webhook
-   timeout of 10 s; then the same group resent (answered from the intake's record);
+   timeout of 10 s; then the same group resent (answered from the intake's record); and
+   (5b) the same calls made bare (signal-with-start with the same search attributes, as many
+   at once as the intake makes): the server's own bound on (5);
 4. alert received -> first mutating Kubernetes request, p50/p99: the full engine
    (``python worker.py --kubeconfig K --temporal-address A --no-auth --listen L --state-dir D
    --playbook-dir P --task-queue Q`` as a subprocess) against the Kubernetes API emulator
@@ -49,15 +51,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from remediator.app.config import Settings
 from remediator.app.devserver import DevServer, port_open
-from remediator.app.intake import WEBHOOK_PATH, create_app
+from remediator.app.intake import HANDOFF_CONCURRENCY, WEBHOOK_PATH, create_app
 from remediator.app.serving import intake_server
 from remediator.app.settle import WORKFLOW_TYPE
 from remediator.app.temporal import connect
 from remediator.audit.store import AuditStore
 from remediator.domain.messages import AuditEvent, AuditWriteInput
+from remediator.domain.runs import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
 from remediator.playbook.loader import load_directory
 from remediator.sim.alerting import free_port
 
@@ -240,6 +244,21 @@ async def handoff_figures(address: str, workdir: Path, n: int, concurrency: int,
                                   f"one request; {verdict} Alertmanager's 10 s webhook timeout"))
             seconds = await asyncio.to_thread(post_all, intake.url, [big], 1, "duplicate")
             figures.append(Figure("(5') the same group resent", group, seconds, "answered from the intake's record"))
+
+            async def bare_signal_with_start(i: int) -> None:
+                await client.start_workflow(
+                    WORKFLOW_TYPE, {"bench": i}, id=f"bench-sws/{task_queue}/{i}", task_queue=task_queue,
+                    start_signal="alert", start_signal_args=[{"bench": i}],
+                    search_attributes=TypedSearchAttributes([
+                        SearchAttributePair(SA_ALERTNAME, ALERTNAME), SearchAttributePair(SA_TARGET, f"deployment/bench/{i}"),
+                        SearchAttributePair(SA_PLAYBOOK, "bench-restart"), SearchAttributePair(SA_OUTCOME, "running"),
+                        SearchAttributePair(SA_NAMESPACE, "bench"),
+                    ]),
+                )
+
+            seconds = await _bounded(range(group), HANDOFF_CONCURRENCY, bare_signal_with_start)
+            figures.append(Figure(f"(5b) bare signal-with-start x{group}", group, seconds,
+                                  f"the same calls without the intake, {HANDOFF_CONCURRENCY} at once"))
     finally:
         audit.close()
         async for wf in client.list_workflows(f'TaskQueue="{task_queue}" AND ExecutionStatus="Running"'):
@@ -290,10 +309,14 @@ def mutation_latency(address: str, workdir: Path, n: int, concurrency: int) -> t
             })
 
         listen = f"127.0.0.1:{free_port()}"
+        # Figure (4) measures the engine's latency, not the brakes: a policy whose limits are above
+        # what the benchmark sends (the shipped policy.yaml allows 10 restarts an hour).
+        policy = workdir / "bench-policy.yaml"
+        policy.write_text(BENCH_POLICY)
         cmd = [
             sys.executable, str(worker_py),
             "--kubeconfig", str(kubeconfig), "--temporal-address", address, "--no-auth",
-            "--listen", listen, "--state-dir", str(workdir / "worker-state"),
+            "--listen", listen, "--state-dir", str(workdir / "worker-state"), "--policy", str(policy),
             "--playbook-dir", str(workdir / "playbooks"), "--task-queue", f"bench-e2e-{uuid.uuid4().hex[:8]}",
         ]
         with open(log_path, "wb") as log:
@@ -349,6 +372,19 @@ def mutation_latency(address: str, workdir: Path, n: int, concurrency: int) -> t
         emulator.stop()
 
 
+BENCH_POLICY = """\
+namespaces:
+  deny: ["kube-system", "kube-public", "kube-node-lease"]
+limits:
+  concurrent_remediations: 1000
+  unschedulable_nodes: "100%"
+  actions: {}
+  per_target: {max: 1000, per: 1h}
+  queue_timeout: 15m
+gitops: allow
+"""
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (``p`` in 0..100)."""
     ordered = sorted(values)
@@ -391,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{f.label:<{width}}  {f.count:>6}  {f.seconds:>8.3f}  {f.rate:>10.1f}  {f.note}")
             ratio = figures[0].rate / figures[1].rate
             print(f"{'ratio (1)/(2)':<{width}}  {'':>6}  {'':>8}  {ratio:>10.2f}")
+            by_label = {f.label.split(" ")[0]: f for f in figures}
+            if "(5)" in by_label and "(5b)" in by_label:
+                print(f"{'ratio (5)/(5b) seconds':<{width}}  {'':>6}  {'':>8}  {by_label['(5)'].seconds / by_label['(5b)'].seconds:>10.2f}")
 
             if args.skip_e2e:
                 print("\n(4) alert -> first Kubernetes mutation: skipped (--skip-e2e)")

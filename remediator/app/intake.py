@@ -106,9 +106,9 @@ DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
 DEFAULT_READ_TIMEOUT = 10.0
 """Seconds a request body may take to arrive (``Settings.read_timeout``); slower: 408."""
 
-HANDOFF_CONCURRENCY = 32
+HANDOFF_CONCURRENCY = 64
 """Alerts of one request handled at once. A group of 1,000 alerts handed over all at once
-queues 1,000 calls at the Temporal client and each waits out its own rpc_timeout; 32 keeps
+queues 1,000 calls at the Temporal client and each waits out its own rpc_timeout; 64 keeps
 the server busy on 2 cores and every call short (tools/bench.py measures a 1,000-alert group)."""
 
 HANDED_OVER_MEMORY = 50_000
