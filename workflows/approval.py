@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -40,6 +41,15 @@ from workflows.errors import cause_message, raise_if_cancelled
 from workflows.notices import Notices, legacy_decided_line
 from workflows.policies import HEALTH_RETRY, READ_TIMEOUT, SLACK_REQUEST_RETRY
 from workflows.trail import AuditTrail
+
+APPROVAL_MESSAGE_AFTER_DECISION = "approval-message-after-decision"
+"""Patch ID (``workflow.patched``): when the decision or the resolution comes before Slack's
+answer to the post, the wait takes that answer (up to ``POST_GRACE``) so that the message is
+rewritten with the outcome; runs before it cancelled the post and left the message as posted."""
+
+POST_GRACE = timedelta(seconds=10)
+"""How long a decided wait still waits for Slack's answer to its post (Slack down: the step goes
+on without rewriting the message)."""
 
 
 @dataclass
@@ -236,20 +246,7 @@ class ApprovalWait:
                 continue
             if posting and post.done():
                 posting = False
-                try:
-                    message = post.result()
-                    self._trail.event(
-                        "approval", f"approval request posted to Slack {message.channel} (ts {message.ts})",
-                        step=index, channel=message.channel, ts=message.ts, posted=message.posted,
-                    )
-                except ActivityError as err:
-                    raise_if_cancelled(err)
-                    self._trail.event(
-                        "approval",
-                        f"could not post the approval request to Slack: {cause_message(err)}; the run keeps waiting "
-                        "(remediator approve/reject works)",
-                        step=index,
-                    )
+                message = self._posted(index, post)
                 await self._trail.flush()
                 continue
             if rid in self.decisions:
@@ -267,8 +264,39 @@ class ApprovalWait:
                     ),
                     mention=slack.oncall_usergroup,
                 )
+        if posting and workflow.patched(APPROVAL_MESSAGE_AFTER_DECISION):
+            # The decision (or the resolution) came before Slack's answer to the post: wait a
+            # little for it, so that the message can be rewritten (its buttons removed) instead
+            # of being left asking for a decision that was made.
+            if not post.done():
+                try:
+                    await workflow.wait_condition(post.done, timeout=POST_GRACE)
+                except asyncio.TimeoutError:
+                    pass
+            if post.done():
+                posting = False
+                message = self._posted(index, post)
         if posting:
             post.cancel()
+        return message
+
+    def _posted(self, index: int, post: Any) -> ApprovalMessage | None:
+        """The message a finished ``post_approval_request`` posted (None when it failed), recorded."""
+        try:
+            message: ApprovalMessage = post.result()
+        except ActivityError as err:
+            raise_if_cancelled(err)
+            self._trail.event(
+                "approval",
+                f"could not post the approval request to Slack: {cause_message(err)}; the run keeps waiting "
+                "(remediator approve/reject works)",
+                step=index,
+            )
+            return None
+        self._trail.event(
+            "approval", f"approval request posted to Slack {message.channel} (ts {message.ts})",
+            step=index, channel=message.channel, ts=message.ts, posted=message.posted,
+        )
         return message
 
     async def _conclude(self, index: int, step: Step, request: ApprovalRequest, message: ApprovalMessage | None) -> Approval:
