@@ -116,6 +116,10 @@ FROZEN_POLL_MAX = timedelta(minutes=5)
 ALERT_SIGNAL = "alert"
 """Name of the ``alert`` signal, as signal-with-start names it (remediator.app.intake)."""
 
+QUEUE_AT_END = "queue-at-end"
+"""Patch ID: alerts of other playbooks that arrived with the decision that ended the run (the
+same workflow task, not folded yet) are queued before the hand-over, not left for the cooldown."""
+
 BRAKES_SIGNAL = "brakes"
 """Name of the ``brakes`` signal: a pause was lifted or a slot freed; ask the brakes again now."""
 
@@ -257,6 +261,8 @@ class RemediationWorkflow:
         ended = await self._end(first, cancelled)
         if cancelled:
             raise asyncio.CancelledError()
+        if self._brakes and workflow.patched(QUEUE_AT_END):
+            self._queue_other_playbooks()
         if self._brakes and self._s.queued:
             handover = await self._hand_over()
             if handover is not None and handover.carry is not None:
@@ -1114,6 +1120,18 @@ class RemediationWorkflow:
         return self._result()
 
     # ------------------------------------------------------------------ alerts, waits, records
+
+    def _queue_other_playbooks(self) -> None:
+        """Fold the pending alerts of other playbooks (queued, or their resolutions); those of
+        this run's playbook stay pending for the cooldown."""
+        s = self._s
+        mine = [sig for sig in s.inbox if sig.playbook == self._inp.playbook.name]
+        others = [sig for sig in s.inbox if sig.playbook != self._inp.playbook.name]
+        if not others:
+            return
+        s.inbox = others
+        self._fold_alerts()
+        s.inbox = mine
 
     def _fold_alerts(self, cooldown_until: datetime | None = None) -> None:
         """Fold pending signals into the run: dedup firings, attach new ones, note resolutions."""
