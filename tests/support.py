@@ -202,14 +202,15 @@ async def wait_phase(handle: WorkflowHandle, phase: str, timeout: float = 30.0) 
 
 
 @contextlib.asynccontextmanager
-async def serve(app) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
+async def serve(app, server: uvicorn.Server | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port (``server``: one already configured
+    for it, e.g. remediator.app.serving.intake_server); yields the base URL."""
     # proto IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
     # says TCP; without it each response waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = server or uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

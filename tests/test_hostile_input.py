@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import random
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,7 +37,7 @@ from remediator.app.intake import WEBHOOK_PATH, create_app
 from remediator.app.serving import intake_server
 from remediator.audit.store import AuditStore
 from remediator.playbook.loader import load_directory
-from tests.support import DelayProxy
+from tests.support import DelayProxy, serve
 from tests.test_intake import PLAYBOOK, TOKEN, Intake, alert, assert_not_started, bearer, payload
 
 READ_TIMEOUT = 1.0
@@ -50,21 +49,9 @@ NOT_A_MESSAGE = 'not an Alertmanager webhook message version "4": '
 @contextlib.asynccontextmanager
 async def served(app: Any, settings: Settings) -> AsyncIterator[str]:
     """Serve ``app`` as the worker does (intake_server) on a free loopback port; the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
     # log_config=None as the worker: uvicorn's errors reach the root logger (and caplog).
-    server = intake_server(app, settings, log_level="warning", log_config=None)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve(app, intake_server(app, settings, log_level="warning", log_config=None)) as url:
+        yield url
 
 
 async def terminate_all(client: Client, task_queue: str) -> None:
