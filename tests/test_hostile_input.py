@@ -19,6 +19,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,11 +34,15 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from remediator.app import metrics
 from remediator.app.config import Settings
+from remediator.app.handoff import Handoff
 from remediator.app.intake import WEBHOOK_PATH, create_app
+from remediator.app.runtime import new_handoff_worker
 from remediator.app.serving import intake_server
 from remediator.audit.store import AuditStore
+from remediator.domain.messages import HandoffSummary
 from remediator.playbook.loader import load_directory
 from tests.support import DelayProxy, serve
+from workflows.handoff import handoff_task_queue
 from tests.test_intake import PLAYBOOK, TOKEN, Intake, alert, assert_not_started, bearer, payload
 
 READ_TIMEOUT = 1.0
@@ -395,15 +400,80 @@ def group(namespace: str, n: int, tag: str) -> dict[str, Any]:
     return payload(namespace, alerts=[alert(f"svc-{i}", fingerprint=f"{tag}{i:012x}") for i in range(n)])
 
 
-async def test_a_group_of_1000_distinct_alerts_is_handed_over_in_one_request(intake: Intake) -> None:
-    """Every alert of the group is with Temporal when the answer comes (bounded concurrency: no
-    call waits out its rpc_timeout behind 999 others). How long it takes is a figure of
-    ``make bench`` (5), against Alertmanager's 10 s webhook timeout, not an assertion here."""
-    msg = group(intake.namespace, 1000, "a000")
-    resp = await intake.http.post(WEBHOOK_PATH, json=msg, headers=bearer(), timeout=60)
-    assert resp.status_code == 200, resp.text[:300]
-    assert [a["disposition"] for a in resp.json()["alerts"]] == ["started"] * 1000
-    await visible(intake.client, intake.task_queue, 1000)
+@contextlib.asynccontextmanager
+async def handoff_intake(
+    client: Client, tmp_path: Path, *, through: Client | None = None, rpc_timeout: timedelta = timedelta(seconds=5)
+) -> AsyncIterator[tuple[Intake, Handoff]]:
+    """An intake and the worker of its hand-off workflows, sharing one Handoff as the engine
+    does; ``through``: the client the hand-over calls Temporal with (default ``client``)."""
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir(exist_ok=True)
+    (playbooks / "restart-on-errors.yaml").write_text(PLAYBOOK)
+    task_queue = f"hostile-{uuid.uuid4()}"
+    settings = Settings(auth_token=TOKEN)
+    audit = AuditStore(tmp_path / "audit.db")
+    handoff = Handoff(settings, through or client, load_directory(playbooks), audit, task_queue=task_queue,
+                      rpc_timeout=rpc_timeout)
+    app = create_app(settings, through or client, handoff.playbooks, audit, task_queue=task_queue, handoff=handoff)
+    async with served(app, settings) as url, new_handoff_worker(client, task_queue, handoff):
+        it = Intake(url, client, audit, f"ns-{uuid.uuid4().hex[:10]}", task_queue)
+        try:
+            yield it, handoff
+        finally:
+            await it.http.aclose()
+            await terminate_all(client, task_queue)
+            audit.close()
+
+
+async def test_a_group_of_1000_distinct_alerts_is_handed_over_in_one_call(client: Client, tmp_path: Path) -> None:
+    """The group goes to Temporal as one hand-off workflow (how long the answer takes is a
+    figure of ``make bench`` (5), against Alertmanager's 10 s webhook timeout, not an assertion
+    here); its activity starts the 1,000 runs; the resend is answered from the record."""
+    async with handoff_intake(client, tmp_path) as (intake, _):
+        msg = group(intake.namespace, 1000, "a000")
+        resp = await intake.http.post(WEBHOOK_PATH, json=msg, headers=bearer(), timeout=60)
+        assert resp.status_code == 200, resp.text[:300]
+        answers = resp.json()["alerts"]
+        assert {a["disposition"] for a in answers} == {"handed_off"}
+        groups = sorted({a["workflow_id"] for a in answers})
+        assert all(g.startswith("alert-handoff/") for g in groups) and 1 <= len(groups) <= 3, groups
+        assert answers[0]["message"].startswith(f"handed to {answers[0]['workflow_id']} (run ")
+        assert answers[0]["target"] == f"deployment/{intake.namespace}/svc-0"
+        summaries = [await client.get_workflow_handle(g, result_type=HandoffSummary).result() for g in groups]
+        got = sum((Counter(s.dispositions) for s in summaries), Counter())
+        # "duplicate": answered from the record on a retry of the activity (a call timed out).
+        assert set(got) <= {"started", "duplicate"} and sum(got.values()) == 1000, got
+        await visible(intake.client, intake.task_queue, 1000)
+        before = handoffs()
+        again = await intake.http.post(WEBHOOK_PATH, json=msg, headers=bearer(), timeout=60)
+        assert [a["disposition"] for a in again.json()["alerts"]] == ["duplicate"] * 1000
+        assert handoffs() == before
+
+
+async def test_a_resend_while_the_handoff_runs_joins_it(client: Client, tmp_path: Path) -> None:
+    """No worker polls the hand-off queue yet: the resend of the same group gets the same
+    hand-off workflow, not a second one."""
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    (playbooks / "restart-on-errors.yaml").write_text(PLAYBOOK)
+    task_queue = f"hostile-{uuid.uuid4()}"
+    settings = Settings(auth_token=TOKEN)
+    audit = AuditStore(tmp_path / "audit.db")
+    app = create_app(settings, client, load_directory(playbooks), audit, task_queue=task_queue, direct_max=2)
+    msg = group(f"ns-{uuid.uuid4().hex[:10]}", 3, "c000")
+    try:
+        async with served(app, settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            first = (await http.post(WEBHOOK_PATH, json=msg, headers=bearer())).json()["alerts"]
+            second = (await http.post(WEBHOOK_PATH, json=msg, headers=bearer())).json()["alerts"]
+        assert [a["disposition"] for a in first + second] == ["handed_off"] * 6
+        assert {a["workflow_id"] for a in first} == {a["workflow_id"] for a in second}
+        assert first[0]["message"].split(" with ")[0] == second[0]["message"].split(" with ")[0]  # same run
+        handoff_queue = handoff_task_queue(task_queue)
+        assert len(await workflows_on(client, handoff_queue)) == 1
+        assert await workflows_on(client, task_queue) == set()
+    finally:
+        await terminate_all(client, handoff_task_queue(task_queue))
+        audit.close()
 
 
 async def visible(client: Client, task_queue: str, n: int) -> None:
@@ -415,13 +485,15 @@ async def visible(client: Client, task_queue: str, n: int) -> None:
 
 
 def handoffs() -> float:
-    """Temporal calls the intake has made (remediator_intake_handoff_seconds_count)."""
+    """Temporal calls the hand-over has made (remediator_intake_handoff_seconds_count)."""
     return REGISTRY.get_sample_value("remediator_intake_handoff_seconds_count") or 0.0
 
 
 async def test_a_resend_after_a_partial_failure_hands_over_only_what_is_missing(
     client: Client, temporal_env, tmp_path: Path
 ) -> None:
+    """A group sent one by one (``direct_max`` above its size) loses Temporal midway: 503;
+    the resend hands over only the alerts not already with their runs."""
     proxy = DelayProxy(client.service_client.config.target_host, delay=0).start()
     through = await Client.connect(proxy.address, data_converter=pydantic_data_converter)
     playbooks = tmp_path / "playbooks"
@@ -432,7 +504,7 @@ async def test_a_resend_after_a_partial_failure_hands_over_only_what_is_missing(
     settings = Settings(auth_token=TOKEN)
     audit = AuditStore(tmp_path / "audit.db")
     app = create_app(settings, through, load_directory(playbooks), audit, task_queue=task_queue,
-                     rpc_timeout=timedelta(seconds=1))
+                     rpc_timeout=timedelta(seconds=1), direct_max=1000)
     n = 300
     msg = group(namespace, n, "b000")
     try:
@@ -465,6 +537,42 @@ async def test_a_resend_after_a_partial_failure_hands_over_only_what_is_missing(
         proxy.stop()
         await terminate_all(client, task_queue)
         audit.close()
+
+
+async def test_a_handoff_that_loses_temporal_midway_is_retried_until_every_alert_is_handed_over(
+    client: Client, temporal_env, tmp_path: Path
+) -> None:
+    """The hand-off activity's calls go through a proxy that is cut once 100 runs exist: the
+    activity fails, is retried once Temporal is back, and the retry hands over only what is
+    missing (the rest answered from the record), so each of the 300 runs starts once."""
+    proxy = DelayProxy(client.service_client.config.target_host, delay=0).start()
+    through = await Client.connect(proxy.address, data_converter=pydantic_data_converter)
+    n = 300
+    try:
+        async with handoff_intake(client, tmp_path, through=through, rpc_timeout=timedelta(seconds=1)) as (intake, _):
+            resp = await intake.http.post(WEBHOOK_PATH, json=group(intake.namespace, n, "d000"), headers=bearer())
+            assert resp.status_code == 200, resp.text[:300]
+            (wf_id,) = {a["workflow_id"] for a in resp.json()["alerts"]}
+            handle = client.get_workflow_handle(wf_id, result_type=HandoffSummary)
+            while (await client.count_workflows(f'TaskQueue="{intake.task_queue}"')).count < 100:
+                await asyncio.sleep(0.01)
+            proxy.cut()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the activity has failed and waits to retry
+                pending = (await handle.describe()).raw_description.pending_activities
+                if pending and pending[0].attempt >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert pending and pending[0].attempt >= 2
+            assert "alerts could not be handed to Temporal" in pending[0].last_failure.message
+            proxy.restore()
+            summary = await asyncio.wait_for(handle.result(), timeout=60)
+            got = Counter(summary.dispositions)
+            assert set(got) <= {"duplicate", "started", "attached"} and sum(got.values()) == n, got
+            assert got["duplicate"] >= 100, got
+            await visible(client, intake.task_queue, n)
+    finally:
+        proxy.stop()
 
 
 # --------------------------------------------------------------------------- property-based

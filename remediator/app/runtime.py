@@ -29,6 +29,7 @@ from temporalio.worker import Worker
 from activities.audit import AuditActivities
 from activities.brakes import BrakesActivities
 from activities.diagnosis import DiagnosisActivities
+from activities.handoff import HandoffActivities
 from activities.health import HealthActivities
 from activities.kube import KubeActivities
 from activities.playbooks import PlaybookActivities
@@ -36,6 +37,7 @@ from activities.slack import SlackActivities
 from remediator.app import control, slack_interactivity
 from remediator.app.config import Settings
 from remediator.app.devserver import DevServer
+from remediator.app.handoff import Handoff
 from remediator.app.intake import create_app
 from remediator.app.serving import intake_server
 from remediator.app.settle import Settler
@@ -50,6 +52,7 @@ from remediator.playbook.loader import PlaybookError, load_directory
 from remediator.playbook.policy_loader import PolicyError, load_policy
 from remediator.slack.client import make_client
 from remediator.slack.threads import SlackThreads
+from workflows.handoff import AlertHandoffWorkflow, handoff_task_queue
 from workflows.remediation import RemediationWorkflow
 
 log = logging.getLogger("remediator")
@@ -156,6 +159,20 @@ def new_worker(
     )
 
 
+def new_handoff_worker(client: Client, task_queue: str, handoff: Handoff) -> Worker:
+    """The Worker of the hand-off workflows (workflows/handoff.py) of the engine on
+    ``task_queue``: it polls ``handoff_task_queue(task_queue)`` and its one activity is
+    ``handoff``'s (async, on the worker's event loop), so a large group never waits behind
+    remediation work."""
+    return Worker(
+        client,
+        task_queue=handoff_task_queue(task_queue),
+        workflows=[AlertHandoffWorkflow],
+        activities=[HandoffActivities(handoff.hand_over_group).hand_over_alerts],
+        interceptors=[HeartbeatInterceptor()],
+    )
+
+
 @dataclass
 class Engine:
     """Everything the process holds: built by ``start()``, released by ``stop()``."""
@@ -176,6 +193,7 @@ class Engine:
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
     _server: uvicorn.Server | None = field(default=None, repr=False)
     _worker: Worker | None = field(default=None, repr=False)
+    _handoff_worker: Worker | None = field(default=None, repr=False)
 
     async def start(self) -> "Engine":
         """Load, connect and build; raises StartupError with a user-facing message."""
@@ -261,9 +279,15 @@ class Engine:
     def _build_intake(self) -> uvicorn.Server:
         s = self.settings
         assert self.client is not None
+        # One hand-over for the intake and the hand-off activity: one record of what was
+        # handed over, one bound on the Temporal calls in flight.
+        handoff = Handoff(
+            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url,
+            settler=self.settler, brakes=self.brakes,
+        )
+        self._handoff_worker = new_handoff_worker(self.client, s.task_queue, handoff)
         app = create_app(
-            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, settler=self.settler,
-            brakes=self.brakes,
+            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, handoff=handoff,
         )
         app.include_router(control.router(s, control.Controller(self.brakes, self.client, self.playbooks, self.slack_client)))
         if s.slack_signing_secret:
@@ -273,10 +297,12 @@ class Engine:
 
     async def run(self) -> None:
         """Run worker and intake until the intake is told to exit (SIGINT/SIGTERM)."""
-        assert self._worker is not None and self._server is not None
+        assert self._worker is not None and self._server is not None and self._handoff_worker is not None
         log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
-        log.info("worker polling task queue %r on %s", self.settings.task_queue, self.temporal_address)
+        log.info("worker polling task queues %r and %r on %s", self.settings.task_queue,
+                 handoff_task_queue(self.settings.task_queue), self.temporal_address)
         worker_task = asyncio.create_task(self._worker.run())
+        handoff_task = asyncio.create_task(self._handoff_worker.run())
         settle_task = asyncio.create_task(self.settler.run_forever(self.settings.settle_interval))
         socket_mode = None
         if self.settings.slack_app_token:
@@ -289,8 +315,8 @@ class Engine:
             if socket_mode is not None:
                 await asyncio.to_thread(socket_mode.stop)
             settle_task.cancel()
-            await self._worker.shutdown()
-            await asyncio.gather(worker_task, settle_task, return_exceptions=True)
+            await asyncio.gather(self._worker.shutdown(), self._handoff_worker.shutdown())
+            await asyncio.gather(worker_task, handoff_task, settle_task, return_exceptions=True)
 
     def request_exit(self) -> None:
         if self._server is not None:

@@ -825,3 +825,29 @@ class RenderPlaybookResult(Model):
     playbook_ref: PlaybookRef | None = None
     dry_run: bool = False
     error: str = ""
+
+
+class HandoffInput(Model):
+    """A large Alertmanager group, as the intake accepted it, for ``AlertHandoffWorkflow``.
+
+    ``alerts`` carry the alerts' own fields; the group's ``receiver``, ``group_key`` and
+    ``external_url`` are sent once here and set back on each alert by the activity.
+    ``received_at``: when the intake received the group (UTC).
+    """
+
+    received_at: datetime
+    receiver: str = ""
+    group_key: str = ""
+    external_url: str = ""
+    alerts: list[AlertRef]
+
+    def group_alerts(self) -> list[AlertRef]:
+        """``alerts`` with the group's fields set back, as the intake would hand each over."""
+        group = {"receiver": self.receiver, "group_key": self.group_key, "external_url": self.external_url}
+        return [a.model_copy(update=group) for a in self.alerts]
+
+
+class HandoffSummary(Model):
+    """What the hand-off did: alerts by disposition (remediator.app.handoff.Disposition)."""
+
+    dispositions: dict[str, int] = Field(default_factory=dict)
