@@ -17,14 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Real Alertmanager and Prometheus from Debian, used by the demo and the end-to-end tests.
+# Real Alertmanager and Prometheus from Debian, used by the demo and the end-to-end tests;
+# HAProxy, the TLS-terminating proxy the tests put in front of Temporal (tests/tls.py).
 system-deps:
-	@if ! command -v prometheus-alertmanager >/dev/null || ! command -v prometheus >/dev/null; then \
+	@if ! command -v prometheus-alertmanager >/dev/null || ! command -v prometheus >/dev/null \
+	    || { ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; }; then \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager prometheus; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager prometheus haproxy; \
 	fi
 	@# Debian starts the packaged services; the demo and tests run their own on loopback.
-	@-$(SUDO) systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter >/dev/null 2>&1 || true
+	@-$(SUDO) systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter haproxy >/dev/null 2>&1 || true
 
 demo: venv system-deps
 	$(BIN)/remediator demo

@@ -40,7 +40,9 @@ from remediator.app.approvals import (
     submit_decision,
 )
 from remediator.app.config import (
+    ConfigError,
     Settings,
+    TemporalSettings,
     base_type,
     choices,
     cli_default,
@@ -53,7 +55,7 @@ from remediator.app.config import (
 from remediator.app.control import Controller, InvalidRequest, NotPaused, status_text
 from remediator.app.logs import setup_logging
 from remediator.app.runtime import StartupError, serve
-from remediator.app.temporal import connect
+from remediator.app.temporal import TemporalConnection
 from remediator.audit.brakes import Brakes
 from remediator.audit.chain import AuditKeyError, read_key
 from remediator.audit.store import AuditStore, IntakeKind
@@ -427,8 +429,24 @@ def _decide(run: str, decision: Literal["approve", "reject"], identity: str, com
     console.print(f"step {request.step_index + 1} ({request.step_name}) of {row.target}: {result.message}", highlight=False, soft_wrap=True)
 
 
-TEMPORAL_ADDRESS = typer.Option("127.0.0.1:7233", "--temporal-address", envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal (the worker's).")
+TEMPORAL_ADDRESS = typer.Option("127.0.0.1:7233", "--temporal-address", envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal (the worker's). TLS and API key: the worker's REMEDIATOR_TEMPORAL_TLS_* and REMEDIATOR_TEMPORAL_API_KEY[_FILE] variables.")
 TEMPORAL_NAMESPACE = typer.Option("default", "--temporal-namespace", envvar="REMEDIATOR_TEMPORAL_NAMESPACE")
+
+
+async def connect(temporal_address: str, temporal_namespace: str) -> Any:
+    """The worker's Temporal from a CLI command: the address and namespace given, TLS and the
+    API key from the environment as the worker reads them (REMEDIATOR_TEMPORAL_TLS_CA...).
+
+    Raises:
+        typer.Exit: (2) a TLS or API key setting is invalid or its file unreadable.
+        RuntimeError: Temporal cannot be reached (TemporalConnectError says why).
+    """
+    try:
+        settings = TemporalSettings(temporal_address=temporal_address, temporal_namespace=temporal_namespace)
+        conn = TemporalConnection.from_settings(settings)
+    except (ConfigError, ValidationError) as err:
+        raise fail(_first_error(err))
+    return await conn.connect()
 IDENTITY = typer.Option(..., "--as", help="Your Slack user ID (U...): the same approvers as in Slack count. It is a claim: the audit records it beside your OS user and host; anyone who can reach Temporal can claim any ID.")
 
 

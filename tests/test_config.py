@@ -24,6 +24,13 @@ KEYS = Path(__file__).parent / "fixtures" / "audit"
 SAMPLES: dict[str, tuple[str, object]] = {
     "temporal_address": ("temporal.example:7233", "temporal.example:7233"),
     "temporal_namespace": ("ops", "ops"),
+    "temporal_tls": ("true", True),
+    "temporal_tls_ca": ("/etc/temporal/ca.pem", Path("/etc/temporal/ca.pem")),
+    "temporal_tls_cert": ("/etc/temporal/client.pem", Path("/etc/temporal/client.pem")),
+    "temporal_tls_key": ("/etc/temporal/client.key", Path("/etc/temporal/client.key")),
+    "temporal_tls_server_name": ("temporal.internal", "temporal.internal"),
+    "temporal_api_key": ("key-1", "key-1"),
+    "temporal_ui_url": ("https://temporal-ui.example", "https://temporal-ui.example"),
     "task_queue": ("remediator-2", "remediator-2"),
     "temporal_port": ("17233", 17233),
     "temporal_ui_port": ("18233", 18233),
@@ -59,6 +66,12 @@ SAMPLES: dict[str, tuple[str, object]] = {
 FLAG_VALUES: dict[str, tuple[str, object]] = {
     "temporal_address": ("flag.example:7233", "flag.example:7233"),
     "temporal_namespace": ("flagged", "flagged"),
+    "temporal_tls_ca": ("/flag/ca.pem", Path("/flag/ca.pem")),
+    "temporal_tls_cert": ("/flag/client.pem", Path("/flag/client.pem")),
+    "temporal_tls_key": ("/flag/client.key", Path("/flag/client.key")),
+    "temporal_tls_server_name": ("flag.internal", "flag.internal"),
+    "temporal_api_key": ("key-flag", "key-flag"),
+    "temporal_ui_url": ("https://flag-ui.example", "https://flag-ui.example"),
     "task_queue": ("q-flag", "q-flag"),
     "temporal_port": ("27233", 27233),
     "temporal_ui_port": ("28233", 28233),
@@ -85,8 +98,18 @@ FLAG_VALUES: dict[str, tuple[str, object]] = {
     "settle_interval": ("3s", timedelta(seconds=3)),
     "log_format": ("text", "text"),
 }
+# Settings that exclude another (given together: a ConfigError), sampled on their own:
+# name -> (the setting it excludes, environment sample, flag sample).
+EXCLUSIVE: dict[str, tuple[str, tuple[str, object], tuple[str, object]]] = {
+    "temporal_api_key_file": (
+        "temporal_api_key",
+        ("/etc/temporal/api-key", Path("/etc/temporal/api-key")),
+        ("/flag/api-key", Path("/flag/api-key")),
+    ),
+}
 # Switches: the environment says the opposite of the flag.
 SWITCH_ENV_AND_FLAG: dict[str, tuple[str, str, bool]] = {
+    "temporal_tls": ("false", "--temporal-tls", True),
     "no_auth": ("false", "--no-auth", True),
     "simulate": ("false", "--simulate", True),
     "dry_run": ("false", "--dry-run", True),
@@ -136,8 +159,8 @@ def test_readme_configuration_table_is_generated_from_the_model():
 
 
 def test_the_samples_cover_every_field():
-    assert set(SAMPLES) == set(Settings.model_fields)
-    assert set(FLAG_VALUES) | set(SWITCH_ENV_AND_FLAG) == set(Settings.model_fields)
+    assert set(SAMPLES) | set(EXCLUSIVE) == set(Settings.model_fields)
+    assert set(FLAG_VALUES) | set(SWITCH_ENV_AND_FLAG) | set(EXCLUSIVE) == set(Settings.model_fields)
     for name, (_, value) in SAMPLES.items():
         assert Settings.model_fields[name].default != value, f"{name}: the sample is the default"
 
@@ -156,6 +179,20 @@ def test_every_environment_variable_reaches_the_worker_command(clean_env):
     settings = parse_worker_command_line(clean_env)
     for name, (_, value) in SAMPLES.items():
         assert getattr(settings, name) == value, f"{env_var(name)}={SAMPLES[name][0]!r} did not arrive"
+
+
+@pytest.mark.parametrize("name", sorted(EXCLUSIVE))
+def test_an_exclusive_setting_is_read_from_its_variable_and_its_flag_wins(clean_env, name: str) -> None:
+    excluded, (env_text, env_value), (flag_text, flag_value) = EXCLUSIVE[name]
+    for other, (text, _) in SAMPLES.items():
+        if other != excluded:
+            clean_env.setenv(env_var(other), text)
+    clean_env.setenv(env_var(name), env_text)
+    assert getattr(Settings(), name) == env_value
+    assert getattr(parse_worker_command_line(clean_env, flags(name)[0], flag_text), name) == flag_value
+    clean_env.setenv(env_var(excluded), SAMPLES[excluded][0])
+    with pytest.raises(ValueError, match="not both"):
+        Settings()
 
 
 def test_the_established_variable_names_are_kept():
@@ -202,7 +239,8 @@ def test_flag_names_follow_the_fields():
         assert flags(name)[0] == "--" + name.replace("_", "-")
     assert flags("in_cluster") == ["--in-cluster", "--no-in-cluster"]
     assert flags("no_auth") == ["--no-auth"] and flags("simulate") == ["--simulate"]
-    assert {n for n in Settings.model_fields if is_switch(n)} == {"no_auth", "in_cluster", "simulate", "dry_run"}
+    assert {n for n in Settings.model_fields if is_switch(n)} == {"no_auth", "in_cluster", "simulate", "dry_run", "temporal_tls"}
+    assert flags("temporal_tls") == ["--temporal-tls", "--no-temporal-tls"]
 
 
 @pytest.mark.parametrize("command", [["worker.py"], ["-m", "remediator.cli", "worker"]])

@@ -11,10 +11,10 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from remediator.app.runtime import ensure_search_attributes
+from remediator.app.runtime import StartupError, ensure_search_attributes
 from remediator.app.temporal import temporal_cli_path
 from remediator.domain.messages import RemediationInput
 from remediator.domain.playbook import PlaybookRef
@@ -71,5 +71,37 @@ async def test_worker_start_registers_the_search_attributes_a_fresh_server_lacks
 
         assert await until(found, "the run to be found by its search attributes") == [handle.id]
         await handle.terminate("test done")
+    finally:
+        await env.shutdown()
+
+
+async def test_a_server_that_refuses_to_add_them_gets_a_refusal_naming_them_and_the_commands():
+    """Temporal Cloud refuses the operator API's AddSearchAttributes (PERMISSION_DENIED): the
+    start is refused, naming the missing attributes and the commands that add them. The
+    refusal is the server's answer as Cloud gives it, injected on the one call."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(), data_converter=pydantic_data_converter, dev_server_log_level="error",
+    )
+    try:
+        client = env.client
+
+        async def denied(*args, **kwargs):
+            raise RPCError("Request unauthorized.", RPCStatusCode.PERMISSION_DENIED, b"")
+
+        client.operator_service.add_search_attributes = denied  # type: ignore[method-assign]
+        with pytest.raises(StartupError) as refused:
+            await ensure_search_attributes(client)
+        names = ", ".join(NAMES)
+        create = " && ".join(
+            f"temporal operator search-attribute create --namespace default --name {n} --type Keyword" for n in NAMES
+        )
+        cloud = " ".join(f"--sa '{n}=Keyword'" for n in NAMES)
+        assert str(refused.value) == (
+            f"refusing to start: the search attributes {names} are missing on Temporal namespace default and this "
+            "client may not add them (Request unauthorized.). Add them once, then start again:\n"
+            f"  self-hosted:     {create}\n"
+            f"  Temporal Cloud:  tcld namespace search-attributes add --namespace default {cloud}"
+        )
+        assert not set(NAMES) & set(await custom_attributes(client))
     finally:
         await env.shutdown()

@@ -46,14 +46,13 @@ def _setting(default: Any, meaning: str, *, env: str | None = None, shown: str |
     )
 
 
-class Settings(BaseSettings):
-    """Worker and intake settings, from the environment and then the command line.
+class TemporalSettings(BaseSettings):
+    """How to reach Temporal: the worker's settings (``Settings``) and the CLI commands that talk
+    to Temporal (``remediator approve``...) read these the same way, flags or environment.
 
-    ``temporal_address`` unset starts the embedded dev server (SQLite file in ``state_dir``).
-    The intake needs credentials (``auth_token`` and/or ``basic_auth``, as Alertmanager's
-    ``http_config`` sends them) unless ``no_auth`` (local demo only). Slack approvals need
-    ``slack_bot_token`` and, for the buttons, ``slack_signing_secret`` (HTTP) or
-    ``slack_app_token`` (Socket Mode, no public URL).
+    ``temporal_address`` unset starts the embedded dev server (the worker only). TLS is on with
+    any ``temporal_tls_*`` file, a server name or an API key, unless ``temporal_tls`` says
+    otherwise; remediator.app.temporal.TemporalConnection reads the files.
     """
 
     model_config = SettingsConfigDict(
@@ -65,6 +64,73 @@ class Settings(BaseSettings):
 
     temporal_address: str | None = _setting(None, "`host:port` of the Temporal frontend", shown="unset: embedded dev server")
     temporal_namespace: str = _setting("default", "Temporal namespace")
+    temporal_tls: bool | None = _setting(
+        None,
+        "connect to Temporal over TLS (the system's CA roots unless `--temporal-tls-ca`)",
+        shown="auto: on with any `--temporal-tls-*` file or an API key",
+    )
+    temporal_tls_ca: Path | None = _setting(None, "PEM file of the CA(s) that signed the Temporal frontend's certificate")
+    temporal_tls_cert: Path | None = _setting(None, "PEM client certificate for mutual TLS (with `--temporal-tls-key`)")
+    temporal_tls_key: Path | None = _setting(None, "PEM private key of `--temporal-tls-cert`")
+    temporal_tls_server_name: str | None = _setting(
+        None, "name the frontend's certificate must carry (SNI)", shown="the host of `--temporal-address`"
+    )
+    temporal_api_key: str | None = _setting(None, "API key sent as `Authorization: Bearer` (Temporal Cloud)")
+    temporal_api_key_file: Path | None = _setting(None, "file holding the API key (instead of `--temporal-api-key`)")
+    temporal_ui_url: str | None = _setting(
+        None, "base URL of the Temporal UI for links in Slack and the audit trail",
+        shown="the embedded server's UI; none for an external Temporal",
+    )
+
+    @model_validator(mode="after")
+    def _check_temporal(self) -> "TemporalSettings":
+        tls_files = {
+            "--temporal-tls-ca": self.temporal_tls_ca,
+            "--temporal-tls-cert": self.temporal_tls_cert,
+            "--temporal-tls-key": self.temporal_tls_key,
+        }
+        given = [flag for flag, v in tls_files.items() if v is not None]
+        if self.temporal_tls_server_name:
+            given.append("--temporal-tls-server-name")
+        if self.temporal_api_key or self.temporal_api_key_file:
+            given.append("--temporal-api-key" if self.temporal_api_key else "--temporal-api-key-file")
+        if self.temporal_tls:
+            given.append("--temporal-tls")
+        if given and not self.temporal_address:
+            raise ConfigError(
+                f"{', '.join(given)} need --temporal-address (REMEDIATOR_TEMPORAL_ADDRESS): the embedded dev server "
+                "is plain gRPC on loopback"
+            )
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ConfigError("--temporal-tls-cert and --temporal-tls-key go together (mutual TLS needs both)")
+        if self.temporal_api_key and self.temporal_api_key_file:
+            raise ConfigError("give --temporal-api-key or --temporal-api-key-file, not both")
+        contradicting = [g for g in given if g.startswith("--temporal-tls-")]
+        if self.temporal_tls is False and contradicting:
+            raise ConfigError(f"--no-temporal-tls contradicts {', '.join(contradicting)}")
+        return self
+
+    @property
+    def temporal_tls_on(self) -> bool:
+        """TLS to Temporal: ``temporal_tls`` when set, else on with any TLS file, server name or API key."""
+        if self.temporal_tls is not None:
+            return self.temporal_tls
+        return any((
+            self.temporal_tls_ca, self.temporal_tls_cert, self.temporal_tls_server_name,
+            self.temporal_api_key, self.temporal_api_key_file,
+        ))
+
+
+class Settings(TemporalSettings):
+    """Worker and intake settings, from the environment and then the command line.
+
+    ``temporal_address`` unset starts the embedded dev server (SQLite file in ``state_dir``).
+    The intake needs credentials (``auth_token`` and/or ``basic_auth``, as Alertmanager's
+    ``http_config`` sends them) unless ``no_auth`` (local demo only). Slack approvals need
+    ``slack_bot_token`` and, for the buttons, ``slack_signing_secret`` (HTTP) or
+    ``slack_app_token`` (Socket Mode, no public URL).
+    """
+
     task_queue: str = _setting(TASK_QUEUE, "Temporal task queue")
     temporal_port: int = _setting(7233, "port of the embedded dev server")
     temporal_ui_port: int = _setting(8233, "port of the embedded dev server's UI")

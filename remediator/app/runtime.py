@@ -20,10 +20,11 @@ from datetime import timedelta
 from typing import Any
 
 import uvicorn
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
@@ -35,14 +36,14 @@ from activities.kube import KubeActivities
 from activities.playbooks import PlaybookActivities
 from activities.slack import SlackActivities
 from remediator.app import control, slack_interactivity
-from remediator.app.config import Settings
+from remediator.app.config import ConfigError, Settings
 from remediator.app.devserver import DevServer
 from remediator.app.handoff import Handoff
 from remediator.app.intake import create_app
 from remediator.app.serving import intake_server
 from remediator.app.settle import Settler
 from remediator.app.socket_mode import SocketModeRunner
-from remediator.app.temporal import HeartbeatInterceptor, connect
+from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, TemporalConnection
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
 from remediator.domain.policy import Policy
@@ -63,15 +64,59 @@ class StartupError(RuntimeError):
 
 
 async def ensure_search_attributes(client: Client) -> None:
-    """Register the remediator search attributes on the namespace if missing (idempotent)."""
-    existing = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace)
-    )
-    missing = {k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES if k.name not in existing.custom_attributes}
-    if missing:
+    """Register the remediator search attributes (Keyword) on the client's namespace if missing.
+
+    Idempotent. A server that does not let this client add them (Temporal Cloud refuses the
+    operator API; a self-hosted server may deny it by authorization) gets a refusal naming the
+    missing attributes and the commands that add them.
+
+    Raises:
+        StartupError: attributes are missing and the server refused to add them.
+        temporalio.service.RPCError: listing them failed for another reason.
+    """
+    namespace = client.namespace
+    try:
+        existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+        present = set(existing.custom_attributes)
+    except RPCError as err:
+        if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.UNAUTHENTICATED):
+            raise
+        # The operator API is closed to this client: check through visibility instead.
+        present = set()
+        for key in SEARCH_ATTRIBUTES:
+            try:
+                await client.count_workflows(f"{key.name} = 'probe'")
+                present.add(key.name)
+            except RPCError:
+                pass
+        missing_names = [k.name for k in SEARCH_ATTRIBUTES if k.name not in present]
+        if missing_names:
+            raise StartupError(_missing_attributes(namespace, missing_names, err.message)) from None
+        return
+    missing = {k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES if k.name not in present}
+    if not missing:
+        return
+    try:
         await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
+    except RPCError as err:
+        if err.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.UNAUTHENTICATED):
+            raise StartupError(_missing_attributes(namespace, sorted(missing), err.message)) from None
+        raise
+
+
+def _missing_attributes(namespace: str, names: list[str], why: str) -> str:
+    self_hosted = " && ".join(
+        f"temporal operator search-attribute create --namespace {namespace} --name {n} --type Keyword" for n in names
+    )
+    cloud = " ".join(f"--sa '{n}=Keyword'" for n in names)
+    return (
+        f"refusing to start: the search attributes {', '.join(names)} are missing on Temporal namespace {namespace} "
+        f"and this client may not add them ({why}). Add them once, then start again:\n"
+        f"  self-hosted:     {self_hosted}\n"
+        f"  Temporal Cloud:  tcld namespace search-attributes add --namespace {namespace} {cloud}"
+    )
 
 
 def build_activities(
@@ -211,7 +256,7 @@ class Engine:
             raise StartupError(f"refusing to start: invalid policy\n{err}") from None
         if s.temporal_address:
             self.temporal_address = s.temporal_address
-            self.ui_url = ""
+            self.ui_url = s.temporal_ui_url or ""
         else:
             self.dev_server = DevServer(
                 s.temporal_db_path,
@@ -224,18 +269,26 @@ class Engine:
             except (RuntimeError, FileNotFoundError) as err:
                 raise StartupError(f"refusing to start: embedded Temporal: {err}") from None
             self.temporal_address = self.dev_server.address
-            self.ui_url = self.dev_server.ui_url
+            self.ui_url = s.temporal_ui_url or self.dev_server.ui_url
             log.info("embedded Temporal dev server at %s (state in %s)", self.temporal_address, s.temporal_db_path)
             log.info("Temporal UI: %s", self.ui_url)
         try:
+            connection = TemporalConnection.from_settings(s, self.temporal_address)
+        except ConfigError as err:
+            raise StartupError(f"refusing to start: {err}") from None
+        try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_delay(20), wait=wait_fixed(0.5), retry=retry_if_exception_type(RuntimeError), reraise=True
+                stop=stop_after_delay(20), wait=wait_fixed(0.5), reraise=True,
+                retry=retry_if_exception(lambda e: isinstance(e, TemporalConnectError) and e.retryable),
             ):
                 with attempt:
-                    self.client = await connect(self.temporal_address, s.temporal_namespace)
+                    self.client = await connection.connect()
+        except TemporalConnectError as err:
+            raise StartupError(f"refusing to start: {err}") from None
+        try:
             await ensure_search_attributes(self.client)
-        except RuntimeError as err:
-            raise StartupError(f"refusing to start: cannot reach Temporal at {self.temporal_address}: {err}") from None
+        except RPCError as err:
+            raise StartupError(f"refusing to start: Temporal at {self.temporal_address}: {err.message}") from None
         self.audit = AuditStore(s.audit_path, key=s.audit_key)
         self.brakes = Brakes(self.audit, self.policy)
         self._slack()

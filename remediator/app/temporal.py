@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 import shutil
 import sys
 import sysconfig
@@ -20,6 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ActivityOutboundInterceptor,
@@ -27,6 +29,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from remediator.app.config import ConfigError, TemporalSettings
 from remediator.domain.runs import SEARCH_ATTRIBUTES
 
 
@@ -61,9 +64,126 @@ def dev_server_search_attribute_args() -> list[str]:
     return args
 
 
-async def connect(address: str, namespace: str = "default") -> Client:
-    """Connect a Client with the pydantic data converter (all models travel as JSON)."""
-    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+async def connect(
+    address: str, namespace: str = "default", *, tls: TLSConfig | bool = False, api_key: str | None = None
+) -> Client:
+    """Connect a Client with the pydantic data converter (all models travel as JSON).
+
+    Raises:
+        RuntimeError: the SDK's "Failed client connect: ..." (``describe_connect_error`` says it for people).
+    """
+    return await Client.connect(
+        address, namespace=namespace, data_converter=pydantic_data_converter, tls=tls, api_key=api_key
+    )
+
+
+@dataclass(frozen=True)
+class TemporalConnection:
+    """How to reach Temporal, files read: ``address``, ``namespace``, ``tls`` (False: plain gRPC;
+    True: TLS with the system's CA roots; a TLSConfig), ``api_key`` (sent as
+    ``Authorization: Bearer``, as Temporal Cloud expects)."""
+
+    address: str
+    namespace: str = "default"
+    tls: TLSConfig | bool = False
+    api_key: str | None = None
+    ca_file: Path | None = None
+    client_cert: bool = False
+    server_name: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: TemporalSettings, address: str | None = None) -> "TemporalConnection":
+        """The connection ``settings`` describe (``address`` overrides ``temporal_address``:
+        the embedded server's).
+
+        Raises:
+            ConfigError: a TLS or API key file cannot be read or is empty, naming the file and its flag.
+        """
+        address = address or settings.temporal_address or ""
+        api_key = settings.temporal_api_key
+        if settings.temporal_api_key_file is not None:
+            api_key = _read_file(settings.temporal_api_key_file, "--temporal-api-key-file").decode().strip()
+            if not api_key:
+                raise ConfigError(f"--temporal-api-key-file: {settings.temporal_api_key_file} is empty")
+        if not settings.temporal_tls_on:
+            return cls(address, settings.temporal_namespace, False, api_key)
+        ca = _read_file(settings.temporal_tls_ca, "--temporal-tls-ca") if settings.temporal_tls_ca else None
+        cert = _read_file(settings.temporal_tls_cert, "--temporal-tls-cert") if settings.temporal_tls_cert else None
+        key = _read_file(settings.temporal_tls_key, "--temporal-tls-key") if settings.temporal_tls_key else None
+        if ca is None and cert is None and not settings.temporal_tls_server_name:
+            tls: TLSConfig | bool = True
+        else:
+            tls = TLSConfig(
+                server_root_ca_cert=ca, client_cert=cert, client_private_key=key,
+                domain=settings.temporal_tls_server_name,
+            )
+        return cls(
+            address, settings.temporal_namespace, tls, api_key, settings.temporal_tls_ca, cert is not None,
+            settings.temporal_tls_server_name,
+        )
+
+    async def connect(self) -> Client:
+        """A connected Client.
+
+        Raises:
+            TemporalConnectError: the message says what failed and what to check; ``retryable``
+                False for a TLS verification failure (trying again will not help).
+        """
+        try:
+            return await connect(self.address, self.namespace, tls=self.tls, api_key=self.api_key)
+        except RuntimeError as err:
+            message, retryable = describe_connect_error(str(err), self)
+            raise TemporalConnectError(message, retryable) from None
+
+
+class TemporalConnectError(RuntimeError):
+    """Temporal cannot be reached; ``retryable`` False when the cause is the TLS setup."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _read_file(path: Path, flag: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot read {path}: {err.strerror or err}") from None
+
+
+def describe_connect_error(raw: str, conn: TemporalConnection) -> tuple[str, bool]:
+    """The SDK's connect error (tonic/rustls text) said for people: (message, retryable).
+
+    Recognised: an unknown issuer and a name mismatch (TLS verification, not retryable), the
+    connection closed right after the TLS handshake (a client certificate required or refused),
+    and a plain-gRPC client talking to a TLS-only frontend.
+    """
+    where = f"Temporal at {conn.address}"
+    ca = f"--temporal-tls-ca {conn.ca_file}" if conn.ca_file else "the system's CA roots (no --temporal-tls-ca)"
+    if "UnknownIssuer" in raw or "BadSignature" in raw:
+        return (f"{where}: TLS: the server's certificate is not signed by a CA trusted here ({ca}); "
+                f"set --temporal-tls-ca to the CA that signed it [{raw}]"), False
+    if "NotValidForName" in raw:
+        name = conn.server_name or conn.address.rpartition(":")[0]
+        return (f"{where}: TLS: the server's certificate is not valid for the name {name!r}; set "
+                f"--temporal-tls-server-name to a name it carries [{raw}]"), False
+    if "Expired" in raw or "NotValidYet" in raw:
+        return f"{where}: TLS: the server's certificate is expired or not valid yet [{raw}]", False
+    if "InvalidCertificate" in raw or ("certificate" in raw.lower() and conn.tls):
+        return f"{where}: TLS: the server's certificate was refused [{raw}]", False
+    if conn.tls and ("connection closed" in raw or "operation was canceled" in raw or "CertificateRequired" in raw):
+        hint = (
+            "it may require a client certificate: set --temporal-tls-cert and --temporal-tls-key"
+            if not conn.client_cert else "it may not accept this client certificate (--temporal-tls-cert)"
+        )
+        return f"{where}: the server closed the connection after the TLS handshake; {hint} [{raw}]", False
+    if not conn.tls and ("BrokenPipe" in raw or "ConnectionReset" in raw or "broken pipe" in raw):
+        return (f"{where}: the connection was dropped; if the frontend only speaks TLS, set --temporal-tls "
+                f"(or --temporal-tls-ca) [{raw}]"), True
+    if "H2NotNegotiated" in raw:
+        return (f"{where}: the TLS server did not negotiate HTTP/2 (ALPN h2), which gRPC needs; configure the "
+                f"proxy in front of Temporal for h2 [{raw}]"), False
+    return f"cannot reach {where}: {raw}", True
 
 
 class HeartbeatInterceptor(Interceptor):
