@@ -169,14 +169,16 @@ def describe_connect_error(raw: str, conn: TemporalConnection) -> tuple[str, boo
                 f"--temporal-tls-server-name to a name it carries [{raw}]"), False
     if "Expired" in raw or "NotValidYet" in raw:
         return f"{where}: TLS: the server's certificate is expired or not valid yet [{raw}]", False
-    if "InvalidCertificate" in raw or ("certificate" in raw.lower() and conn.tls):
+    client_hint = (
+        "it may require a client certificate: set --temporal-tls-cert and --temporal-tls-key"
+        if not conn.client_cert else "it may not accept this client certificate (--temporal-tls-cert)"
+    )
+    if "received fatal alert" in raw:  # the server refused the handshake: our (missing) certificate
+        return f"{where}: the server refused the TLS handshake; {client_hint} [{raw}]", False
+    if "InvalidCertificate" in raw:
         return f"{where}: TLS: the server's certificate was refused [{raw}]", False
-    if conn.tls and ("connection closed" in raw or "operation was canceled" in raw or "CertificateRequired" in raw):
-        hint = (
-            "it may require a client certificate: set --temporal-tls-cert and --temporal-tls-key"
-            if not conn.client_cert else "it may not accept this client certificate (--temporal-tls-cert)"
-        )
-        return f"{where}: the server closed the connection after the TLS handshake; {hint} [{raw}]", False
+    if conn.tls and ("connection closed" in raw or "operation was canceled" in raw):
+        return f"{where}: the server closed the connection after the TLS handshake; {client_hint} [{raw}]", False
     if not conn.tls and ("BrokenPipe" in raw or "ConnectionReset" in raw or "broken pipe" in raw):
         return (f"{where}: the connection was dropped; if the frontend only speaks TLS, set --temporal-tls "
                 f"(or --temporal-tls-ca) [{raw}]"), True
