@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from remediator.domain.playbook import Step
 
+from workflows import metrics
 from workflows.errors import cause_message, raise_if_cancelled
 from workflows.notices import Notices, legacy_decided_line
 from workflows.policies import HEALTH_RETRY, READ_TIMEOUT, SLACK_REQUEST_RETRY
@@ -253,6 +254,7 @@ class ApprovalWait:
                 break
             if not escalated and workflow.now() >= request.escalate_at:
                 escalated = True
+                metrics.escalated(self._inp.playbook.name)
                 text = f"no decision within {fmt(slack.approval_timeout)}; escalated to the on-call"
                 self._trail.event("approval", text, step=index)
                 await self._notices.update_message(request, message, "escalated", result=text, text=text)
@@ -309,6 +311,7 @@ class ApprovalWait:
         if decision is None and self._ended_by_resolve:
             text = "resolved before a decision; nothing ran"
             self._trail.event("approval", f"step {index + 1} ({step.name}): the alert {text}", step=index, request_id=rid, decision=None)
+            metrics.approval_decided("resolved", workflow.now() - request.requested_at)
             await self._notices.update_message(request, message, "resolved", result=text, text=text)
             return Approval(
                 approved=False, request=request, message=message, step_message=text, resolved=True,
@@ -317,6 +320,7 @@ class ApprovalWait:
         if decision is None:
             text = f"no decision by the deadline ({fmt(slack.approval_deadline)}); the step did not run"
             self._trail.event("approval", text, step=index, request_id=rid, decision=None)
+            metrics.approval_decided("expired", workflow.now() - request.requested_at)
             await self._notices.update_message(request, message, "expired", result=text, text=text)
             if not self._durable:
                 await self._notices.notify(
@@ -329,6 +333,7 @@ class ApprovalWait:
             )
         verb = "approved" if decision.decision == "approve" else "rejected"
         line = legacy_decided_line(decision)
+        metrics.approval_decided(decision.decision, workflow.now() - request.requested_at)
         self._trail.event(
             "approval",
             f"step {index + 1} ({step.name}) {verb} by {decision.user_id} via {decision.via}"

@@ -89,6 +89,7 @@ with workflow.unsafe.imports_passed_through():
     from remediator.domain.policy import SPEC_CHANGING_ACTIONS
     from remediator.domain.runs import SA_ALERTNAME, SA_NAMESPACE, SA_OUTCOME, SA_PLAYBOOK, SA_TARGET
 
+from workflows import metrics
 from workflows.approval import Approval, ApprovalWait
 from workflows.errors import StepFailed, cause_message, last_failure, raise_if_cancelled
 from workflows.notices import Notices
@@ -288,6 +289,7 @@ class RemediationWorkflow:
             dry_run=inp.dry_run,
             handed_over_from=inp.carry.handed_over_from if inp.carry else "",
         )
+        metrics.run_started(inp.playbook.name)
         self._fold_alerts()
         first = self._s.first_alert
         workflow.upsert_search_attributes(
@@ -340,6 +342,7 @@ class RemediationWorkflow:
             if skip:
                 s.steps[index].status, s.steps[index].message = "skipped", skip
                 self._trail.event("decision", f"step {index + 1} ({step.name}) skipped: {skip}", step=index)
+                metrics.step_done(step.action, "skipped", timedelta(0))
                 continue
             gitops = self._gitops_rule(index, step)
             if gitops == "refuse":
@@ -350,6 +353,7 @@ class RemediationWorkflow:
                 )
                 s.steps[index].status, s.steps[index].message = "refused", reason
                 self._trail.event("decision", f"{where} refused: {reason}", step=index, limit="gitops")
+                metrics.step_done(step.action, "refused", timedelta(0))
                 self._finish("refused", f"{where} refused: {reason}")
                 return
             approval = await self._approval(index, step, gitops=gitops == "approve")
@@ -360,12 +364,15 @@ class RemediationWorkflow:
                     return
                 self._finish("needs_human", approval.reason)
                 return
+            began = workflow.now()
             try:
                 await self._run_step(index, step)
             except StepFailed as failure:
+                metrics.step_done(step.action, "failed", workflow.now() - began)
                 if await self._step_failed(index, step, failure, approval):
                     continue
                 return
+            metrics.step_done(step.action, "succeeded", workflow.now() - began)
             if approval is not None:
                 await self._approvals.step_done(approval, True, s.steps[index].message)
         s.current = None
@@ -1032,6 +1039,7 @@ class RemediationWorkflow:
         ended = workflow.now()
         until = ended + inp.playbook.cooldown
         self._trail.event("outcome", f"{s.outcome}: {s.reason}", outcome=s.outcome, reason=s.reason, cooldown_until=until.isoformat())
+        metrics.run_ended(inp.playbook.name, s.outcome)
         # The audit first (the outcome and the cooldown must not wait on Slack), then the search
         # attribute: a run stopped in between is still found by remediator.app.settle.
         await self._trail.flush(run=self._run_info(first, outcome=s.outcome, ended=ended, cooldown_until=until))
@@ -1113,6 +1121,7 @@ class RemediationWorkflow:
         s.phase = "done" if inp.playbook.cooldown <= timedelta(0) else "cooldown"
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(s.outcome)])
         self._trail.event("outcome", f"{s.outcome}: {s.reason}", outcome=s.outcome, reason=s.reason)
+        metrics.run_ended(inp.playbook.name, s.outcome)
         ended = workflow.now()
         await self._trail.flush(run=self._run_info(first, outcome=s.outcome, ended=ended, cooldown_until=ended + inp.playbook.cooldown))
         workflow.logger.info("remediation of %s ended %s: %s", inp.target.key, s.outcome, s.reason)

@@ -143,6 +143,12 @@ class Settings(TemporalSettings):
         "how long the intake waits for a request's headers, and then for its body; a slower client gets 408 or is "
         "disconnected",
     )
+    metrics_listen: str | None = _setting(
+        None,
+        "`host:port` where the Temporal SDK's Prometheus exporter serves the worker's metrics and the engine's "
+        "(runs, steps, approvals, escalations); the intake's are on `--listen` `/metrics`",
+        shown="off",
+    )
     max_connections: int = _setting(
         200, "HTTP connections the intake serves at once; a request on a connection beyond them gets 503"
     )
@@ -220,6 +226,10 @@ class Settings(TemporalSettings):
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--listen must be host:port, got {self.listen!r}")
+        if self.metrics_listen is not None:
+            host, _, port = self.metrics_listen.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"--metrics-listen must be host:port, got {self.metrics_listen!r}")
         return self
 
     @property

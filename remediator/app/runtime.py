@@ -43,7 +43,7 @@ from remediator.app.intake import create_app
 from remediator.app.serving import intake_server
 from remediator.app.settle import Settler
 from remediator.app.socket_mode import SocketModeRunner
-from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, TemporalConnection
+from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, TemporalConnection, metrics_runtime
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
 from remediator.domain.policy import Policy
@@ -274,15 +274,18 @@ class Engine:
             log.info("Temporal UI: %s", self.ui_url)
         try:
             connection = TemporalConnection.from_settings(s, self.temporal_address)
+            runtime = metrics_runtime(s.metrics_listen) if s.metrics_listen else None
         except ConfigError as err:
             raise StartupError(f"refusing to start: {err}") from None
+        if runtime is not None:
+            log.info("worker and engine metrics: http://%s/metrics", s.metrics_listen)
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_delay(20), wait=wait_fixed(0.5), reraise=True,
                 retry=retry_if_exception(lambda e: isinstance(e, TemporalConnectError) and e.retryable),
             ):
                 with attempt:
-                    self.client = await connection.connect()
+                    self.client = await connection.connect(runtime)
         except TemporalConnectError as err:
             raise StartupError(f"refusing to start: {err}") from None
         try:

@@ -21,6 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -65,7 +66,8 @@ def dev_server_search_attribute_args() -> list[str]:
 
 
 async def connect(
-    address: str, namespace: str = "default", *, tls: TLSConfig | bool = False, api_key: str | None = None
+    address: str, namespace: str = "default", *, tls: TLSConfig | bool = False, api_key: str | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect a Client with the pydantic data converter (all models travel as JSON).
 
@@ -73,8 +75,28 @@ async def connect(
         RuntimeError: the SDK's "Failed client connect: ..." (``describe_connect_error`` says it for people).
     """
     return await Client.connect(
-        address, namespace=namespace, data_converter=pydantic_data_converter, tls=tls, api_key=api_key
+        address, namespace=namespace, data_converter=pydantic_data_converter, tls=tls, api_key=api_key,
+        runtime=runtime,
     )
+
+
+def metrics_runtime(listen: str) -> Runtime:
+    """A Temporal Runtime whose Prometheus exporter serves on ``listen`` (``host:port``) the SDK's
+    worker metrics and the engine's (workflows/metrics.py): counters end in ``_total``, the
+    SDK's latencies are seconds named ``..._latency_seconds``.
+
+    Raises:
+        ConfigError: the exporter cannot listen there (port taken, bad address).
+    """
+    from workflows.metrics import HISTOGRAM_BUCKETS
+
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+            bind_address=listen, counters_total_suffix=True, durations_as_seconds=True, unit_suffix=True,
+            histogram_bucket_overrides={k: list(v) for k, v in HISTOGRAM_BUCKETS.items()},
+        )))
+    except Exception as err:  # the core raises a bare Exception/RuntimeError for a failed bind
+        raise ConfigError(f"--metrics-listen {listen}: cannot serve metrics there: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -122,15 +144,15 @@ class TemporalConnection:
             settings.temporal_tls_server_name,
         )
 
-    async def connect(self) -> Client:
-        """A connected Client.
+    async def connect(self, runtime: Runtime | None = None) -> Client:
+        """A connected Client (on ``runtime``, the default Runtime when None).
 
         Raises:
             TemporalConnectError: the message says what failed and what to check; ``retryable``
                 False for a TLS verification failure (trying again will not help).
         """
         try:
-            return await connect(self.address, self.namespace, tls=self.tls, api_key=self.api_key)
+            return await connect(self.address, self.namespace, tls=self.tls, api_key=self.api_key, runtime=runtime)
         except RuntimeError as err:
             message, retryable = describe_connect_error(str(err), self)
             raise TemporalConnectError(message, retryable) from None
