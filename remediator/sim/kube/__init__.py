@@ -14,9 +14,14 @@ DaemonSets, scheduling onto nodes, evictions with PodDisruptionBudgets), fault i
     ...
     emu.stop()
 
+Service-account tokens bound to RBAC rules (``emu.add_service_account_token(token, rules)``,
+``emu.write_kubeconfig(path, token=token)``) are authorized as the API server does: 403
+Forbidden for what the rules do not allow.
+
 Modules: ``cluster`` (the ``Emulator`` facade), ``server`` (HTTP and REST semantics),
-``store`` (objects and resourceVersions), ``controllers``, ``kinds`` (discovery, errors),
-``patch``, ``selectors``, ``defaults``, ``metrics``, ``names``.
+``auth`` (tokens, RBAC authorization), ``store`` (objects and resourceVersions),
+``controllers``, ``kinds`` (discovery, errors), ``patch``, ``selectors``, ``defaults``,
+``metrics``, ``names``.
 """
 
 from remediator.sim.kube.cluster import Emulator

@@ -9,9 +9,12 @@ kubectl (the version remediator.k8s.kubectl.KUBECTL_VERSION names) talk to it un
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from typing import Any
 import yaml
 
 from remediator.sim.httpserve import LoopbackHTTPServer
+from remediator.sim.kube.auth import ADMIN_TOKEN, Authorizer
 from remediator.sim.kube.controllers import NAMESPACE, NODE, ApiErrorFault, Controllers, Faults
 from remediator.sim.kube.kinds import BY_KIND, REASON_BY_CODE, Kind, resolve_kind
 from remediator.sim.kube.metrics import metrics_registry, render
@@ -33,6 +37,11 @@ FAULT_TYPES = ("crashloop_image", "crashloop_pods", "stall_rollout", "node_not_r
 class _Server(LoopbackHTTPServer):
     emulator: Emulator
 
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, TimeoutError)):  # a client that gave up the TLS handshake
+            return
+        super().handle_error(request, client_address)
+
 
 class Emulator:
     """A Kubernetes API server plus control plane, good enough for kubectl and the official client.
@@ -42,19 +51,30 @@ class Emulator:
     emulated containers exit ``termination_seconds`` after SIGTERM (or at the end of its grace
     period if that is sooner), then the kubelet removes it. The controllers tick every
     ``tick_seconds``. Call ``start()`` before use and ``stop()`` after (or use ``with``).
+
+    ``tls_cert`` / ``tls_key`` (PEM files): serve HTTPS with that certificate, ``tls_ca`` the
+    CA that signed it (written into kubeconfigs, given to ``api_client()``). kubectl (client-go)
+    sends a bearer token only over TLS, so a kubectl run with a service-account token
+    (``add_service_account_token``) needs it; the ``kubernetes`` Python client sends it either way.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, pod_ready_seconds: float = 0.2,
-                 tick_seconds: float = 0.05, termination_seconds: float = 0.5) -> None:
+                 tick_seconds: float = 0.05, termination_seconds: float = 0.5, *,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                 tls_ca: str | Path | None = None) -> None:
         if not (host.startswith("127.") or host in ("localhost", "::1")):
             raise ValueError(f"the emulator listens on loopback only, not {host!r}")
         self.host = host
         self.port = port
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        self.tls_cert, self.tls_key, self.tls_ca = tls_cert, tls_key, tls_ca
         self.tick_seconds = tick_seconds
         self.store = Store()
         self.faults = Faults()
         self.controllers = Controllers(self.store, self.faults, pod_ready_seconds, termination_seconds)
         self.api = Api(self)
+        self.authorizer = Authorizer()
         self.stopping = False
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
@@ -83,6 +103,13 @@ class Emulator:
     def _serve(self) -> None:
         self._server = _Server((self.host, self.port), Handler)
         self._server.emulator = self
+        if self.tls_cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+            # The handshake happens in each connection's handler thread (Handler.setup), not
+            # in the accepting thread, so one slow client holds up no other.
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True,
+                                                      do_handshake_on_connect=False)
         self.port = self._server.server_address[1]
         serve = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                  name="k8s-emulator-http", daemon=True)
@@ -146,24 +173,47 @@ class Emulator:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` once started."""
+        """``http://127.0.0.1:PORT`` once started (``https://`` with ``tls_cert``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_cert is not None else 'http'}://{host}:{self.port}"
 
     # ------------------------------------------------------------------ clients
 
-    def write_kubeconfig(self, path: str | Path, context: str = "remediator-simulated") -> Path:
+    def add_service_account_token(self, token: str, rules: Any, namespace: str = "remediator",
+                                  name: str = "remediator") -> str:
+        """Register ``token`` as the token of service account ``namespace/name`` bound to
+        ``rules`` (rbac/v1 PolicyRules as JSON, e.g. a ClusterRole's ``rules``, as a
+        ClusterRoleBinding binds them); returns its user name
+        (``system:serviceaccount:remediator:remediator``).
+
+        From then on its requests are authorized as the API server's RBAC authorizer does: what
+        the rules (or the discovery roles every authenticated user has) do not allow is answered
+        403 Forbidden with the API server's Status (remediator.sim.kube.auth). The placeholder
+        token ``emulator`` and requests without a token keep full access; any other token is
+        401 Unauthorized. Registering a token again replaces its rules.
+        """
+        return self.authorizer.add(token, rules, namespace, name).username
+
+    def write_kubeconfig(self, path: str | Path, context: str = "remediator-simulated",
+                         token: str = ADMIN_TOKEN) -> Path:
         """Write a kubeconfig for kubectl and ``kubernetes.config.load_kube_config``; returns its path.
 
-        The cluster has no authentication; a placeholder token keeps clients from prompting.
+        ``token``: the user's bearer token; by default the placeholder ``emulator`` (full
+        access; it keeps clients from prompting), else one registered with
+        ``add_service_account_token``, whose rules then authorize every request. kubectl sends
+        it only to an HTTPS emulator (``tls_cert``); over plain HTTP it sends no token, which
+        the emulator takes for the admin.
         """
         path = Path(path)
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls_ca is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(Path(self.tls_ca).read_bytes()).decode()
         path.parent.mkdir(parents=True, exist_ok=True)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": context, "cluster": {"server": self.url}}],
-            "users": [{"name": context, "user": {"token": "emulator"}}],
+            "clusters": [{"name": context, "cluster": cluster}],
+            "users": [{"name": context, "user": {"token": token}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": "default"}}],
             "current-context": context,
             "preferences": {},
@@ -171,13 +221,16 @@ class Emulator:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def api_client(self) -> Any:
-        """A ``kubernetes.client.ApiClient`` pointed at this emulator."""
+    def api_client(self, token: str = ADMIN_TOKEN) -> Any:
+        """A ``kubernetes.client.ApiClient`` pointed at this emulator, sending ``token`` (by
+        default the placeholder: full access; see ``add_service_account_token``)."""
         from kubernetes import client
 
         configuration = client.Configuration()
         configuration.host = self.url
-        configuration.api_key = {"authorization": "emulator"}
+        if self.tls_ca is not None:
+            configuration.ssl_ca_cert = str(self.tls_ca)
+        configuration.api_key = {"authorization": token}
         configuration.api_key_prefix = {"authorization": "Bearer"}
         return client.ApiClient(configuration)
 

