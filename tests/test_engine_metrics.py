@@ -18,24 +18,12 @@ from remediator.domain.messages import RemediationResult, RemediationStatus
 from remediator.domain.runs import workflow_id_for
 from remediator.sim.alerting import free_port
 from tests.support import WorkerProcess
+from tests.test_durability import PLAYBOOK as DURABILITY_PLAYBOOK
 
-PLAYBOOK = """\
-name: metrics
-match: ['alertname="DurabilityTest"']
-target:
-  kind: Deployment
-  namespace: '{{ labels.namespace }}'
-  name: '{{ labels.deployment }}'
-steps:
-  - name: restart
-    rollout_restart: {}
-    health:
-      rollout_status: {}
-      timeout: 2m
-      interval: 300ms
-verification_window: 1s
-cooldown: 0s
-"""
+PLAYBOOK = DURABILITY_PLAYBOOK.replace("name: durability", "name: metrics").replace(
+    "verification_window: 1m", "verification_window: 1s"
+)
+"""The durability playbook, named ``metrics``, with a verification window of 1 s."""
 
 APPROVAL = PLAYBOOK.replace("    rollout_restart: {}", "    approval: always\n    rollout_restart: {}") + """\
 slack:

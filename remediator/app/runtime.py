@@ -297,7 +297,9 @@ class Engine:
         self._slack()
         self._worker = self._build_worker(self.api_client)
         self.settler = self._build_settler()
-        self._server = self._build_intake()
+        handoff = self._build_handoff()
+        self._handoff_worker = new_handoff_worker(self.client, s.task_queue, handoff)
+        self._server = self._build_intake(handoff)
         return self
 
     def _slack(self) -> None:
@@ -332,16 +334,18 @@ class Engine:
         post = SlackActivities(self.slack_client, self.slack_threads).post_notice if self.slack_client else None
         return Settler(self.client, self.audit, post)
 
-    def _build_intake(self) -> uvicorn.Server:
+    def _build_handoff(self) -> Handoff:
+        """One hand-over for the intake and the hand-off activity: one record of what was
+        handed over, one bound on the Temporal calls in flight."""
+        assert self.client is not None
+        return Handoff(
+            self.settings, self.client, self.playbooks, self.audit, task_queue=self.settings.task_queue,
+            ui_url=self.ui_url, settler=self.settler, brakes=self.brakes,
+        )
+
+    def _build_intake(self, handoff: Handoff) -> uvicorn.Server:
         s = self.settings
         assert self.client is not None
-        # One hand-over for the intake and the hand-off activity: one record of what was
-        # handed over, one bound on the Temporal calls in flight.
-        handoff = Handoff(
-            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url,
-            settler=self.settler, brakes=self.brakes,
-        )
-        self._handoff_worker = new_handoff_worker(self.client, s.task_queue, handoff)
         app = create_app(
             s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, handoff=handoff,
         )
