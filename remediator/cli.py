@@ -14,6 +14,7 @@ User mistakes end with ``error: ...`` and exit code 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import getpass
 import inspect
 import json
@@ -697,12 +698,29 @@ def _first_error(err: Exception) -> str:
     return f"{flags(name)[0]} ({env_var(name)}): {msg[:1].lower()}{msg[1:]}"
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
+def main() -> None:
+    """The ``remediator`` console entry: the command's exit code, without interpreter finalisation.
 
-
-
+    The Temporal client's Rust threads can still hold a Python thread state when CPython
+    finalises, which aborts a finished command with "Fatal Python error: PyGILState_Release"
+    (temporalio/sdk-python#300). So once the command has returned, the ``atexit`` handlers run
+    (logging is flushed), stdout and stderr are flushed, and the process ends with ``os._exit``.
+    """
+    try:
+        app()
+        code: int = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        if exit.code is not None and not isinstance(exit.code, int):
+            print(exit.code, file=sys.stderr)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # python -m remediator.cli
-    app()
+    main()

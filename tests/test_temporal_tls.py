@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from remediator.app.config import TemporalSettings
-from remediator.app.temporal import TemporalConnectError, TemporalConnection
+from remediator.app.temporal import TemporalConnectError, TemporalConnection, describe_connect_error
 from tests.support import WorkerProcess, debian_binary
 from tests.test_durability import PLAYBOOK
 from tests.tls import Pki, TlsProxy, make_pki
@@ -161,3 +161,27 @@ async def test_the_cli_reads_tls_from_the_environment_as_the_worker(monkeypatch,
     monkeypatch.setenv("REMEDIATOR_TEMPORAL_TLS_KEY", str(pki.client_key))
     client = await TemporalConnection.from_settings(TemporalSettings(temporal_address=mtls_temporal.address)).connect()
     assert await client.service_client.check_health()
+
+
+@pytest.mark.parametrize("raw", [
+    # the forms a TLS 1.3 server refusing a missing client certificate after the handshake takes
+    # through the SDK (tonic/hyper/rustls); the first verbatim from a CI run against HAProxy
+    "Failed client connect: `get_system_info` call error after connection: Status { code: Unknown, "
+    'message: "transport error", source: Some(tonic::transport::Error(Transport, hyper::Error(Io, '
+    'Custom { kind: BrokenPipe, error: "stream closed because of a broken pipe" }))) }',
+    "Failed client connect: `get_system_info` call error after connection: received fatal alert: "
+    "CertificateRequired",
+    "Failed client connect: `get_system_info` call error after connection: connection closed",
+])
+def test_a_refused_client_certificate_is_said_whatever_form_the_sdk_gives_it(raw):
+    conn = TemporalConnection(address="temporal:7233", namespace="default", tls=True, ca_file="/ca.pem")
+    message, retryable = describe_connect_error(raw, conn)
+    assert "may require a client certificate" in message and not retryable
+
+
+def test_a_dropped_plain_connection_is_an_outage_to_retry():
+    raw = ("Failed client connect: `get_system_info` call error after connection: Status { code: Unknown, "
+           'message: "transport error", source: Some(hyper::Error(Io, Custom { kind: BrokenPipe })) }')
+    message, retryable = describe_connect_error(raw, TemporalConnection(address="temporal:7233",
+                                                                         namespace="default"))
+    assert "set --temporal-tls" in message and retryable

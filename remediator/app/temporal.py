@@ -199,9 +199,13 @@ def describe_connect_error(raw: str, conn: TemporalConnection) -> tuple[str, boo
         return f"{where}: the server refused the TLS handshake; {client_hint} [{raw}]", False
     if "InvalidCertificate" in raw:
         return f"{where}: TLS: the server's certificate was refused [{raw}]", False
-    if conn.tls and ("connection closed" in raw or "operation was canceled" in raw):
+    dropped = "BrokenPipe" in raw or "ConnectionReset" in raw or "broken pipe" in raw
+    if conn.tls and ("connection closed" in raw or "operation was canceled" in raw
+                     or (dropped and "after connection" in raw)):
+        # TLS 1.3 checks the client certificate after the client's Finished: a refusal shows as a
+        # closed, reset or broken stream on the first call, not as a handshake error.
         return f"{where}: the server closed the connection after the TLS handshake; {client_hint} [{raw}]", False
-    if not conn.tls and ("BrokenPipe" in raw or "ConnectionReset" in raw or "broken pipe" in raw):
+    if not conn.tls and dropped:
         return (f"{where}: the connection was dropped; if the frontend only speaks TLS, set --temporal-tls "
                 f"(or --temporal-tls-ca) [{raw}]"), True
     if "H2NotNegotiated" in raw:
