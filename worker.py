@@ -6,7 +6,7 @@ configuration table. One place builds the Client and the Worker: remediator.app.
 
 import sys
 
-from remediator.cli import app
+from remediator.cli import main
 
 if __name__ == "__main__":
-    sys.exit(app(["worker", *sys.argv[1:]]))
+    main(["worker", *sys.argv[1:]])

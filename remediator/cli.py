@@ -38,6 +38,7 @@ from typer.core import TyperCommand
 from remediator.app.approvals import (
     DecisionRefused,
     TemporalUnavailable,
+    find_run,
     submit_decision,
 )
 from remediator.app.config import (
@@ -132,7 +133,8 @@ def _metavar(name: str) -> str:
 
 
 def worker(ctx: typer.Context, **options: Any) -> None:
-    """Run the Temporal worker and the Alertmanager webhook intake in one process.
+    """Run the Temporal worker and the Alertmanager webhook intake in one process
+    (``--no-intake``: the worker only, its other half being ``remediator intake``).
 
     Every option can also be set by its environment variable; an option given here wins."""
 
@@ -157,6 +159,35 @@ def worker(ctx: typer.Context, **options: Any) -> None:
 
 worker.__signature__ = inspect.Signature(_settings_options())  # type: ignore[attr-defined]
 app.command(cls=_OptionsFromSettings)(worker)
+
+
+def intake(ctx: typer.Context, **options: Any) -> None:
+    """Run the HTTP intake only: the Alertmanager webhook, Slack interactivity, the control API.
+
+    Remediation runs on the workers (``remediator worker --no-intake``) of the same Temporal
+    (--temporal-address) and task queue; this process needs no cluster credentials. Takes the
+    worker's options; those of the worker alone (--kubeconfig...) are ignored here."""
+    given = {name: value for name, value in options.items() if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    try:
+        settings = Settings(**given)
+    except ValueError as err:  # ValidationError and ConfigError
+        raise fail(_first_error(err))
+    if not settings.intake:
+        raise fail("remediator intake with --no-intake would serve nothing; run `remediator worker --no-intake` for the worker alone")
+    if settings.simulate:
+        raise fail("--simulate acts on the emulated cluster of a worker; `remediator intake` runs no worker "
+                   "(use `remediator worker --simulate`)")
+    setup_logging(False, log_format=settings.log_format)
+    try:
+        asyncio.run(serve(settings, None, run_worker=False))
+    except StartupError as err:
+        raise fail(str(err))
+    except KeyboardInterrupt:
+        pass
+
+
+intake.__signature__ = inspect.Signature(_settings_options())  # type: ignore[attr-defined]
+app.command(cls=_OptionsFromSettings)(intake)
 
 
 def _cluster(settings: Settings) -> tuple[Any, Emulator | None]:
@@ -393,41 +424,43 @@ def _os_user() -> str:
 
 
 def _decide(run: str, decision: Literal["approve", "reject"], identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path) -> None:
-    """Shared body of ``approve`` and ``reject``: the same Update, validator and audit as a Slack click."""
+    """Shared body of ``approve`` and ``reject``: the same Update, validator and audit as a Slack click.
 
-
-    store = _open_store(state_dir, AuditStore)
-    try:
-        row = store.get_run(run)
-    except LookupError as err:
-        raise fail(str(err.args[0] if err.args else err))
+    The run is found through Temporal (``find_run``), not a local database, so the command works
+    from any replica or laptop that reaches Temporal. A refusal is also recorded in the audit
+    trail when this machine has the worker's (``--state-dir``)."""
+    store = _open_store(state_dir, AuditStore) if (state_dir / "audit.db").exists() else None
 
     async def go():
         client = await connect(temporal_address, temporal_namespace)
-        handle = client.get_workflow_handle(row.workflow_id, run_id=row.run_id)
+        try:
+            found = await find_run(client, run)
+        except LookupError as err:
+            raise fail(str(err.args[0] if err.args else err))
+        handle = client.get_workflow_handle(found.workflow_id, run_id=found.run_id)
         status = await handle.query(RemediationWorkflow.status)
         if status.waiting is None:
-            raise fail(f"run {row.run_id} ({row.target}) is not waiting for approval (phase {status.phase}, outcome {status.outcome})")
+            raise fail(f"run {found.run_id} ({found.target}) is not waiting for approval (phase {status.phase}, outcome {status.outcome})")
         request = status.waiting
         result = await submit_decision(
             client,
-            row.workflow_id,
-            row.run_id,
+            found.workflow_id,
+            found.run_id,
             ApprovalDecision(
                 request_id=request.request_id, decision=decision, user_id=identity, via="cli", comment=comment,
                 os_user=_os_user(), os_host=socket.gethostname(),
             ),
             audit=store,
         )
-        return request, result
+        return found, request, result
 
     try:
-        request, result = asyncio.run(go())
+        found, request, result = asyncio.run(go())
     except DecisionRefused as err:
         raise fail(f"refused: {err}", code=3)
     except (TemporalUnavailable, RPCError, RuntimeError, OSError) as err:
         raise fail(f"cannot reach Temporal at {temporal_address}: {err}")
-    console.print(f"step {request.step_index + 1} ({request.step_name}) of {row.target}: {result.message}", highlight=False, soft_wrap=True)
+    console.print(f"step {request.step_index + 1} ({request.step_name}) of {found.target}: {result.message}", highlight=False, soft_wrap=True)
 
 
 TEMPORAL_ADDRESS = typer.Option("127.0.0.1:7233", "--temporal-address", envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal (the worker's). TLS and API key: the worker's REMEDIATOR_TEMPORAL_TLS_* and REMEDIATOR_TEMPORAL_API_KEY[_FILE] variables.")
@@ -455,7 +488,7 @@ def _decision_command(decision: Literal["approve", "reject"], doc: str):
     """The ``approve`` and ``reject`` commands: one body, the decision as their only difference."""
 
     def command(
-        run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
+        run: str = typer.Argument(..., help="Run ID (a unique prefix of 4+ hex digits is enough) or workflow ID (remediation/...: its latest run), looked up in Temporal."),
         identity: str = IDENTITY,
         comment: str = typer.Option("", help="Why, for the audit trail."),
         temporal_address: str = TEMPORAL_ADDRESS,
@@ -698,8 +731,8 @@ def _first_error(err: Exception) -> str:
     return f"{flags(name)[0]} ({env_var(name)}): {msg[:1].lower()}{msg[1:]}"
 
 
-def main() -> None:
-    """The ``remediator`` console entry: the command's exit code, without interpreter finalisation.
+def main(args: list[str] | None = None) -> None:
+    """The ``remediator`` console entry (``args``: instead of ``sys.argv[1:]``; worker.py's): the command's exit code, without interpreter finalisation.
 
     The Temporal client's Rust threads can still hold a Python thread state when CPython
     finalises, which aborts a finished command with "Fatal Python error: PyGILState_Release"
@@ -707,7 +740,7 @@ def main() -> None:
     (logging is flushed), stdout and stderr are flushed, and the process ends with ``os._exit``.
     """
     try:
-        app()
+        app(args)
         code: int = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)

@@ -29,6 +29,7 @@ from remediator.slack.client import make_client
 from tests.support import (
     CadvisorMetrics,
     debian_binary,
+    engine_kubeconfig,
     real_activities,
     running_worker,
 )
@@ -190,7 +191,7 @@ def cluster(tmp_path):
     emu = Emulator().start()
     emu.seed_demo()
     (tmp_path / "playbooks").mkdir()
-    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+    kubeconfig = engine_kubeconfig(emu, tmp_path / "kubeconfig")  # the engine's service account
     try:
         yield emu, kubeconfig
     finally:

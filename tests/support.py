@@ -49,6 +49,7 @@ from remediator.domain.messages import (
 )
 from remediator.domain.playbook import Playbook, PlaybookRef
 from remediator.domain.runs import workflow_id_for
+from remediator.k8s import rbac
 from remediator.k8s.kubectl import KUBECTL_VERSION
 from remediator.sim.alerting import free_port
 from remediator.slack.threads import SlackThreads
@@ -148,6 +149,28 @@ def permissive_brakes(audit: Any, policy: Policy | None = None) -> Brakes:
     return Brakes(audit, policy or load_policy(PERMISSIVE_POLICY))
 
 
+ENGINE_TOKEN = "remediator-service-account-token"
+"""The bearer token of the engine's service account (remediator/remediator) in the emulators of
+the end-to-end tests: bound to the ClusterRole of deploy/kubernetes (``rbac.cluster_role()``,
+which tests/test_rbac.py keeps equal to the manifest), so a request the role does not allow is
+the API server's 403 there too, and fails the test that made it."""
+
+
+def engine_api_client(emulator: Any) -> Any:
+    """A ``kubernetes.client.ApiClient`` for the engine under test: the emulator's service
+    account bound to the engine's ClusterRole (``ENGINE_TOKEN``), never the admin."""
+    emulator.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])
+    return emulator.api_client(token=ENGINE_TOKEN)
+
+
+def engine_kubeconfig(emulator: Any, path: Path) -> Path:
+    """A kubeconfig for a worker process under test, with ``ENGINE_TOKEN`` (see ``engine_api_client``).
+    The Python client sends the token over plain HTTP too, so the emulator authorizes every
+    request of the engine by the role."""
+    emulator.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])
+    return emulator.write_kubeconfig(path, token=ENGINE_TOKEN)
+
+
 def real_activities(emulator: Any, audit: Any, slack_client: Any = None, slack_db: Path | None = None, *,
                     prometheus_url: str | None = None, alertmanager_url: str | None = None,
                     policy: Policy | None = None, playbooks: Any = None) -> list:
@@ -157,7 +180,7 @@ def real_activities(emulator: Any, audit: Any, slack_client: Any = None, slack_d
     permissive test policy)."""
     threads = SlackThreads(slack_db) if slack_client is not None and slack_db is not None else None
     return build_activities(
-        emulator.api_client(), prometheus_url, alertmanager_url, audit, slack_client, threads,
+        engine_api_client(emulator), prometheus_url, alertmanager_url, audit, slack_client, threads,
         permissive_brakes(audit, policy), playbooks,
     )
 
@@ -331,17 +354,20 @@ class WorkerProcess:
     """``python worker.py`` as a child process with its own intake port, as in production.
 
     ``temporal``: the Temporal address (a ``DevServer``, or a ``DelayProxy`` in front of one);
+    ``command``: ``worker`` (worker.py) or ``intake`` (``remediator intake``);
     the state dir and playbook dir are ``tmp/state`` and ``tmp/playbooks``, shared by every
     worker of a test. ``post(status, **labels)`` sends one alert to its intake.
     """
 
     ROOT = Path(__file__).resolve().parent.parent
 
-    def __init__(self, tmp: Path, temporal: str, kubeconfig: Path, extra: list[str] = (), *, wait: bool = True) -> None:
+    def __init__(self, tmp: Path, temporal: str, kubeconfig: Path, extra: list[str] = (), *, wait: bool = True,
+                 command: str = "worker") -> None:
         self.port = free_port()
-        self.log = tmp / f"worker-{self.port}.log"
+        self.log = tmp / f"{command}-{self.port}.log"
         args = [
-            sys.executable, str(self.ROOT / "worker.py"),
+            *([sys.executable, str(self.ROOT / "worker.py")] if command == "worker"
+              else [sys.executable, "-m", "remediator.cli", command]),
             "--temporal-address", temporal, "--kubeconfig", str(kubeconfig), "--no-auth",
             "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(tmp / "state"),
             "--playbook-dir", str(tmp / "playbooks"),

@@ -45,7 +45,7 @@ from remediator.domain.runs import workflow_id_for
 from remediator.k8s.client import KubeClient
 from remediator.playbook.loader import load_directory
 from remediator.slack.threads import SlackThreads
-from tests.support import SLACK, alert, alert_signal, playbook, serve, start_run, until, wait_phase
+from tests.support import SLACK, alert, alert_signal, engine_api_client, playbook, serve, start_run, until, wait_phase
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ async def engine(client: Client, emulator: Any, audit: AuditStore, slack_client:
     loaded = load_directory(d)
     brakes = Brakes(audit, pol)
     activities = build_activities(
-        emulator.api_client(), None, None, audit, slack_client, SlackThreads(tmp_path / "slack.db"), brakes, loaded
+        engine_api_client(emulator), None, None, audit, slack_client, SlackThreads(tmp_path / "slack.db"), brakes, loaded
     )
     queue = f"brakes-{uuid.uuid4()}"
     with ThreadPoolExecutor(64) as pool:

@@ -158,9 +158,16 @@ def test_audit_without_a_state_dir_says_where_it_looked(tmp_path):
     no_traceback(p)
 
 
-def test_approve_an_unknown_run(store):
-    p = run("approve", "zzzz", "--as", "U1", "--state-dir", str(store))
-    assert p.returncode == 2 and "no audited run matches 'zzzz'" in p.stderr
+def test_approve_finds_runs_through_temporal_and_names_what_it_could_not_find(client, tmp_path):
+    """No local database is needed (``--state-dir`` names an empty directory): the run is looked
+    up in Temporal, by run ID prefix or workflow ID, and a miss is said plainly."""
+    common = ("--as", "U1", "--temporal-address", client.service_client.config.target_host, "--state-dir", str(tmp_path))
+    p = run("approve", "0123abcd", *common)
+    assert p.returncode == 2 and "no remediation run matches '0123abcd' in Temporal namespace default" in p.stderr
+    p = run("reject", "remediation/deployment/prod/nothing", *common)
+    assert p.returncode == 2 and "no remediation run has workflow ID 'remediation/deployment/prod/nothing'" in p.stderr
+    p = run("approve", "zzzz' OR 'a'='a", *common)
+    assert p.returncode == 2 and "is neither a workflow ID (remediation/...) nor a run ID" in p.stderr
     no_traceback(p)
 
 

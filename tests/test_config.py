@@ -45,6 +45,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "context": ("prod-eu", "prod-eu"),
     "in_cluster": ("false", False),
     "simulate": ("1", True),
+    "intake": ("false", False),
     "prometheus_url": ("http://prometheus:9090", "http://prometheus:9090"),
     "alertmanager_url": ("http://alertmanager:9093", "http://alertmanager:9093"),
     "state_dir": ("/var/lib/remediator", Path("/var/lib/remediator")),
@@ -115,6 +116,7 @@ SWITCH_ENV_AND_FLAG: dict[str, tuple[str, str, bool]] = {
     "no_auth": ("false", "--no-auth", True),
     "simulate": ("false", "--simulate", True),
     "dry_run": ("false", "--dry-run", True),
+    "intake": ("false", "--intake", True),
     "in_cluster": ("true", "--no-in-cluster", False),
 }
 
@@ -241,7 +243,9 @@ def test_flag_names_follow_the_fields():
         assert flags(name)[0] == "--" + name.replace("_", "-")
     assert flags("in_cluster") == ["--in-cluster", "--no-in-cluster"]
     assert flags("no_auth") == ["--no-auth"] and flags("simulate") == ["--simulate"]
-    assert {n for n in Settings.model_fields if is_switch(n)} == {"no_auth", "in_cluster", "simulate", "dry_run", "temporal_tls"}
+    assert flags("intake") == ["--intake", "--no-intake"]  # on by default: its negative form
+    assert {n for n in Settings.model_fields if is_switch(n)} == {
+        "no_auth", "in_cluster", "simulate", "dry_run", "temporal_tls", "intake"}
     assert flags("temporal_tls") == ["--temporal-tls", "--no-temporal-tls"]
 
 

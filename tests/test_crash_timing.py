@@ -51,7 +51,7 @@ from remediator.app.runtime import build_activities, new_worker
 from remediator.sim.slack import SlackEmulator
 from remediator.app.temporal import connect
 from remediator.domain.runs import workflow_id_for
-from tests.support import DelayProxy, WorkerProcess, permissive_brakes, webhook
+from tests.support import DelayProxy, WorkerProcess, engine_api_client, engine_kubeconfig, permissive_brakes, webhook
 
 HEARTBEAT = ["--heartbeat-timeout", "2s"]
 """Test workers notice a dead peer in 2 s instead of 10 s, so a kill costs seconds."""
@@ -258,7 +258,7 @@ async def baseline(tmp_path: Path, temporal, scenario: str) -> tuple[str, list[s
     (base / "playbooks" / "p.yaml").write_text(playbook)
     with Emulator() as emu:
         emu.seed_demo()
-        worker = WorkerProcess(base, temporal.address, emu.write_kubeconfig(base / "kubeconfig"), HEARTBEAT + ["--task-queue", "baseline"])
+        worker = WorkerProcess(base, temporal.address, engine_kubeconfig(emu, base / "kubeconfig"), HEARTBEAT + ["--task-queue", "baseline"])
         try:
             assert worker.post("firing", **labels).status_code == 200
             client = await connect(temporal.address)
@@ -624,7 +624,7 @@ async def test_a_burst_of_signals_during_every_audit_write(client, emulator, tmp
     queue = f"burst-{uuid.uuid4()}"
     workflow_id = workflow_id_for("deployment/prod/checkout") + "-burst"
     with ThreadPoolExecutor(16) as pool:
-        async with new_worker(client, queue, build_activities(emulator.api_client(), None, None, store, brakes=permissive_brakes(store)), pool):
+        async with new_worker(client, queue, build_activities(engine_api_client(emulator), None, None, store, brakes=permissive_brakes(store)), pool):
             handle = await client.start_workflow(
                 "RemediationWorkflow",
                 RemediationInput(target=TargetRef(kind="Deployment", namespace="prod", name="checkout"), playbook=pb, playbook_ref=PlaybookRef(name=pb.name, path="p.yaml", sha256="ab" * 32)),
@@ -710,7 +710,7 @@ async def test_an_unavailable_audit_trail_holds_the_run_and_nothing_is_changed_m
 
     threading.Timer(15, release).start()
     with ThreadPoolExecutor(16) as pool:
-        async with new_worker(client, queue, build_activities(emulator.api_client(), None, None, store, brakes=permissive_brakes(store)), pool):
+        async with new_worker(client, queue, build_activities(engine_api_client(emulator), None, None, store, brakes=permissive_brakes(store)), pool):
             handle = await client.start_workflow(
                 "RemediationWorkflow",
                 RemediationInput(target=TargetRef(kind="Deployment", namespace="prod", name="checkout"), playbook=pb,

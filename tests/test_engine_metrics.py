@@ -13,7 +13,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from remediator.app.temporal import connect
-from remediator.audit.store import AuditStore
 from remediator.domain.messages import RemediationResult, RemediationStatus
 from remediator.domain.runs import workflow_id_for
 from remediator.sim.alerting import free_port
@@ -103,10 +102,11 @@ async def test_an_approval_is_counted_with_its_wait(tmp_path, cluster, temporal)
             except Exception:
                 pass
             await asyncio.sleep(0.2)
-        run_id = AuditStore(tmp_path / "state" / "audit.db").list_runs()[0].run_id
+        # by workflow ID, from a directory with no database: the CLI finds the run through Temporal
+        (tmp_path / "elsewhere").mkdir()
         rejected = subprocess.run(
-            [sys.executable, "-m", "remediator.cli", "reject", run_id[:8], "--as", "U0BOB",
-             "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "state")],
+            [sys.executable, "-m", "remediator.cli", "reject", handle.id, "--as", "U0BOB",
+             "--temporal-address", temporal.address, "--state-dir", str(tmp_path / "elsewhere")],
             cwd=WorkerProcess.ROOT, capture_output=True, text=True, timeout=60,
         )
         assert rejected.returncode == 0, rejected.stdout + rejected.stderr

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
@@ -34,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from remediator.app.intake import TemporalUnavailable
 from remediator.audit.store import AuditStore
 from remediator.domain.messages import ApprovalDecision, DecisionResult
+from remediator.domain.runs import SA_TARGET
 from remediator.slack.blocks import parse_action_value
 from workflows.remediation import RemediationWorkflow
 
@@ -48,10 +51,63 @@ DEFAULT_TIMEOUT = 10.0
 __all__ = [
     "BadButtonValue",
     "DecisionRefused",
+    "FoundRun",
     "TemporalUnavailable",
+    "find_run",
     "parse_button_value",
     "submit_decision",
 ]
+
+
+_RUN_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,35}")
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    """A remediation run as Temporal knows it: ``workflow_id`` (``remediation/...``), ``run_id``,
+    ``target`` (its ``Target`` search attribute, ``kind/namespace/name``; "" when unset)."""
+
+    workflow_id: str
+    run_id: str
+    target: str
+
+
+async def find_run(client: Client, ref: str) -> FoundRun:
+    """The remediation run ``ref`` names, found through Temporal, so any replica (or a laptop
+    that reaches Temporal) finds it without the engine's database.
+
+    ``ref`` is a workflow ID (``remediation/...``: its latest run) or a run ID or a unique
+    prefix of one (at least 4 hex digits; a visibility query ``RunId STARTS_WITH``, as
+    ``temporal workflow list --query`` takes it). A run that has just started can take a moment
+    to be visible.
+
+    Raises:
+        LookupError: ``ref`` is neither form, no run matches, or several do (they are named).
+        temporalio.service.RPCError: Temporal refused the query for another reason.
+    """
+    ref = ref.strip()
+    if ref.startswith("remediation/"):
+        try:
+            desc = await client.get_workflow_handle(ref).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise LookupError(f"no remediation run has workflow ID {ref!r} in Temporal namespace {client.namespace}") from None
+            raise
+        return FoundRun(desc.id, desc.run_id, desc.typed_search_attributes.get(SA_TARGET) or "")
+    prefix = ref.lower()
+    if not _RUN_ID_PREFIX.fullmatch(prefix):
+        raise LookupError(
+            f"{ref!r} is neither a workflow ID (remediation/...) nor a run ID or its prefix (at least 4 hex digits)"
+        )
+    query = f"WorkflowType = '{RemediationWorkflow.__name__}' AND RunId STARTS_WITH '{prefix}'"
+    found = [w async for w in client.list_workflows(query, limit=5)]
+    if not found:
+        raise LookupError(f"no remediation run matches {ref!r} in Temporal namespace {client.namespace}")
+    if len({w.run_id for w in found}) > 1:
+        names = ", ".join(f"{w.run_id} ({w.id})" for w in found)
+        raise LookupError(f"{ref!r} matches several runs: {names}; give more of the run ID")
+    w = found[0]
+    return FoundRun(w.id, w.run_id, w.typed_search_attributes.get(SA_TARGET) or "")
 
 
 class BadButtonValue(ValueError):

@@ -135,6 +135,11 @@ class Settings(TemporalSettings):
     temporal_port: int = _setting(7233, "port of the embedded dev server")
     temporal_ui_port: int = _setting(8233, "port of the embedded dev server's UI")
     listen: str = _setting("127.0.0.1:9095", "`host:port` of the HTTP intake")
+    intake: bool = _setting(
+        True,
+        "serve the Alertmanager webhook, Slack interactivity and the control API in this process; `--no-intake` runs "
+        "the Temporal worker only, with `GET /healthz` on `--listen` for probes (needs `--temporal-address`)",
+    )
     auth_token: str | None = _setting(None, "bearer token Alertmanager must send")
     basic_auth: str | None = _setting(None, "`user:password` Alertmanager must send")
     no_auth: bool = _setting(False, "accept alerts without credentials (local demo only)")
@@ -284,9 +289,9 @@ def is_switch(name: str) -> bool:
 
 def flags(name: str) -> list[str]:
     """The flag of a field, ``--`` + its name with ``-``; a switch without a default (yes, no or
-    auto) has its negative form too: ``["--in-cluster", "--no-in-cluster"]``."""
+    auto) or on by default has its negative form too: ``["--in-cluster", "--no-in-cluster"]``."""
     flag = "--" + name.replace("_", "-")
-    if is_switch(name) and Settings.model_fields[name].default is None:
+    if is_switch(name) and Settings.model_fields[name].default is not False:
         return [flag, "--no-" + flag.removeprefix("--")]
     return [flag]
 

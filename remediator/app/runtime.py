@@ -1,4 +1,4 @@
-"""The engine process: Temporal worker and HTTP intake in one process.
+"""The engine process: Temporal worker and HTTP intake, together or as separate roles.
 
 ``Engine`` is built once from ``Settings`` and a Kubernetes ApiClient by the composition root
 (remediator.cli: ``remediator worker`` / ``python worker.py``, which chooses the real cluster or,
@@ -6,14 +6,23 @@ with ``--simulate``, the emulator; and the demo): it validates the playbooks, st
 Temporal dev server when no address is configured, and runs the Worker and the intake
 (uvicorn) side by side until SIGINT/SIGTERM.
 
+Roles: the default runs both; ``remediator intake`` (``run_worker=False``) serves HTTP only (the
+webhook, Slack interactivity, the control API, and the hand-off workflows' worker, which needs no
+cluster); ``remediator worker --no-intake`` runs the Temporal worker only, with ``GET /healthz``
+on ``--listen`` for the kubelet's probes. Separate roles share one external Temporal.
+
 Start-up refuses, with a message and no traceback, on: an invalid playbook or policy file, a Temporal server
-that cannot be reached.
+that cannot be reached, separate roles without ``--temporal-address``, and a second engine with an
+embedded Temporal on the same state directory (several replicas need an external Temporal: each
+embedded one would start its own run of every alert).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,7 +49,7 @@ from remediator.app.config import ConfigError, Settings
 from remediator.app.devserver import DevServer
 from remediator.app.handoff import Handoff
 from remediator.app.intake import create_app
-from remediator.app.serving import intake_server
+from remediator.app.serving import intake_server, worker_health_app
 from remediator.app.settle import Settler
 from remediator.app.socket_mode import SocketModeRunner
 from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, TemporalConnection, metrics_runtime
@@ -224,6 +233,7 @@ class Engine:
 
     settings: Settings
     api_client: Any
+    run_worker: bool = True
     dev_server: DevServer | None = None
     client: Client | None = None
     audit: Any = None
@@ -239,6 +249,8 @@ class Engine:
     _server: uvicorn.Server | None = field(default=None, repr=False)
     _worker: Worker | None = field(default=None, repr=False)
     _handoff_worker: Worker | None = field(default=None, repr=False)
+    _worker_task: asyncio.Task | None = field(default=None, repr=False)
+    _lock: Any = field(default=None, repr=False)
 
     async def start(self) -> "Engine":
         """Load, connect and build; raises StartupError with a user-facing message."""
@@ -254,10 +266,18 @@ class Engine:
             self.policy = load_policy(s.policy)
         except PolicyError as err:
             raise StartupError(f"refusing to start: invalid policy\n{err}") from None
+        if not (s.intake and self.run_worker) and not s.temporal_address:
+            role = "remediator worker --no-intake" if self.run_worker else "remediator intake"
+            raise StartupError(
+                f"refusing to start: {role} runs one role of the engine, and its other role runs in another process "
+                "that must share its Temporal: set --temporal-address (the embedded dev server serves only the "
+                "process that starts it)"
+            )
         if s.temporal_address:
             self.temporal_address = s.temporal_address
             self.ui_url = s.temporal_ui_url or ""
         else:
+            self._lock = _lock_state_dir(s)
             self.dev_server = DevServer(
                 s.temporal_db_path,
                 port=s.temporal_port,
@@ -295,12 +315,26 @@ class Engine:
         self.audit = AuditStore(s.audit_path, key=s.audit_key)
         self.brakes = Brakes(self.audit, self.policy)
         self._slack()
-        self._worker = self._build_worker(self.api_client)
+        if self.run_worker:
+            self._worker = self._build_worker(self.api_client)
         self.settler = self._build_settler()
         handoff = self._build_handoff()
         self._handoff_worker = new_handoff_worker(self.client, s.task_queue, handoff)
-        self._server = self._build_intake(handoff)
+        if s.intake:
+            self._server = self._build_intake(handoff)
+        else:
+            self._server = intake_server(
+                worker_health_app(self.client, self._worker_failure), s, host=s.listen_host, port=s.listen_port,
+                log_level="warning", log_config=None,
+            )
         return self
+
+    def _worker_failure(self) -> BaseException | str | None:
+        """Why the remediation Worker stopped, or None while it runs (``/healthz`` of ``--no-intake``)."""
+        task = self._worker_task
+        if task is None or not task.done():
+            return None
+        return task.exception() if not task.cancelled() and task.exception() else "stopped"
 
     def _slack(self) -> None:
         """Slack is optional: without a bot token approvals are given from the CLI, and the
@@ -356,16 +390,24 @@ class Engine:
         return intake_server(app, s, host=s.listen_host, port=s.listen_port, log_level="warning", log_config=None)
 
     async def run(self) -> None:
-        """Run worker and intake until the intake is told to exit (SIGINT/SIGTERM)."""
-        assert self._worker is not None and self._server is not None and self._handoff_worker is not None
-        log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
-        log.info("worker polling task queues %r and %r on %s", self.settings.task_queue,
-                 handoff_task_queue(self.settings.task_queue), self.temporal_address)
-        worker_task = asyncio.create_task(self._worker.run())
+        """Run this process's roles until told to exit (SIGINT/SIGTERM)."""
+        assert self._server is not None and self._handoff_worker is not None
+        s = self.settings
+        if s.intake:
+            log.info("intake listening on http://%s (POST /api/v1/alerts)", s.listen)
+        else:
+            log.info("no intake here (--no-intake): GET /healthz on http://%s", s.listen)
+        if self._worker is not None:
+            log.info("worker polling task queues %r and %r on %s", s.task_queue, handoff_task_queue(s.task_queue),
+                     self.temporal_address)
+            self._worker_task = asyncio.create_task(self._worker.run())
+        else:
+            log.info("intake only: remediation runs on the workers of task queue %r; hand-offs polled on %r at %s",
+                     s.task_queue, handoff_task_queue(s.task_queue), self.temporal_address)
         handoff_task = asyncio.create_task(self._handoff_worker.run())
-        settle_task = asyncio.create_task(self.settler.run_forever(self.settings.settle_interval))
+        settle_task = asyncio.create_task(self.settler.run_forever(s.settle_interval))
         socket_mode = None
-        if self.settings.slack_app_token:
+        if s.intake and s.slack_app_token:
             socket_mode = SocketModeRunner(self.settings, self.client, self.audit, self.slack_client, asyncio.get_running_loop())
             await asyncio.to_thread(socket_mode.start)
             log.info("Slack Socket Mode connected")
@@ -375,8 +417,10 @@ class Engine:
             if socket_mode is not None:
                 await asyncio.to_thread(socket_mode.stop)
             settle_task.cancel()
-            await asyncio.gather(self._worker.shutdown(), self._handoff_worker.shutdown())
-            await asyncio.gather(worker_task, handoff_task, settle_task, return_exceptions=True)
+            workers = [w for w in (self._worker, self._handoff_worker) if w is not None]
+            await asyncio.gather(*(w.shutdown() for w in workers))
+            tasks = [t for t in (self._worker_task, handoff_task, settle_task) if t is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def request_exit(self) -> None:
         if self._server is not None:
@@ -387,12 +431,43 @@ class Engine:
             await asyncio.to_thread(self.dev_server.stop)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._lock is not None:
+            self._lock.close()
 
 
-async def serve(settings: Settings, api_client: Any) -> None:
+def _lock_state_dir(settings: Settings) -> Any:
+    """Hold ``STATE_DIR/engine.lock`` (``flock``, released by the kernel when the process dies)
+    while the embedded Temporal runs, so a second engine on the same state directory refuses
+    instead of starting a second Temporal on the same files.
+
+    Raises:
+        StartupError: another process holds it; the message names its PID and what to do.
+    """
+    path = settings.state_dir / "engine.lock"
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise StartupError(
+            f"refusing to start: another remediator engine (pid {holder}) runs an embedded Temporal on state directory "
+            f"{settings.state_dir}. Several replicas need one external Temporal (--temporal-address) and a shared "
+            "database; embedded, each replica would start its own run of every alert"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+async def serve(settings: Settings, api_client: Any, *, run_worker: bool = True) -> None:
     """Start the engine on the cluster of ``api_client`` and run it until SIGINT/SIGTERM;
-    raises StartupError."""
-    engine = Engine(settings, api_client)
+    ``run_worker`` False: the intake role only (``api_client`` unused, may be None).
+    Raises StartupError."""
+    engine = Engine(settings, api_client, run_worker=run_worker)
     try:
         await engine.start()
         await engine.run()

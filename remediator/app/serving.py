@@ -104,3 +104,38 @@ def intake_server(app: Any, settings: Settings, **config: Any) -> uvicorn.Server
             **config,
         )
     )
+
+
+def worker_health_app(client: Any, worker_failed: Any, rpc_timeout_s: float = 5.0) -> Any:
+    """The HTTP app of a worker without the intake (``remediator worker --no-intake``), for the
+    kubelet's probes: ``GET /healthz`` is 200 ``{"status": "ok"}`` when the Temporal frontend
+    answers its health check and the Worker is still running, else 503 with the reason.
+
+    Args:
+        client: the connected ``temporalio.client.Client``.
+        worker_failed: a callable returning the Worker's failure (an exception) or None while it runs.
+        rpc_timeout_s: seconds the health check may take before 503.
+    """
+    from datetime import timedelta
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        failed = worker_failed()
+        if failed is not None:
+            return JSONResponse({"status": "unavailable", "error": f"worker stopped: {failed}"}, 503)
+        try:
+            ok = await asyncio.wait_for(
+                client.service_client.check_health(timeout=timedelta(seconds=rpc_timeout_s)), timeout=rpc_timeout_s
+            )
+        except Exception as err:  # any failure means this worker cannot take tasks
+            return JSONResponse({"status": "unavailable", "error": f"Temporal: {type(err).__name__}: {err}"}, 503)
+        if not ok:
+            return JSONResponse({"status": "unavailable", "error": "Temporal frontend reports not serving"}, 503)
+        return JSONResponse({"status": "ok"})
+
+    return app

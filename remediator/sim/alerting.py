@@ -268,7 +268,7 @@ def _check_http_url(field: str, url: str) -> None:
 
 
 def alertmanager_config(
-    webhook_url: str,
+    webhook_url: str | Sequence[str],
     *,
     bearer_token_file: Path | None = None,
     basic_auth: tuple[str, Path] | None = None,
@@ -278,7 +278,9 @@ def alertmanager_config(
     repeat_interval: str = "1m",
     send_resolved: bool = True,
 ) -> dict[str, Any]:
-    """The Alertmanager configuration (as a dict, dump it as YAML) with one webhook receiver.
+    """The Alertmanager configuration (as a dict, dump it as YAML) with one receiver whose
+    ``webhook_configs`` deliver to ``webhook_url`` (several URLs: one webhook config each, as a
+    receiver lists the replicas of a webhook service).
 
     ``bearer_token_file`` becomes ``http_config.authorization`` (type ``Bearer``,
     ``credentials_file``); ``basic_auth`` ``(username, password_file)`` becomes
@@ -289,7 +291,11 @@ def alertmanager_config(
         ValueError: both kinds of credentials, a URL that is not http(s), a bad duration,
             or an empty ``group_by``.
     """
-    _check_http_url("webhook_url", webhook_url)
+    urls = [webhook_url] if isinstance(webhook_url, str) else list(webhook_url)
+    if not urls:
+        raise ValueError("webhook_url must name at least one URL")
+    for url in urls:
+        _check_http_url("webhook_url", url)
     if bearer_token_file is not None and basic_auth is not None:
         raise ValueError("give either a bearer token or basic auth, not both (Alertmanager refuses both)")
     if not group_by:
@@ -300,9 +306,12 @@ def alertmanager_config(
     if basic_auth is not None:
         username, password_file = basic_auth
         http_config["basic_auth"] = {"username": username, "password_file": str(password_file)}
-    webhook: dict[str, Any] = {"url": webhook_url, "send_resolved": send_resolved}
-    if http_config:
-        webhook["http_config"] = http_config
+    webhooks: list[dict[str, Any]] = []
+    for url in urls:
+        webhook: dict[str, Any] = {"url": url, "send_resolved": send_resolved}
+        if http_config:
+            webhook["http_config"] = http_config
+        webhooks.append(webhook)
     return {
         "route": {
             "receiver": RECEIVER,
@@ -311,13 +320,13 @@ def alertmanager_config(
             "group_interval": _check_duration("group_interval", group_interval),
             "repeat_interval": _check_duration("repeat_interval", repeat_interval),
         },
-        "receivers": [{"name": RECEIVER, "webhook_configs": [webhook]}],
+        "receivers": [{"name": RECEIVER, "webhook_configs": webhooks}],
     }
 
 
 def start_alertmanager(
     workdir: Path,
-    webhook_url: str,
+    webhook_url: str | Sequence[str],
     *,
     bearer_token: str | None = None,
     basic_auth: tuple[str, str] | None = None,
@@ -328,20 +337,28 @@ def start_alertmanager(
     send_resolved: bool = True,
     port: int | None = None,
     ready_timeout: float = 30.0,
+    cluster_port: int | None = None,
+    cluster_peers: Sequence[str] = (),
 ) -> ManagedProcess:
-    """Start Alertmanager on ``127.0.0.1`` delivering every alert to ``webhook_url``.
+    """Start Alertmanager on ``127.0.0.1`` delivering every alert to ``webhook_url`` (one URL
+    or several: see ``alertmanager_config``).
 
     Writes ``<workdir>/alertmanager/alertmanager.yml`` (see ``alertmanager_config``; the
     credentials go to owner-only files next to it), keeps its state in
     ``<workdir>/alertmanager/data`` and its log in ``.../alertmanager.log``. Runs with
-    ``--cluster.listen-address=`` (no gossip port) and ``--web.external-url`` set to its own
-    URL, so ``externalURL`` in webhook messages is the returned ``url``.
+    ``--cluster.listen-address=`` (no gossip port) unless ``cluster_port`` is given, and
+    ``--web.external-url`` set to its own URL, so ``externalURL`` in webhook messages is the
+    returned ``url``.
 
     Args:
         bearer_token: sent as ``Authorization: Bearer <token>``.
         basic_auth: ``(username, password)``, sent as ``Authorization: Basic ...``.
         port: fixed port; None picks a free one.
         ready_timeout: seconds to wait for ``GET /-/ready`` to answer 200.
+        cluster_port: an HA member: gossip on ``127.0.0.1:cluster_port``
+            (``--cluster.listen-address``), with ``cluster_peers`` (``host:port`` of the other
+            members, ``--cluster.peer``); the members then deduplicate notifications between
+            them through their shared notification log, as an HA pair in production does.
 
     Returns:
         The running process; ``url`` is ``http://127.0.0.1:PORT``.
@@ -383,8 +400,13 @@ def start_alertmanager(
             f"--storage.path={data}",
             f"--web.listen-address=127.0.0.1:{p}",
             f"--web.external-url=http://127.0.0.1:{p}",
-            # Empty disables the HA cluster: no gossip listener on 0.0.0.0:9094.
-            "--cluster.listen-address=",
+            *(
+                # Empty disables the HA cluster: no gossip listener on 0.0.0.0:9094.
+                ["--cluster.listen-address="] if cluster_port is None
+                else [f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+                      f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
+                      *(f"--cluster.peer={peer}" for peer in cluster_peers)]
+            ),
         ]
 
     return _launch("alertmanager", argv, home, config_path, port, ready_timeout)
