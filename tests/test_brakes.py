@@ -307,6 +307,9 @@ cooldown: 0s
         handle = eng.handle("deployment/prod/checkout")
         assert (await eng.post([firing("fa", alertname="AlertA")]))[0]["disposition"] == "started"
         status = await wait_phase(handle, "awaiting_approval")
+        # The intake answers "queued" from the audit trail's row of the running run, which the
+        # run writes through an activity: on a loaded machine it can lag the phase.
+        await until(lambda: audit.latest_run(handle.id), "the running run's audit row")
         queued = await eng.post([firing("fb", alertname="AlertB")])
         assert queued[0]["disposition"] == "queued", queued
         assert "pb-b runs after it ends" in queued[0]["message"]
