@@ -110,7 +110,7 @@ async def submit_decision(
 
     Args:
         client: connected Temporal client (pydantic data converter).
-        workflow_id: ``remediation/<target key>``.
+        workflow_id: ``remediation/[<cluster>/]<target key>``.
         run_id: the run the approval request belongs to; None targets the latest run (CLI).
             A specific run is what makes a click on an old message land on that old run (and be
             refused there) rather than on a newer run of the same target.

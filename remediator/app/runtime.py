@@ -47,7 +47,7 @@ from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, 
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
 from remediator.domain.policy import Policy
-from remediator.domain.runs import SEARCH_ATTRIBUTES
+from remediator.domain.runs import SEARCH_ATTRIBUTES, workflow_id_for
 from remediator.k8s.client import KubeClient
 from remediator.playbook.loader import PlaybookError, load_directory
 from remediator.playbook.policy_loader import PolicyError, load_policy
@@ -298,7 +298,7 @@ class Engine:
         self._worker = self._build_worker(self.api_client)
         self.settler = self._build_settler()
         handoff = self._build_handoff()
-        self._handoff_worker = new_handoff_worker(self.client, s.task_queue, handoff)
+        self._handoff_worker = new_handoff_worker(self.client, s.engine_task_queue, handoff)
         self._server = self._build_intake(handoff)
         return self
 
@@ -327,7 +327,7 @@ class Engine:
             api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads,
             self.brakes, self.playbooks, s.dry_run,
         )
-        return new_worker(self.client, s.task_queue, activities, self._executor, heartbeat_timeout=s.heartbeat_timeout)
+        return new_worker(self.client, s.engine_task_queue, activities, self._executor, heartbeat_timeout=s.heartbeat_timeout)
 
     def _build_settler(self) -> Settler:
         assert self.client is not None
@@ -339,7 +339,7 @@ class Engine:
         handed over, one bound on the Temporal calls in flight."""
         assert self.client is not None
         return Handoff(
-            self.settings, self.client, self.playbooks, self.audit, task_queue=self.settings.task_queue,
+            self.settings, self.client, self.playbooks, self.audit, task_queue=self.settings.engine_task_queue,
             ui_url=self.ui_url, settler=self.settler, brakes=self.brakes,
         )
 
@@ -347,7 +347,7 @@ class Engine:
         s = self.settings
         assert self.client is not None
         app = create_app(
-            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, handoff=handoff,
+            s, self.client, self.playbooks, self.audit, task_queue=s.engine_task_queue, ui_url=self.ui_url, handoff=handoff,
         )
         app.include_router(control.router(s, control.Controller(self.brakes, self.client, self.playbooks, self.slack_client)))
         if s.slack_signing_secret:
@@ -359,8 +359,14 @@ class Engine:
         """Run worker and intake until the intake is told to exit (SIGINT/SIGTERM)."""
         assert self._worker is not None and self._server is not None and self._handoff_worker is not None
         log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
-        log.info("worker polling task queues %r and %r on %s", self.settings.task_queue,
-                 handoff_task_queue(self.settings.task_queue), self.temporal_address)
+        if self.settings.cluster:
+            log.info("engine of cluster %r: alerts whose %r label names it or is absent; workflow IDs %s...",
+                     self.settings.cluster, self.settings.cluster_label, workflow_id_for("", self.settings.cluster))
+        if self.settings.cluster:
+            log.info("engine of cluster %r: alerts whose %r label names it or is absent; workflow IDs %s...",
+                     self.settings.cluster, self.settings.cluster_label, workflow_id_for("", self.settings.cluster))
+        log.info("worker polling task queues %r and %r on %s", self.settings.engine_task_queue,
+                 handoff_task_queue(self.settings.engine_task_queue), self.temporal_address)
         worker_task = asyncio.create_task(self._worker.run())
         handoff_task = asyncio.create_task(self._handoff_worker.run())
         settle_task = asyncio.create_task(self.settler.run_forever(self.settings.settle_interval))
