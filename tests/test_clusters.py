@@ -28,12 +28,13 @@ from typer.testing import CliRunner
 
 from remediator import cli
 from remediator.app.config import Settings
-from remediator.app.handoff import group_workflow_id
+from remediator.app.handoff import Handoff, group_workflow_id
 from remediator.app.intake import create_app
+from remediator.app.runtime import new_handoff_worker
 from remediator.app.temporal import connect
 from remediator.audit.store import AuditStore
 from remediator.audit.view import render_runs
-from remediator.domain.messages import AuditWriteInput, Notice, RunInfo
+from remediator.domain.messages import AuditWriteInput, HandoffSummary, Notice, RunInfo
 from remediator.domain.runs import (
     SA_CLUSTER,
     check_cluster_name,
@@ -327,6 +328,37 @@ async def test_without_cluster_labels_are_ignored_and_ids_are_as_before(client: 
             desc = await client.get_workflow_handle(out["workflow_id"]).describe()
             assert desc.task_queue == s.task_queue
             assert SA_CLUSTER not in desc.typed_search_attributes
+    audit.close()
+
+
+async def test_a_large_group_is_handed_over_on_the_cluster_s_own_queues(client: Client, playbook_dir: Path, tmp_path: Path) -> None:
+    """The hand-off path: a group too large to send one by one goes to an ``AlertHandoffWorkflow``
+    of this cluster (its ID and task queue name it), whose activity starts the runs under the
+    cluster's workflow IDs; the alert of another cluster is answered before any of it."""
+    s = Settings(auth_token=TOKEN, task_queue=f"intake-{uuid.uuid4()}", cluster="east")
+    audit = AuditStore(tmp_path / "audit.db")
+    handoff = Handoff(s, client, load_directory(playbook_dir), audit, task_queue=s.engine_task_queue)
+    app = create_app(s, client, handoff.playbooks, audit, task_queue=s.engine_task_queue, handoff=handoff, direct_max=1)
+    namespace = f"ns-{uuid.uuid4().hex[:10]}"
+    async with Worker(client, task_queue=s.engine_task_queue, workflows=[StandInRemediation],
+                      workflow_runner=UnsandboxedWorkflowRunner()), new_handoff_worker(client, s.engine_task_queue, handoff):
+        async with Intake.serving(app, client, audit, namespace, s.engine_task_queue) as it:
+            resp = await it.post(payload(namespace, alerts=[
+                labelled("east", service="checkout", fingerprint="b000000000000001"),
+                labelled(None, service="cart", fingerprint="b000000000000002"),
+                labelled("north", service="orders", fingerprint="b000000000000003"),
+            ]))
+            outs = resp.json()["alerts"]
+            assert [o["disposition"] for o in outs] == ["handed_off", "handed_off", "unknown_cluster"]
+            group_id = outs[0]["workflow_id"]
+            assert group_id.startswith("alert-handoff/east/") and outs[1]["workflow_id"] == group_id
+            summary = await client.get_workflow_handle(group_id, result_type=HandoffSummary).result()
+            assert summary.dispositions == {"started": 2}
+            desc = await client.get_workflow_handle(group_id).describe()
+            assert desc.task_queue == f"{s.task_queue}-east-handoff"
+            for service in ("checkout", "cart"):
+                run = await client.get_workflow_handle(workflow_id_for(f"deployment/{namespace}/{service}", "east")).describe()
+                assert (run.task_queue, run.typed_search_attributes[SA_CLUSTER]) == (s.engine_task_queue, "east")
     audit.close()
 
 
