@@ -416,3 +416,18 @@ def test_slack_notices_name_the_cluster_and_keep_one_thread_per_cluster():
     assert notice_metadata(east)["event_payload"]["target"] == "east/deployment/prod/checkout"
     assert "Cluster" not in json.dumps(notice_blocks(plain))
     assert notice_metadata(plain)["event_payload"]["target"] == "deployment/prod/checkout"
+
+
+def test_log_lines_of_a_run_name_its_cluster():
+    import logging
+
+    from remediator.app.logs import _context_text, temporal_context
+
+    record = logging.LogRecord("remediator", logging.INFO, __file__, 1, "restarted", None, None)
+    record.temporal_workflow = {"workflow_id": "remediation/east/deployment/prod/checkout", "run_id": "0123456789"}
+    ctx = temporal_context(record)
+    assert (ctx["cluster"], ctx["target"]) == ("east", "deployment/prod/checkout")
+    assert _context_text(ctx).startswith("east/deployment/prod/checkout run 01234567")
+    record.temporal_workflow = {"workflow_id": "remediation/deployment/prod/checkout", "run_id": "0123456789"}
+    ctx = temporal_context(record)
+    assert "cluster" not in ctx and _context_text(ctx).startswith("deployment/prod/checkout run 01234567")

@@ -360,10 +360,7 @@ class Engine:
         assert self._worker is not None and self._server is not None and self._handoff_worker is not None
         log.info("intake listening on http://%s (POST /api/v1/alerts)", self.settings.listen)
         if self.settings.cluster:
-            log.info("engine of cluster %r: alerts whose %r label names it or is absent; workflow IDs %s...",
-                     self.settings.cluster, self.settings.cluster_label, workflow_id_for("", self.settings.cluster))
-        if self.settings.cluster:
-            log.info("engine of cluster %r: alerts whose %r label names it or is absent; workflow IDs %s...",
+            log.info("engine of cluster %r: takes alerts whose label %r names it or is absent; workflow IDs %s<target>",
                      self.settings.cluster, self.settings.cluster_label, workflow_id_for("", self.settings.cluster))
         log.info("worker polling task queues %r and %r on %s", self.settings.engine_task_queue,
                  handoff_task_queue(self.settings.engine_task_queue), self.temporal_address)
