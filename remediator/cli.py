@@ -64,6 +64,7 @@ from remediator.audit.view import render_intake, render_run, render_runs, run_as
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import ApprovalDecision, PauseScope
 from remediator.domain.policy import Policy
+from remediator.domain.runs import cluster_of, qualified_target
 from remediator.k8s.client import KubeConfigError, load_api_client
 from remediator.playbook.loader import PlaybookError, PlaybookSet, json_schema, load_directory, validate_path
 from remediator.playbook.policy_loader import PolicyError, load_policy, policy_json_schema, validate_policy
@@ -560,7 +561,7 @@ def resume(
     else:
         _say(result.message)
         for r in result.runs:
-            _say(f"  {r.target}  playbook {r.playbook}  before step {r.step + 1}  run {r.run_id}: {r.state}"
+            _say(f"  {qualified_target(r.target, cluster_of(r.workflow_id))}  playbook {r.playbook}  before step {r.step + 1}  run {r.run_id}: {r.state}"
                  + (f" ({r.message})" if r.message else ""))
         if result.slack:
             _say(f"slack: {result.slack}")
