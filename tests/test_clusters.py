@@ -282,6 +282,7 @@ async def test_the_intake_routes_by_the_cluster_label(client: Client, playbook_d
                 ("unknown_cluster", None),
                 ("unknown_cluster", None),
             ]
+            assert [o["cluster"] for o in outs] == ["east", "east", "east", "north", "north"]
             assert outs[3]["message"] == (
                 "label cluster='north' names a cluster this engine does not serve (it serves 'east'); "
                 "send the alert to the intake of cluster 'north'"
@@ -325,6 +326,7 @@ async def test_without_cluster_labels_are_ignored_and_ids_are_as_before(client: 
             resp = await it.post(payload(namespace, alerts=[labelled("north", service="checkout", fingerprint="d000000000000001")]))
             [out] = resp.json()["alerts"]
             assert (out["disposition"], out["workflow_id"]) == ("started", f"remediation/deployment/{namespace}/checkout")
+            assert out["cluster"] is None
             desc = await client.get_workflow_handle(out["workflow_id"]).describe()
             assert desc.task_queue == s.task_queue
             assert SA_CLUSTER not in desc.typed_search_attributes

@@ -143,7 +143,9 @@ class TemporalUnavailable(Exception):
 
 @dataclass
 class Outcome:
-    """What was done with one alert: the per-alert answer of the webhook."""
+    """What was done with one alert: the per-alert answer of the webhook. ``cluster``: the
+    cluster the alert was taken for (the engine's ``--cluster``) or, for ``unknown_cluster``,
+    the one it names; None without ``--cluster``."""
 
     alert: AlertRef
     disposition: Disposition
@@ -152,6 +154,7 @@ class Outcome:
     playbook: str | None = None
     target: str | None = None
     message: str = ""
+    cluster: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +167,7 @@ class Outcome:
             "run_id": self.run_id,
             "playbook": self.playbook,
             "target": self.target,
+            "cluster": self.cluster,
             "message": self.message,
         }
 
@@ -356,7 +360,7 @@ class Handoff:
                 )
                 await asyncio.to_thread(self.audit.record_intake, "unknown_cluster", alert, msg)
                 log.warning("alert %s (%s) %s: %s", alert.alertname, alert.dedup_key, alert.status, msg)
-                return Outcome(alert, "unknown_cluster", message=msg)
+                return Outcome(alert, "unknown_cluster", message=msg, cluster=foreign)
             if alert.status == "firing":
                 return await self._plan_firing(alert, received_at)
             return self._plan_resolved(alert, received_at)
@@ -564,10 +568,16 @@ class Handoff:
         try:
             planned = await self.plan(alert, received_at)
             if isinstance(planned, Outcome):
-                return planned
-            return await self.send(planned, pauses)
+                return self.named(planned)
+            return self.named(await self.send(planned, pauses))
         except TemporalUnavailable as err:
             return err
+
+    def named(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with its ``cluster``: this engine's, unless it names another already."""
+        if outcome.cluster is None:
+            outcome.cluster = self.cluster
+        return outcome
 
     # ------------------------------------------------------------------ large groups
 

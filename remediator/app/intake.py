@@ -284,6 +284,7 @@ def create_app(
             sent = list(await asyncio.gather(*(send(p) for p in to_send)))
         answers = iter(sent)
         results = [next(answers) if isinstance(p, Planned) else p for p in plans]
+        results = [handoff.named(r) if isinstance(r, Outcome) else r for r in results]
         for alert, r in zip(alerts, results):
             disposition = r.disposition if isinstance(r, Outcome) else "failed"
             metrics.ALERTS.labels(status=alert.status, disposition=disposition).inc()
