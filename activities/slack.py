@@ -60,6 +60,7 @@ from remediator.slack.blocks import (
     notice_blocks,
     notice_metadata,
     notice_text,
+    where,
 )
 from remediator.slack.client import (
     AUTH_API_ERRORS,
@@ -197,7 +198,7 @@ class SlackActivities:
     def post_notice(self, notice: Notice) -> NoticeResult:
         """Post an escalation notice (``notice_blocks``); one message per ``event_key``.
 
-        Notices for one target fold into one thread per (channel, ``target.key``): the first
+        Notices for one target fold into one thread per (channel, target): the first
         starts it, later ones reply in it. The thread and the event are found in the local
         record, else in Slack (top-level notices of the last ``NOTICE_THREAD_WINDOW`` by
         metadata ``target``, then the thread's replies by ``event_key``); a thread whose root
@@ -208,7 +209,7 @@ class SlackActivities:
         """
         client = self._require_client()
         key = f"notice:{notice.event_key}"
-        target = notice.target.key
+        target = where(notice)  # the cluster's own thread for a target of the same name elsewhere
         with _slack_errors(f"notice {notice.event_key} to {notice.channel}"):
             rec = self._store.message(key)
             if rec is not None:

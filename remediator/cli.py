@@ -65,6 +65,7 @@ from remediator.audit.view import render_intake, render_run, render_runs, run_as
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import ApprovalDecision, PauseScope
 from remediator.domain.policy import Policy
+from remediator.domain.runs import cluster_of, qualified_target
 from remediator.k8s.client import KubeConfigError, load_api_client
 from remediator.playbook.loader import PlaybookError, PlaybookSet, json_schema, load_directory, validate_path
 from remediator.playbook.policy_loader import PolicyError, load_policy, policy_json_schema, validate_policy
@@ -268,6 +269,7 @@ def audit_show(
 def audit_list(
     alertname: Optional[str] = typer.Option(None, help="Only runs started by this alertname."),
     target: Optional[str] = typer.Option(None, help="Only this target, e.g. deployment/prod/checkout."),
+    cluster: Optional[str] = typer.Option(None, help="Only runs of this cluster (engines started with --cluster)."),
     playbook: Optional[str] = typer.Option(None, help="Only this playbook."),
     outcome: Optional[str] = typer.Option(None, help="healed, not_healed, failed, refused, rolled_back, resolved, needs_human, running."),
     since: Optional[str] = typer.Option(None, help="Started at or after: a duration ago (1h) or an RFC 3339 time."),
@@ -282,7 +284,7 @@ def audit_list(
     store = _open_store(state_dir, AuditStore)
     rows = store.list_runs(
         alertname=alertname, target=target, playbook=playbook, outcome=outcome,
-        since=_when(since, "--since"), until=_when(until, "--until"), limit=limit,
+        since=_when(since, "--since"), until=_when(until, "--until"), limit=limit, cluster=cluster,
     )
     if not _print_data(output, lambda: [r.model_dump(mode="json") for r in rows]):
         console.print(render_runs(rows))
@@ -302,7 +304,7 @@ def audit_intake(
 ) -> None:
     """List alerts handled without a run, and refused approval decisions, newest first.
 
-    Kinds: unmatched, render_failed, duplicate, cooldown, refused_namespace, approval_refused."""
+    Kinds: unmatched, render_failed, duplicate, cooldown, refused_namespace, approval_refused, unknown_cluster."""
 
     _check_audit_output(output)
     if kind is not None and kind not in get_args(IntakeKind):
@@ -440,7 +442,7 @@ def _decide(run: str, decision: Literal["approve", "reject"], identity: str, com
         handle = client.get_workflow_handle(found.workflow_id, run_id=found.run_id)
         status = await handle.query(RemediationWorkflow.status)
         if status.waiting is None:
-            raise fail(f"run {found.run_id} ({found.target}) is not waiting for approval (phase {status.phase}, outcome {status.outcome})")
+            raise fail(f"run {found.run_id} ({found.qualified_target}) is not waiting for approval (phase {status.phase}, outcome {status.outcome})")
         request = status.waiting
         result = await submit_decision(
             client,
@@ -460,7 +462,7 @@ def _decide(run: str, decision: Literal["approve", "reject"], identity: str, com
         raise fail(f"refused: {err}", code=3)
     except (TemporalUnavailable, RPCError, RuntimeError, OSError) as err:
         raise fail(f"cannot reach Temporal at {temporal_address}: {err}")
-    console.print(f"step {request.step_index + 1} ({request.step_name}) of {found.target}: {result.message}", highlight=False, soft_wrap=True)
+    console.print(f"step {request.step_index + 1} ({request.step_name}) of {found.qualified_target}: {result.message}", highlight=False, soft_wrap=True)
 
 
 TEMPORAL_ADDRESS = typer.Option("127.0.0.1:7233", "--temporal-address", envvar="REMEDIATOR_TEMPORAL_ADDRESS", help="host:port of Temporal (the worker's). TLS and API key: the worker's REMEDIATOR_TEMPORAL_TLS_* and REMEDIATOR_TEMPORAL_API_KEY[_FILE] variables.")
@@ -592,7 +594,7 @@ def resume(
     else:
         _say(result.message)
         for r in result.runs:
-            _say(f"  {r.target}  playbook {r.playbook}  before step {r.step + 1}  run {r.run_id}: {r.state}"
+            _say(f"  {qualified_target(r.target, cluster_of(r.workflow_id))}  playbook {r.playbook}  before step {r.step + 1}  run {r.run_id}: {r.state}"
                  + (f" ({r.message})" if r.message else ""))
         if result.slack:
             _say(f"slack: {result.slack}")

@@ -386,7 +386,7 @@ def test_alerts_handled_without_a_run_are_listed_and_filtered(store, state):
     assert result.exit_code == 2
     assert result.stderr == (
         "error: --kind: expected one of unmatched, render_failed, duplicate, cooldown, approval_refused, "
-        "refused_namespace, got 'dup'\n"
+        "refused_namespace, unknown_cluster, got 'dup'\n"
     )
     assert verify(state).exit_code == 0
 

@@ -32,6 +32,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "temporal_api_key": ("key-1", "key-1"),
     "temporal_ui_url": ("https://temporal-ui.example", "https://temporal-ui.example"),
     "task_queue": ("remediator-2", "remediator-2"),
+    "cluster": ("prod-eu-1", "prod-eu-1"),
+    "cluster_label": ("k8s_cluster", "k8s_cluster"),
     "temporal_port": ("17233", 17233),
     "temporal_ui_port": ("18233", 18233),
     "listen": ("0.0.0.0:9999", "0.0.0.0:9999"),
@@ -75,6 +77,8 @@ FLAG_VALUES: dict[str, tuple[str, object]] = {
     "temporal_api_key": ("key-flag", "key-flag"),
     "temporal_ui_url": ("https://flag-ui.example", "https://flag-ui.example"),
     "task_queue": ("q-flag", "q-flag"),
+    "cluster": ("east", "east"),
+    "cluster_label": ("region", "region"),
     "temporal_port": ("27233", 27233),
     "temporal_ui_port": ("28233", 28233),
     "listen": ("127.0.0.2:1234", "127.0.0.2:1234"),
@@ -262,3 +266,42 @@ def test_help_lists_every_flag_with_its_variable_and_default(command):
         assert f"[env var: {env_var(name)}]" in p.stdout, name
     for shown in ("[default: 7233]", "[default: 10s]", "[default: text]", "[default: (auto)]", "[default: .state]"):
         assert shown in p.stdout, shown
+
+
+# --------------------------------------------------------------------------- several clusters
+
+
+def test_without_cluster_the_task_queue_and_ids_are_as_before(clean_env):
+    settings = parse_worker_command_line(clean_env, "--no-auth")
+    assert settings.cluster is None and settings.cluster_label == "cluster"
+    assert settings.engine_task_queue == "remediator"
+
+
+def test_cluster_names_the_task_queue(clean_env):
+    settings = parse_worker_command_line(clean_env, "--no-auth", "--cluster", "prod-eu-1", "--task-queue", "rem")
+    assert (settings.cluster, settings.engine_task_queue) == ("prod-eu-1", "rem-prod-eu-1")
+    clean_env.setenv("REMEDIATOR_CLUSTER", "west")
+    assert Settings(no_auth=True).engine_task_queue == "remediator-west"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("East", "--cluster (REMEDIATOR_CLUSTER): 'East' is not a DNS-1123 label: use lower-case letters, digits and '-', "
+             "starting and ending with a letter or digit (e.g. 'prod-eu-1')"),
+    ("eu/1", "--cluster (REMEDIATOR_CLUSTER): 'eu/1' is not a DNS-1123 label"),
+    ("-east", "--cluster (REMEDIATOR_CLUSTER): '-east' is not a DNS-1123 label"),
+    ("", "--cluster (REMEDIATOR_CLUSTER): '' is not a DNS-1123 label"),
+    ("a" * 41, f"--cluster (REMEDIATOR_CLUSTER): '{'a' * 41}' is 41 characters long; at most 40"),
+    ("node", "--cluster (REMEDIATOR_CLUSTER): 'node' is a target kind (deployment, statefulset, daemonset, node); "
+             "workflow IDs would be ambiguous"),
+])
+def test_a_bad_cluster_name_is_refused_with_what_to_write(clean_env, value, message):
+    result = CliRunner().invoke(cli.app, ["worker", "--no-auth", "--cluster", value])
+    assert result.exit_code != 0
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_cluster_label_is_refused(clean_env):
+    clean_env.setenv("REMEDIATOR_CLUSTER_LABEL", "k8s-cluster")
+    with pytest.raises(ValueError, match=r"--cluster-label \(REMEDIATOR_CLUSTER_LABEL\) must be a Prometheus label name"):
+        Settings(no_auth=True)

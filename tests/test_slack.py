@@ -315,6 +315,34 @@ def test_notices_fold_into_one_thread_per_target(slack, acts, tmp_path):
     assert len(slack.calls("chat.postMessage")) == 4
 
 
+def test_notices_of_one_target_on_two_clusters_keep_a_thread_each(slack, acts, tmp_path):
+    """Engines started with --cluster: the same deployment on two clusters is two targets."""
+    east = run(acts.post_notice, notice("run-e/not_healed", workflow_id="remediation/east/deployment/prod/checkout"))
+    west = run(acts.post_notice, notice("run-w/not_healed", workflow_id="remediation/west/deployment/prod/checkout"))
+    east_again = run(acts.post_notice, notice("run-e2/failed", kind="failed", title="",
+                                              workflow_id="remediation/east/deployment/prod/checkout"))
+    assert (east.thread_ts, west.thread_ts, east_again.thread_ts) == (None, None, east.ts)
+    root = slack.message(CHANNEL, east.ts)
+    assert root["metadata"]["event_payload"]["target"] == "east/deployment/prod/checkout"
+    assert "*Cluster* `east` · *Target* `deployment/prod/checkout`" in all_text(root["blocks"])
+    reply = slack.message(CHANNEL, east_again.ts)
+    assert reply["text"].startswith(f"<!subteam^{ONCALL}> remediation of east/deployment/prod/checkout with playbook")
+    # Another engine of west with its local record lost finds west's thread by metadata, not east's.
+    fresh = SlackActivities(client_for(slack), SlackThreads(tmp_path / "fresh.db"))
+    west_again = run(fresh.post_notice, notice("run-w2/failed", kind="failed",
+                                                workflow_id="remediation/west/deployment/prod/checkout"))
+    assert west_again.thread_ts == west.ts
+
+
+def test_approval_request_names_the_cluster(slack, acts):
+    req = request(workflow_id="remediation/east/deployment/prod/checkout")
+    msg = run(acts.post_approval_request, req)
+    stored = slack.message(CHANNEL, msg.ts)
+    assert stored["blocks"][0]["text"]["text"] == "Approval needed: roll back on east/deployment/prod/checkout"
+    assert "*Cluster* `east` · *Target* `deployment/prod/checkout`" in all_text(stored["blocks"])
+    assert "roll back on east/deployment/prod/checkout will" in stored["text"]
+
+
 # --------------------------------------------------------------------------- errors
 
 

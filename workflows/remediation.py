@@ -1,6 +1,6 @@
 """RemediationWorkflow: one remediation of one Kubernetes object, driven by a playbook.
 
-Started by the intake with signal-with-start on the workflow ID ``remediation/<target key>``
+Started by the intake with signal-with-start on the workflow ID ``remediation/[<cluster>/]<target key>``
 (remediator.domain.runs.workflow_id_for), so at most one remediation runs per target: later
 alerts for the same target arrive as ``alert`` signals and are attached to this run.
 

@@ -36,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from remediator.app.intake import TemporalUnavailable
 from remediator.audit.store import AuditStore
 from remediator.domain.messages import ApprovalDecision, DecisionResult
-from remediator.domain.runs import SA_TARGET
+from remediator.domain.runs import SA_TARGET, cluster_of, qualified_target
 from remediator.slack.blocks import parse_action_value
 from workflows.remediation import RemediationWorkflow
 
@@ -70,6 +70,11 @@ class FoundRun:
     workflow_id: str
     run_id: str
     target: str
+
+    @property
+    def qualified_target(self) -> str:
+        """The target with its cluster, as people name it (``east/deployment/prod/checkout``)."""
+        return qualified_target(self.target, cluster_of(self.workflow_id))
 
 
 async def find_run(client: Client, ref: str) -> FoundRun:
@@ -166,7 +171,7 @@ async def submit_decision(
 
     Args:
         client: connected Temporal client (pydantic data converter).
-        workflow_id: ``remediation/<target key>``.
+        workflow_id: ``remediation/[<cluster>/]<target key>``.
         run_id: the run the approval request belongs to; None targets the latest run (CLI).
             A specific run is what makes a click on an old message land on that old run (and be
             refused there) rather than on a newer run of the same target.

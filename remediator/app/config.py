@@ -15,6 +15,7 @@ Everything else receives the built object.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from datetime import timedelta
@@ -26,9 +27,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remediator.audit.chain import AuditKeyError, read_key
 from remediator.domain.durations import Duration, format_duration
-from remediator.domain.runs import TASK_QUEUE
+from remediator.domain.runs import TASK_QUEUE, check_cluster_name, cluster_task_queue
 
 ENV_PREFIX = "REMEDIATOR_"
+
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -131,7 +134,21 @@ class Settings(TemporalSettings):
     ``slack_app_token`` (Socket Mode, no public URL).
     """
 
-    task_queue: str = _setting(TASK_QUEUE, "Temporal task queue")
+    task_queue: str = _setting(
+        TASK_QUEUE, "Temporal task queue; with `--cluster NAME` the engine polls `TASK_QUEUE-NAME`"
+    )
+    cluster: str | None = _setting(
+        None,
+        "name of the Kubernetes cluster this engine remediates (a DNS-1123 label, e.g. `prod-eu-1`): workflow IDs "
+        "become `remediation/NAME/<kind>/<ns>/<name>` and the task queue `TASK_QUEUE-NAME`, so engines of several "
+        "clusters share one Temporal namespace; the intake takes alerts whose `--cluster-label` names it or is absent",
+        shown="unset: one cluster, IDs without a cluster",
+    )
+    cluster_label: str = _setting(
+        "cluster",
+        "alert label that names an alert's cluster (with `--cluster`; Prometheus `external_labels`); an alert naming "
+        "another cluster is answered `unknown_cluster`",
+    )
     temporal_port: int = _setting(7233, "port of the embedded dev server")
     temporal_ui_port: int = _setting(8233, "port of the embedded dev server's UI")
     listen: str = _setting("127.0.0.1:9095", "`host:port` of the HTTP intake")
@@ -228,6 +245,15 @@ class Settings(TemporalSettings):
             self.audit_key  # noqa: B018  (read now: a bad key file stops the start, not a run)
         if self.settle_interval <= timedelta(0):
             raise ConfigError("--settle-interval must be more than 0s")
+        if self.cluster is not None:
+            refused = check_cluster_name(self.cluster)
+            if refused is not None:
+                raise ConfigError(f"--cluster (REMEDIATOR_CLUSTER): {refused}")
+        if not _LABEL_NAME.fullmatch(self.cluster_label):
+            raise ConfigError(
+                f"--cluster-label (REMEDIATOR_CLUSTER_LABEL) must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*), "
+                f"got {self.cluster_label!r}"
+            )
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--listen must be host:port, got {self.listen!r}")
@@ -236,6 +262,12 @@ class Settings(TemporalSettings):
             if not host or not port.isdigit():
                 raise ConfigError(f"--metrics-listen must be host:port, got {self.metrics_listen!r}")
         return self
+
+    @property
+    def engine_task_queue(self) -> str:
+        """The task queue of this engine's remediations: ``task_queue``, or ``task_queue-cluster``
+        with ``--cluster`` (remediator.domain.runs.cluster_task_queue)."""
+        return cluster_task_queue(self.task_queue, self.cluster)
 
     @property
     def listen_host(self) -> str:

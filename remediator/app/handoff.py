@@ -6,12 +6,14 @@ use one record of what was handed over and one bound on the Temporal calls in fl
 
 Each alert is handled in two phases:
 
-* ``plan``: matching, rendering, the policy's namespaces, the audit trail's dedup and the
-  target's cooldown, the intake's own record. Everything that needs no Temporal call; an alert
-  answered here (``unmatched``, ``render_failed``, ``refused_namespace``, ``duplicate``,
-  ``cooling_down``) is recorded in the audit trail as today.
+* ``plan``: the alert's cluster (with ``--cluster``), matching, rendering, the policy's
+  namespaces, the audit trail's dedup and the target's cooldown, the intake's own record.
+  Everything that needs no Temporal call; an alert answered here (``unknown_cluster``,
+  ``unmatched``, ``render_failed``, ``refused_namespace``, ``duplicate``, ``cooling_down``) is
+  recorded in the audit trail as today.
 * ``send``: one Temporal call. A firing is handed over with signal-with-start on
-  ``remediation/<target key>``: Temporal either starts the run or delivers the ``alert`` signal
+  ``remediation/<target key>`` (``remediation/<cluster>/<target key>`` with ``--cluster``,
+  on the cluster's task queue): Temporal either starts the run or delivers the ``alert`` signal
   to the one already running, in one atomic call, so Alertmanager HA pairs and resends race
   safely. A resolved alert is signalled to the running workflow of its target, if any.
 
@@ -63,6 +65,7 @@ from remediator.domain.playbook import Playbook
 from remediator.domain.policy import Policy
 from remediator.domain.runs import (
     SA_ALERTNAME,
+    SA_CLUSTER,
     SA_NAMESPACE,
     SA_OUTCOME,
     SA_PLAYBOOK,
@@ -104,6 +107,7 @@ Disposition = Literal[
     "refused_namespace",
     "unmatched",
     "render_failed",
+    "unknown_cluster",
     "resolved_signalled",
     "resolved_no_run",
 ]
@@ -123,7 +127,10 @@ run already took this firing (same fingerprint and startsAt); nothing sent.
 ``cooling_down``: the target's last run ended (whatever ended it) less than its playbook's
 ``cooldown`` ago; recorded, nothing started. ``refused_namespace``: the policy does not allow
 the target's namespace; recorded, nothing started. ``unmatched`` / ``render_failed``: recorded
-in the audit trail, nothing started. ``resolved_signalled``: a resolved alert went to the
+in the audit trail, nothing started. ``unknown_cluster`` (engines started with ``--cluster``):
+the alert's cluster label (``--cluster-label``) names another cluster than the engine's;
+recorded in the audit trail (firing and resolved alike), nothing started or signalled; its
+engine is reached by its own Alertmanager route. ``resolved_signalled``: a resolved alert went to the
 running workflow of its target. ``resolved_no_run``: no workflow runs for that target. A
 resolved alert that matches no playbook, fails to render or is outside the policy's namespaces
 is answered ``unmatched`` / ``render_failed`` / ``refused_namespace`` without a new audit record.
@@ -136,7 +143,9 @@ class TemporalUnavailable(Exception):
 
 @dataclass
 class Outcome:
-    """What was done with one alert: the per-alert answer of the webhook."""
+    """What was done with one alert: the per-alert answer of the webhook. ``cluster``: the
+    cluster the alert was taken for (the engine's ``--cluster``) or, for ``unknown_cluster``,
+    the one it names; None without ``--cluster``."""
 
     alert: AlertRef
     disposition: Disposition
@@ -145,6 +154,7 @@ class Outcome:
     playbook: str | None = None
     target: str | None = None
     message: str = ""
+    cluster: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +167,7 @@ class Outcome:
             "run_id": self.run_id,
             "playbook": self.playbook,
             "target": self.target,
+            "cluster": self.cluster,
             "message": self.message,
         }
 
@@ -171,6 +182,7 @@ class Planned:
     target: TargetRef
     playbook: Playbook
     latest: RunRow | None = None
+    cluster: str | None = None
 
     @property
     def name(self) -> str:
@@ -178,7 +190,7 @@ class Planned:
 
     @property
     def workflow_id(self) -> str:
-        return workflow_id_for(self.target.key)
+        return workflow_id_for(self.target.key, self.cluster)
 
 
 class _HandedOver:
@@ -243,13 +255,14 @@ def group_chunks(alerts: list[AlertRef], limit: int = GROUP_CHUNK_BYTES) -> list
     return chunks if chunks[0] else []
 
 
-def group_workflow_id(group_key: str, alerts: list[AlertRef]) -> str:
-    """``alert-handoff/<digest>``: the same for every delivery of the same alerts of a group, so
-    a resend while the hand-off runs joins it instead of starting another."""
+def group_workflow_id(group_key: str, alerts: list[AlertRef], cluster: str | None = None) -> str:
+    """``alert-handoff/<digest>`` (``alert-handoff/<cluster>/<digest>`` with ``--cluster``): the
+    same for every delivery of the same alerts of a group, so a resend while the hand-off runs
+    joins it instead of starting another; the engines of two clusters never share one."""
     digest = hashlib.sha256(group_key.encode("utf-8", "surrogatepass"))
     for key in sorted(f"{a.status}|{a.dedup_key}" for a in alerts):
         digest.update(b"\n" + key.encode("utf-8", "surrogatepass"))
-    return HANDOFF_WORKFLOW_ID_PREFIX + digest.hexdigest()[:40]
+    return HANDOFF_WORKFLOW_ID_PREFIX + (f"{cluster}/" if cluster else "") + digest.hexdigest()[:40]
 
 
 class Handoff:
@@ -257,12 +270,14 @@ class Handoff:
 
     Args:
         settings: ``simulate``, ``dry_run``, ``heartbeat_timeout``, ``kube_retry_budget``,
-            ``public_url``/``listen``: what each run is started with.
+            ``public_url``/``listen``: what each run is started with; ``cluster`` and
+            ``cluster_label``: which alerts are this engine's and how its runs are named.
         client: connected Temporal client (pydantic data converter, remediator.app.temporal.connect).
         playbooks: loaded once by remediator.playbook.loader.load_directory.
         audit: where unmatched, unrenderable, refused and duplicate alerts are recorded.
-        task_queue: task queue of the worker that runs ``RemediationWorkflow``; hand-off
-            workflows run on ``handoff_task_queue(task_queue)``.
+        task_queue: task queue of the worker that runs ``RemediationWorkflow``
+            (``settings.engine_task_queue``); hand-off workflows run on
+            ``handoff_task_queue(task_queue)``.
         ui_url: base URL of the Temporal UI, passed to the workflow for links in notifications.
         rpc_timeout: bound of each Temporal call; a hung server is ``TemporalUnavailable`` after
             this long.
@@ -290,6 +305,8 @@ class Handoff:
         self.playbooks = playbooks
         self.audit = audit
         self.task_queue = task_queue
+        self.cluster = settings.cluster
+        self.cluster_label = settings.cluster_label
         self.ui_url = ui_url
         self.rpc_timeout = rpc_timeout
         self.settler = settler or Settler(client, audit)
@@ -335,9 +352,32 @@ class Handoff:
         """What can be decided without Temporal: an ``Outcome`` (recorded in the audit trail
         where the disposition says so), or a ``Planned`` alert for ``send``."""
         async with self._slots:
+            foreign = self.foreign_cluster(alert)
+            if foreign is not None:
+                msg = (
+                    f"label {self.cluster_label}={foreign!r} names a cluster this engine does not serve "
+                    f"(it serves {self.cluster!r}); send the alert to the intake of cluster {foreign!r}"
+                )
+                await asyncio.to_thread(self.audit.record_intake, "unknown_cluster", alert, msg)
+                log.warning("alert %s (%s) %s: %s", alert.alertname, alert.dedup_key, alert.status, msg)
+                return Outcome(alert, "unknown_cluster", message=msg, cluster=foreign)
             if alert.status == "firing":
                 return await self._plan_firing(alert, received_at)
             return self._plan_resolved(alert, received_at)
+
+    def foreign_cluster(self, alert: AlertRef) -> str | None:
+        """The cluster ``alert`` names when it is not this engine's, else None.
+
+        Without ``--cluster`` every alert is this engine's, whatever its labels (as before
+        clusters existed). With it, an alert without the ``cluster_label`` label is this
+        engine's (the single-cluster deployment whose Prometheus has no external label), and
+        one whose label names another cluster is not; an empty value counts as absent, as
+        Prometheus treats an empty label.
+        """
+        if self.cluster is None:
+            return None
+        named = alert.labels.get(self.cluster_label) or None
+        return named if named is not None and named != self.cluster else None
 
     # AuditStore is synchronous SQLite (fsync on every write); its calls run on the default
     # thread pool so one slow disk write does not stall every other webhook request.
@@ -365,7 +405,7 @@ class Handoff:
             REFUSALS.labels(limit="namespace").inc()
             log.info("alert %s (%s) refused: %s", alert.alertname, alert.dedup_key, refused)
             return Outcome(alert, "refused_namespace", playbook=name, target=target.key, message=refused)
-        wf_id = workflow_id_for(target.key)
+        wf_id = workflow_id_for(target.key, self.cluster)
         # One thread hop for both reads: with a group of 1,000 alerts the hops add up.
         run_id, latest = await asyncio.to_thread(lambda: (audit.handled_by(alert.dedup_key), audit.latest_run(wf_id)))
         if run_id is not None:
@@ -380,7 +420,7 @@ class Handoff:
             msg = f"this firing was already handed to run {run_id}; not sent again"
             log.info("alert %s (%s): %s", alert.alertname, alert.dedup_key, msg)
             return Outcome(alert, "duplicate", wf_id, run_id, name, target.key, msg)
-        return Planned(alert, received_at, loaded, target, playbook, latest)
+        return Planned(alert, received_at, loaded, target, playbook, latest, self.cluster)
 
     def _plan_resolved(self, alert: AlertRef, received_at: datetime) -> Outcome | Planned:
         loaded = self.playbooks.match(alert.labels)
@@ -394,7 +434,7 @@ class Handoff:
         refused = self.brakes.policy.namespaces.refusal(target.namespace)
         if refused is not None:
             return Outcome(alert, "refused_namespace", playbook=name, target=target.key, message=refused)
-        return Planned(alert, received_at, loaded, target, playbook)
+        return Planned(alert, received_at, loaded, target, playbook, cluster=self.cluster)
 
     async def _cooldown_of(self, latest: RunRow | None, alert: AlertRef, name: str, wf_id: str, target_key: str) -> Outcome | None:
         """A ``cooling_down`` answer (recorded as ``cooldown``) when the target's last run ended less than its
@@ -434,6 +474,8 @@ class Handoff:
         ]
         if target.namespace:
             attrs.append(SearchAttributePair(SA_NAMESPACE, target.namespace))
+        if self.cluster:
+            attrs.append(SearchAttributePair(SA_CLUSTER, self.cluster))
 
         def signal_with_start(reuse: WorkflowIDReusePolicy) -> Awaitable[WorkflowHandle[Any, Any]]:
             return self.temporal_call(
@@ -526,10 +568,16 @@ class Handoff:
         try:
             planned = await self.plan(alert, received_at)
             if isinstance(planned, Outcome):
-                return planned
-            return await self.send(planned, pauses)
+                return self.named(planned)
+            return self.named(await self.send(planned, pauses))
         except TemporalUnavailable as err:
             return err
+
+    def named(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with its ``cluster``: this engine's, unless it names another already."""
+        if outcome.cluster is None:
+            outcome.cluster = self.cluster
+        return outcome
 
     # ------------------------------------------------------------------ large groups
 
@@ -556,7 +604,7 @@ class Handoff:
         position = 0
 
         async def start(chunk: list[AlertRef]) -> tuple[str, str]:
-            wf_id = group_workflow_id(group_key, chunk)
+            wf_id = group_workflow_id(group_key, chunk, self.cluster)
             async with self._slots:
                 handle = await self.temporal_call(
                     f"start hand-off {wf_id}",

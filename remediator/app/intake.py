@@ -31,8 +31,9 @@ out of bounds: remediator.domain.alertmanager.parse_webhook), with the field pat
 body is a sender's mistake: logged as one line, never a traceback.
 
 Each alert of the group is handled on its own ``status`` by remediator.app.handoff.Handoff:
-checks that need no Temporal call first (matching, rendering, the policy's namespaces, dedup,
-cooldown), then one Temporal call per alert to hand over (signal-with-start of the target's
+checks that need no Temporal call first (with ``--cluster``, the alert's cluster label: an
+alert of another cluster is answered ``unknown_cluster`` and recorded; matching, rendering, the
+policy's namespaces, dedup, cooldown), then one Temporal call per alert to hand over (signal-with-start of the target's
 run for a firing, the ``alert`` signal for a resolved one). A group with more than
 ``HANDOFF_DIRECT_MAX`` alerts to hand over goes to Temporal in one call instead, as an
 ``AlertHandoffWorkflow`` that makes the per-alert calls (workflows/handoff.py), so a group of
@@ -233,7 +234,8 @@ def create_app(
         client: connected Temporal client (pydantic data converter, remediator.app.temporal.connect).
         playbooks: loaded once by remediator.playbook.loader.load_directory.
         audit: where unmatched, unrenderable and duplicate alerts are recorded.
-        task_queue: task queue of the worker that runs ``RemediationWorkflow``.
+        task_queue: task queue of the worker that runs ``RemediationWorkflow``
+            (``settings.engine_task_queue``: ``<task queue>-<cluster>`` with ``--cluster``).
         ui_url: base URL of the Temporal UI, passed to the workflow for links in notifications.
         rpc_timeout: bound of each Temporal call; a hung server answers 503 after this long.
         settler: records the outcome of a target's last run when Temporal ended it without
@@ -282,6 +284,7 @@ def create_app(
             sent = list(await asyncio.gather(*(send(p) for p in to_send)))
         answers = iter(sent)
         results = [next(answers) if isinstance(p, Planned) else p for p in plans]
+        results = [handoff.named(r) if isinstance(r, Outcome) else r for r in results]
         for alert, r in zip(alerts, results):
             disposition = r.disposition if isinstance(r, Outcome) else "failed"
             metrics.ALERTS.labels(status=alert.status, disposition=disposition).inc()

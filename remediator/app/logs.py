@@ -7,12 +7,12 @@ message by default: ``... ({'activity_id': '2', 'activity_type': ..., 'attempt':
 and keeps the details where the SDK also puts them, in the record's extra
 (``temporal_activity``, ``temporal_workflow``), from which the formatters take what matters:
 
-* ``text``: ``TIME LEVEL LOGGER: [simulated cluster] TARGET run RUN8 ACTIVITY (attempt N): message``,
+* ``text``: ``TIME LEVEL LOGGER: [simulated cluster] [CLUSTER/]TARGET run RUN8 ACTIVITY (attempt N): message``,
   the context only where a run is known (``run`` is the prefix ``remediator audit show`` takes),
   an exception summed up on its line (the traceback follows only an ERROR);
 * ``json``: one object per line: ``time`` (UTC, RFC 3339), ``level``, ``logger``, ``message``,
   ``simulated_cluster`` (with ``--simulate``), and from a run: ``workflow_id``, ``run_id``,
-  ``target``, ``workflow_type``, ``activity_type``, ``activity_id``, ``attempt``,
+  ``cluster`` (with ``--cluster``), ``target``, ``workflow_type``, ``activity_type``, ``activity_id``, ``attempt``,
   ``update_name``, ``update_id``, ``namespace``, ``task_queue``; ``exception`` when there is one.
 
 The Temporal core's own lines (Rust; e.g. poll errors while the server is away) are forwarded
@@ -31,20 +31,21 @@ from typing import IO, Any
 from temporalio import activity, workflow
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
-from remediator.domain.runs import WORKFLOW_ID_PREFIX
+from remediator.domain.runs import WORKFLOW_ID_PREFIX, cluster_of, target_key_of
 
 LOG_FORMATS = ("text", "json")
 NOISY = ("uvicorn.access", "kubernetes", "urllib3", "httpx")
 
 _CONTEXT_KEYS = (
-    "workflow_id", "run_id", "target", "workflow_type", "activity_type", "activity_id", "attempt",
+    "workflow_id", "run_id", "cluster", "target", "workflow_type", "activity_type", "activity_id", "attempt",
     "update_name", "update_id", "namespace", "task_queue",
 )
 
 
 def temporal_context(record: logging.LogRecord) -> dict[str, Any]:
     """What the Temporal SDK put in the record's extra about the run it was logged from (empty
-    outside workflows and activities), with the remediation's ``target`` from its workflow ID."""
+    outside workflows and activities), with the remediation's ``target`` (and ``cluster``, with
+    ``--cluster``) from its workflow ID."""
     found: dict[str, Any] = {}
     wf = getattr(record, "temporal_workflow", None)
     if isinstance(wf, Mapping):
@@ -55,7 +56,8 @@ def temporal_context(record: logging.LogRecord) -> dict[str, Any]:
         found["run_id"] = act.get("workflow_run_id")
     workflow_id = found.get("workflow_id")
     if isinstance(workflow_id, str) and workflow_id.startswith(WORKFLOW_ID_PREFIX):
-        found["target"] = workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+        found["target"] = target_key_of(workflow_id)
+        found["cluster"] = cluster_of(workflow_id)
     return {k: found[k] for k in _CONTEXT_KEYS if found.get(k) is not None}
 
 
@@ -105,7 +107,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _context_text(ctx: Mapping[str, Any]) -> str:
-    words = [str(ctx.get("target") or ctx.get("workflow_id", "?"))]
+    target = str(ctx.get("target") or ctx.get("workflow_id", "?"))
+    words = [f"{ctx['cluster']}/{target}" if ctx.get("cluster") else target]
     if ctx.get("run_id"):
         words.append(f"run {str(ctx['run_id'])[:8]}")
     if ctx.get("activity_type"):

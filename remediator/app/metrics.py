@@ -23,7 +23,7 @@ ALERTS = Counter(
     "remediator_alerts_total",
     "Alerts received in webhook notifications, by alert status (firing/resolved) and what the intake did "
     "(started, attached, handed_off, duplicate, cooling_down, queued, paused, refused_namespace, unmatched, "
-    "render_failed, resolved_signalled, resolved_no_run, failed).",
+    "render_failed, unknown_cluster, resolved_signalled, resolved_no_run, failed).",
     ["status", "disposition"],
 )
 

@@ -56,7 +56,7 @@ from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, 
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
 from remediator.domain.policy import Policy
-from remediator.domain.runs import SEARCH_ATTRIBUTES
+from remediator.domain.runs import SEARCH_ATTRIBUTES, workflow_id_for
 from remediator.k8s.client import KubeClient
 from remediator.playbook.loader import PlaybookError, load_directory
 from remediator.playbook.policy_loader import PolicyError, load_policy
@@ -319,7 +319,7 @@ class Engine:
             self._worker = self._build_worker(self.api_client)
         self.settler = self._build_settler()
         handoff = self._build_handoff()
-        self._handoff_worker = new_handoff_worker(self.client, s.task_queue, handoff)
+        self._handoff_worker = new_handoff_worker(self.client, s.engine_task_queue, handoff)
         if s.intake:
             self._server = self._build_intake(handoff)
         else:
@@ -361,7 +361,7 @@ class Engine:
             api_client, s.prometheus_url, s.alertmanager_url, self.audit, self.slack_client, self.slack_threads,
             self.brakes, self.playbooks, s.dry_run,
         )
-        return new_worker(self.client, s.task_queue, activities, self._executor, heartbeat_timeout=s.heartbeat_timeout)
+        return new_worker(self.client, s.engine_task_queue, activities, self._executor, heartbeat_timeout=s.heartbeat_timeout)
 
     def _build_settler(self) -> Settler:
         assert self.client is not None
@@ -373,7 +373,7 @@ class Engine:
         handed over, one bound on the Temporal calls in flight."""
         assert self.client is not None
         return Handoff(
-            self.settings, self.client, self.playbooks, self.audit, task_queue=self.settings.task_queue,
+            self.settings, self.client, self.playbooks, self.audit, task_queue=self.settings.engine_task_queue,
             ui_url=self.ui_url, settler=self.settler, brakes=self.brakes,
         )
 
@@ -381,7 +381,7 @@ class Engine:
         s = self.settings
         assert self.client is not None
         app = create_app(
-            s, self.client, self.playbooks, self.audit, task_queue=s.task_queue, ui_url=self.ui_url, handoff=handoff,
+            s, self.client, self.playbooks, self.audit, task_queue=s.engine_task_queue, ui_url=self.ui_url, handoff=handoff,
         )
         app.include_router(control.router(s, control.Controller(self.brakes, self.client, self.playbooks, self.slack_client)))
         if s.slack_signing_secret:
@@ -393,17 +393,20 @@ class Engine:
         """Run this process's roles until told to exit (SIGINT/SIGTERM)."""
         assert self._server is not None and self._handoff_worker is not None
         s = self.settings
+        queue = s.engine_task_queue
         if s.intake:
             log.info("intake listening on http://%s (POST /api/v1/alerts)", s.listen)
         else:
             log.info("no intake here (--no-intake): GET /healthz on http://%s", s.listen)
+        if s.cluster:
+            log.info("engine of cluster %r: takes alerts whose label %r names it or is absent; workflow IDs %s<target>",
+                     s.cluster, s.cluster_label, workflow_id_for("", s.cluster))
         if self._worker is not None:
-            log.info("worker polling task queues %r and %r on %s", s.task_queue, handoff_task_queue(s.task_queue),
-                     self.temporal_address)
+            log.info("worker polling task queues %r and %r on %s", queue, handoff_task_queue(queue), self.temporal_address)
             self._worker_task = asyncio.create_task(self._worker.run())
         else:
             log.info("intake only: remediation runs on the workers of task queue %r; hand-offs polled on %r at %s",
-                     s.task_queue, handoff_task_queue(s.task_queue), self.temporal_address)
+                     queue, handoff_task_queue(queue), self.temporal_address)
         handoff_task = asyncio.create_task(self._handoff_worker.run())
         settle_task = asyncio.create_task(self.settler.run_forever(s.settle_interval))
         socket_mode = None

@@ -48,19 +48,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 from pydantic_core import to_jsonable_python
 
 from remediator.audit.chain import LEDGER_SCHEMA, AuditKeyError, Chain, Verdict, chain_existing, entries, trigger_names
 from remediator.audit.chain import verify as verify_chain
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import AlertRef, AuditWriteInput, RunInfo
+from remediator.domain.runs import WORKFLOW_ID_PREFIX, cluster_of, qualified_target
 
 SCHEMA_VERSION = 4
 
 log = logging.getLogger("remediator.audit")
 
-IntakeKind = Literal["unmatched", "render_failed", "duplicate", "cooldown", "approval_refused", "refused_namespace"]
+IntakeKind = Literal[
+    "unmatched", "render_failed", "duplicate", "cooldown", "approval_refused", "refused_namespace", "unknown_cluster",
+]
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -261,9 +264,21 @@ class _Row(BaseModel):
 
 
 class RunRow(RunInfo):
-    """One run as stored: ``RunInfo``'s columns; times are UTC-aware datetimes."""
+    """One run as stored: ``RunInfo``'s columns; times are UTC-aware datetimes. ``cluster``:
+    the cluster its workflow ID names (engines started with ``--cluster``), else None."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cluster(self) -> str | None:
+        return cluster_of(self.workflow_id)
+
+    @property
+    def qualified_target(self) -> str:
+        """The target as people name it across clusters: ``east/deployment/prod/checkout``,
+        or ``target`` alone for a run without a cluster."""
+        return qualified_target(self.target, self.cluster)
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> Self:
@@ -571,7 +586,8 @@ class AuditStore:
                 but its templates failed against the alert), ``duplicate`` (this firing was
                 already taken by ``run_id``), ``cooldown`` (the target is in its cooldown),
                 ``approval_refused`` (the ``decide`` Update's validator refused a click or a
-                CLI decision for ``run_id``; remediator.app.approvals).
+                CLI decision for ``run_id``; remediator.app.approvals), ``unknown_cluster`` (the
+                alert's cluster label names a cluster this engine does not serve; ``--cluster``).
             alert: the alert; stored whole as JSON, with its ``dedup_key``. None when there is
                 no alert (``approval_refused``): the alert columns are then empty and
                 ``starts_at`` is ``at``.
@@ -718,15 +734,22 @@ class AuditStore:
         limit: int = 50,
         *,
         namespace: str | None = None,
+        cluster: str | None = None,
     ) -> list[RunRow]:
         """Runs, newest first (by ``started_at``), filtered by exact values.
 
         ``alertname`` matches the run's first alert or any alert attached to it later;
-        ``target`` is the target key (``deployment/prod/checkout``); ``since`` (inclusive) and
+        ``target`` is the target key (``deployment/prod/checkout``); ``cluster`` the cluster
+        the run's workflow ID names (``remediation/<cluster>/...``); ``since`` (inclusive) and
         ``until`` (exclusive) bound ``started_at``. At most ``limit`` rows.
         """
         where: list[str] = []
         args: list[Any] = []
+        if cluster is not None:
+            # substr, not LIKE: a cluster name holds '-', and LIKE's '_' would match any character.
+            prefix = f"{WORKFLOW_ID_PREFIX}{cluster}/"
+            where.append("substr(workflow_id, 1, ?) = ?")
+            args += [len(prefix), prefix]
         if alertname is not None:
             where.append(
                 "(alertname = ? OR EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id"

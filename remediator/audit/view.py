@@ -92,6 +92,8 @@ def render_runs(rows: list[RunRow]) -> Table:
     table.add_column("OUTCOME", no_wrap=True)
     table.add_column("ALERTNAME / PLAYBOOK", overflow="fold")
     table.add_column("TARGET", overflow="fold")
+    # Only engines started with --cluster name one; a single-cluster trail reads as before.
+    clustered = any(r.cluster for r in rows)
     for r in rows:
         outcome = Text()
         outcome.append(r.outcome, style=OUTCOME_STYLE.get(r.outcome, ""))
@@ -105,7 +107,7 @@ def render_runs(rows: list[RunRow]) -> Table:
             Text(format_duration(_round(r.ended_at - r.started_at)) if r.ended_at else "-"),
             outcome,
             names,
-            Text(r.target),
+            Text(f"{r.cluster or '-'}/{r.target}" if clustered else r.target),
         )
     return table
 
@@ -147,6 +149,8 @@ def _header(run: RunRow, events: list[EventRow]) -> Panel:
     grid.add_column(overflow="fold")
     grid.add_row("Run", Text(run.run_id))
     grid.add_row("Workflow", Text(run.workflow_id))
+    if run.cluster:
+        grid.add_row("Cluster", Text(run.cluster))
     grid.add_row("Target", Text(run.target))
     playbook = Text()
     playbook.append(run.playbook, style="bold")

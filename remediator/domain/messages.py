@@ -137,7 +137,8 @@ FINAL_OUTCOMES: frozenset[str] = frozenset(o for o in Outcome.__args__ if o != "
 
 
 class RemediationInput(Model):
-    """Start input of ``RemediationWorkflow``; workflow ID is ``remediation/<target.key>``.
+    """Start input of ``RemediationWorkflow``; workflow ID is ``remediation/<target.key>``
+    (``remediation/<cluster>/<target.key>`` for an engine started with ``--cluster``).
 
     ``playbook`` is already rendered against the first alert (no templates left).
     ``ui_url``: Temporal UI base URL; ``public_url``: the intake's base URL (audit links).

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from remediator.domain.actions import ACTIONS
 from remediator.domain.messages import ApprovalDecision, ApprovalOutcome, ApprovalRequest, Evidence, Notice
+from remediator.domain.runs import cluster_of, qualified_target
 
 APPROVE_ACTION_ID = "remediator_approve"
 REJECT_ACTION_ID = "remediator_reject"
@@ -263,6 +264,19 @@ def outcome_text(req: ApprovalRequest, outcome: ApprovalOutcome) -> str:
     return f"{who}; {tail}" if who else tail
 
 
+def where(msg: ApprovalRequest | Notice) -> str:
+    """The message's target as people name it across clusters: ``east/deployment/prod/checkout``
+    for a run of an engine started with ``--cluster east`` (from its workflow ID), else the
+    target key."""
+    return qualified_target(msg.target.key, cluster_of(msg.workflow_id))
+
+
+def _target_line(msg: ApprovalRequest | Notice) -> str:
+    cluster = cluster_of(msg.workflow_id)
+    head = f"*Cluster* `{escape(cluster)}` · " if cluster else ""
+    return f"{head}*Target* `{escape(msg.target.key)}` · playbook `{escape(msg.playbook)}`"
+
+
 def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None) -> list[dict[str, Any]]:
     """The approval message as Block Kit blocks.
 
@@ -279,14 +293,14 @@ def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None
     (``<@U123>``), so an approver's comment quoted there cannot ping ``<!channel>``.
     """
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(f"{DRY_RUN_TAG if req.dry_run else ''}Approval needed: {req.step_name} on {req.target.key}")},
+        {"type": "header", "text": _plain(f"{DRY_RUN_TAG if req.dry_run else ''}Approval needed: {req.step_name} on {where(req)}")},
     ]
     if req.dry_run:
         blocks.append(_section(":test_tube: *DRY RUN*: the step is sent with `dryRun=All`; the API server validates it and nothing changes."))
     if outcome is not None:
         icon, label = _STATUS[outcome.status]
         blocks.append(_section(f"{icon} *{label}* — {escape_keep_mentions(outcome_text(req, outcome))}", "remediator_status"))
-    target = f"*Target* `{escape(req.target.key)}` · playbook `{escape(req.playbook)}`"
+    target = _target_line(req)
     alert = _alert_line(req.alert)
     blocks.append(_section("\n".join(x for x in (alert, target) if x)))
     step = f"*Step {req.step_index + 1}: {escape(req.step_name)}* (`{escape(req.action)}`) will {escape(change_text(req))}"
@@ -340,7 +354,7 @@ def approval_blocks(req: ApprovalRequest, outcome: ApprovalOutcome | None = None
 
 def approval_text(req: ApprovalRequest, outcome: ApprovalOutcome | None = None) -> str:
     """Plain-text fallback of the approval message (notifications, screen readers)."""
-    head = f"{DRY_RUN_TAG if req.dry_run else ''}Approval needed: {req.step_name} on {req.target.key} will {change_text(req)}"
+    head = f"{DRY_RUN_TAG if req.dry_run else ''}Approval needed: {req.step_name} on {where(req)} will {change_text(req)}"
     if req.limits:
         head += " — over the limits: " + "; ".join(req.limits)
     conf = "" if req.confidence is None else f" (confidence {round(req.confidence * 100)}%)"
@@ -360,7 +374,7 @@ def escalation_text(req: ApprovalRequest) -> str:
     """The thread reply that pages the on-call group when nobody answered in time."""
     who = req.oncall_usergroup or (req.approver_groups[0] if req.approver_groups else None)
     tag = mention(who) if who else " ".join(mention(u) for u in req.approvers)
-    return (f"{tag} no answer yet: *{escape(req.step_name)}* on `{escape(req.target.key)}` is waiting for approval "
+    return (f"{tag} no answer yet: *{escape(req.step_name)}* on `{escape(where(req))}` is waiting for approval "
             f"(asked {slack_date(req.requested_at)}). If nobody decides by {slack_date(req.deadline)} "
             f"the step will not run.").strip()
 
@@ -390,7 +404,7 @@ def notice_title(n: Notice) -> str:
 def _notice_title(n: Notice) -> str:
     if n.title:
         return n.title
-    target, playbook, step = n.target.key, n.playbook, n.step
+    target, playbook, step = where(n), n.playbook, n.step
     if n.kind == "dry_run":
         return f"{target}: dry run of playbook {playbook} done; nothing changed ({n.reason})"
     if n.kind == "healed":
@@ -412,7 +426,7 @@ def notice_blocks(n: Notice) -> list[dict[str, Any]]:
     ]
     head = " ".join(x for x in (
         mention(n.mention) if n.mention else "",
-        f"{_NOTICE_ICON.get(n.kind, '')} *Target* `{escape(n.target.key)}` · playbook `{escape(n.playbook)}`",
+        f"{_NOTICE_ICON.get(n.kind, '')} {_target_line(n)}",
     ) if x)
     alert = _alert_line(n.alert)
     blocks.append(_section("\n".join(x for x in (head, alert) if x)))
@@ -431,9 +445,9 @@ def notice_blocks(n: Notice) -> list[dict[str, Any]]:
 def notice_text(n: Notice) -> str:
     """Plain-text fallback of a notice; starts with the mention so the group is notified."""
     tag = f"{mention(n.mention)} " if n.mention else ""
-    return truncate(f"{tag}{escape(notice_title(n))} ({escape(n.target.key)})", FALLBACK_TEXT_MAX)
+    return truncate(f"{tag}{escape(notice_title(n))} ({escape(where(n))})", FALLBACK_TEXT_MAX)
 
 
 def notice_metadata(n: Notice) -> dict[str, Any]:
     return {"event_type": NOTICE_EVENT_TYPE,
-            "event_payload": {"event_key": n.event_key, "target": n.target.key, "run_id": n.run_id, "kind": n.kind}}
+            "event_payload": {"event_key": n.event_key, "target": where(n), "run_id": n.run_id, "kind": n.kind}}
