@@ -20,6 +20,11 @@ What is checked:
 * the overlay: one replica, strategy Recreate, the state on a ReadWriteOnce
   PersistentVolumeClaim, no PodDisruptionBudget, no database URL (SQLite), no init container,
   no Temporal address (the embedded dev server), and nothing else changed;
+* the overlay ``overlays/split-roles``: valid objects, the base's Deployment running
+  ``remediator worker --no-intake`` (probes on ``/healthz`` of its port ``healthz``) and a
+  Deployment ``remediator-intake`` running ``remediator intake`` (no --in-cluster, no service
+  account token), both with two replicas, the init container and a budget of their own, the
+  Service selecting the intake only; ``Settings`` accepts both;
 * the worker's configuration as the pod receives it: every flag and variable is one of
   ``remediator.app.config.Settings``, and ``Settings`` accepts them (with the Secret's values
   taken from secret.example.yaml), the base with an external Temporal and the PostgreSQL URL,
@@ -58,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KUSTOMIZE_ROOT = ROOT / "deploy" / "kubernetes"
 BASE = KUSTOMIZE_ROOT / "base"
 OVERLAY = KUSTOMIZE_ROOT / "overlays" / "single-replica-sqlite"
+SPLIT = KUSTOMIZE_ROOT / "overlays" / "split-roles"
 SECRET_EXAMPLE = KUSTOMIZE_ROOT / "secret.example.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -127,21 +133,21 @@ def configmaps(docs: list[dict]) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
 
 
-def pod_spec(docs: list[dict]) -> dict[str, Any]:
-    return one(docs, "Deployment")["spec"]["template"]["spec"]
+def pod_spec(docs: list[dict], deployment: str = NAME) -> dict[str, Any]:
+    return one(docs, "Deployment", deployment)["spec"]["template"]["spec"]
 
 
-def container(docs: list[dict]) -> dict[str, Any]:
-    (c,) = pod_spec(docs)["containers"]
+def container(docs: list[dict], deployment: str = NAME) -> dict[str, Any]:
+    (c,) = pod_spec(docs, deployment)["containers"]
     return c
 
 
-def init_containers(docs: list[dict]) -> list[dict[str, Any]]:
-    return pod_spec(docs).get("initContainers", [])
+def init_containers(docs: list[dict], deployment: str = NAME) -> list[dict[str, Any]]:
+    return pod_spec(docs, deployment).get("initContainers", [])
 
 
-def all_containers(docs: list[dict]) -> list[dict[str, Any]]:
-    return init_containers(docs) + pod_spec(docs)["containers"]
+def all_containers(docs: list[dict], deployment: str = NAME) -> list[dict[str, Any]]:
+    return init_containers(docs, deployment) + pod_spec(docs, deployment)["containers"]
 
 
 def volume_at(docs: list[dict], path: str) -> dict[str, Any]:
@@ -422,11 +428,13 @@ def test_the_secret_example_documents_the_secret():
         assert not [r for r in listed if r.endswith(SECRET_EXAMPLE.name)], kustomization
 
 
-def _worker_settings(docs: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def _worker_settings(
+    docs: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deployment: str = NAME, command: str = "worker",
+) -> Settings:
     """The Settings the worker builds in the pod: the ConfigMap's and the Deployment's
     variables in the environment (Secret values those of secret.example.yaml, the audit key a
     file here), then the command line's flags, parsed as ``remediator worker`` parses them."""
-    c = container(docs)
+    c = container(docs, deployment)
     env: dict[str, str] = {}
     maps = configmaps(docs)
     for source in c.get("envFrom", []):
@@ -445,11 +453,11 @@ def _worker_settings(docs: list[dict], tmp_path: Path, monkeypatch: pytest.Monke
         monkeypatch.setenv(var, value)
 
     by_flag = {flag: name for name in Settings.model_fields for flag in flags(name)}
-    assert c["args"][0] == "worker"
+    assert c["args"][0] == command
     args, kwargs = list(c["args"][1:]), {}
     while args:
         flag = args.pop(0)
-        assert flag in by_flag, f"{flag} is not a flag of remediator worker"
+        assert flag in by_flag, f"{flag} is not a flag of remediator {command}"
         name = by_flag[flag]
         kwargs[name] = (not flag.startswith("--no-")) if is_switch(name) else args.pop(0)
     return Settings(**kwargs)
@@ -646,3 +654,86 @@ def test_image_and_pod_agree():
     env = dict(final)["ENV"]
     assert f"REMEDIATOR_STATE_DIR={STATE_DIR}" in env
     assert "REMEDIATOR_PLAYBOOK_DIR=/etc/remediator/playbooks" in env and "REMEDIATOR_POLICY=/etc/remediator/policy.yaml" in env
+
+
+# --------------------------------------------------------------------------- overlays/split-roles
+
+INTAKE = f"{NAME}-intake"
+
+
+@pytest.fixture(scope="module")
+def split() -> list[dict[str, Any]]:
+    return render(SPLIT)
+
+
+def test_split_roles_objects(base, split):
+    problems = {f"{d['kind']} {d['metadata']['name']}": p for d in split if (p := schema_problems(d))}
+    assert not problems, problems
+    for d in split:
+        cluster_scoped = d["kind"] in {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+        assert d["metadata"].get("namespace") == (None if cluster_scoped else NAME), (d["kind"], d["metadata"])
+
+    def kinds(docs):
+        return {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+    assert kinds(split) - kinds(base) == {("Deployment", INTAKE), ("PodDisruptionBudget", INTAKE)}
+    assert kinds(base) <= kinds(split)
+    assert not [d for d in split if d["kind"] in ("Secret", "PersistentVolumeClaim")]
+
+
+def test_split_roles_args(split):
+    """The base's Deployment runs the worker alone; the intake Deployment the intake alone,
+    without --in-cluster (it calls no Kubernetes API)."""
+    assert container(split)["args"] == ["worker", "--no-intake", *ARGS[1:]]
+    assert container(split, INTAKE)["args"] == ["intake", *(a for a in ARGS[1:] if a != "--in-cluster")]
+    for name in (NAME, INTAKE):
+        deployment = one(split, "Deployment", name)
+        assert deployment["spec"]["replicas"] == 2, name
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}, name
+        (init,) = init_containers(split, name)
+        assert init["args"] == ["db", "upgrade", "--database-url", f"$({DATABASE_URL_ENV})"], name
+        assert init["image"] == container(split, name)["image"] == container(split)["image"], name
+
+
+def test_split_roles_service_and_budgets_select_their_pods(split):
+    labels = {name: one(split, "Deployment", name)["spec"]["template"]["metadata"]["labels"] for name in (NAME, INTAKE)}
+    service = one(split, "Service")["spec"]["selector"]
+    assert service.items() <= labels[INTAKE].items(), "the webhook goes to the intake"
+    assert not service.items() <= labels[NAME].items(), "the workers serve no webhook"
+    for name in (NAME, INTAKE):
+        pdb = one(split, "PodDisruptionBudget", name)["spec"]
+        assert pdb["maxUnavailable"] == 1, name
+        selected = [n for n, l in labels.items() if pdb["selector"]["matchLabels"].items() <= l.items()]
+        assert selected == [name], (name, selected)
+        assert one(split, "Deployment", name)["spec"]["selector"]["matchLabels"].items() <= labels[name].items()
+
+
+def test_split_roles_probes_and_rights(split):
+    worker, intake = container(split), container(split, INTAKE)
+    ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
+    assert ports == {"healthz": INTAKE_PORT, "metrics": METRICS_PORT}, "no intake on the worker's port"
+    for c, port in ((worker, "healthz"), (intake, "intake")):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"] == {"path": "/healthz", "port": port}, (c["name"], probe)
+    assert pod_spec(split)["serviceAccountName"] == NAME
+    assert pod_spec(split, INTAKE).get("serviceAccountName") in (None, "default")
+    assert pod_spec(split, INTAKE)["automountServiceAccountToken"] is False, "the intake needs no cluster credentials"
+    for name in (NAME, INTAKE):
+        assert pod_spec(split, name)["securityContext"]["runAsNonRoot"] is True
+        for c in all_containers(split, name):
+            sc = c["securityContext"]
+            assert (sc["runAsNonRoot"], sc["readOnlyRootFilesystem"], sc["allowPrivilegeEscalation"]) == (True, True, False), c["name"]
+            assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}, c["name"]
+        annotations = one(split, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+        for which, files in (("playbooks", GENERATOR.playbook_files()), ("policy", GENERATOR.policy_files())):
+            assert annotations[f"remediator/{which}-sha256"] == GENERATOR.content_sha256(files), (name, which)
+
+
+def test_split_roles_accept_their_configuration(split, tmp_path, monkeypatch):
+    s = _worker_settings(split, tmp_path, monkeypatch)
+    assert s.intake is False and s.in_cluster is True
+    assert s.temporal_address == TEMPORAL_ADDRESS, "separate roles need the external Temporal"
+    assert s.database_url == SECRET_VALUES[DATABASE_URL_KEY]
+    s = _worker_settings(split, tmp_path, monkeypatch, deployment=INTAKE, command="intake")
+    assert s.intake is True and s.in_cluster is None
+    assert s.temporal_address == TEMPORAL_ADDRESS and s.database_url == SECRET_VALUES[DATABASE_URL_KEY]
