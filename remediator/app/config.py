@@ -181,6 +181,9 @@ class Settings(TemporalSettings):
     prometheus_url: str | None = _setting(None, "Prometheus for `promql` health checks")
     alertmanager_url: str | None = _setting(None, "Alertmanager API for the `alert_resolved` check")
     state_dir: Path = _setting(Path(".state"), "audit database (`audit.db`) and embedded Temporal's `temporal.db`")
+    database_url: str | None = _setting(
+        None, "the shared database: `postgresql://user:password@host:5432/db` for several replicas", shown="`sqlite:///STATE_DIR/audit.db`"
+    )
     audit_key_file: Path | None = _setting(
         None,
         "file holding the key (at least 16 bytes) that signs the audit trail's hash chain (HMAC-SHA256); "
