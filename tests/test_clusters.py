@@ -47,7 +47,7 @@ from remediator.domain.runs import (
 from remediator.playbook.loader import load_directory
 from remediator.sim.kube import Emulator
 from remediator.slack.blocks import notice_blocks, notice_metadata, notice_text
-from tests.support import CHECKOUT, WorkerProcess, until
+from tests.support import CHECKOUT, WorkerProcess, engine_kubeconfig, until
 from tests.test_intake import BASIC, TOKEN, Intake, StandInRemediation, alert, assert_not_started, payload
 
 PLAYBOOK = """\
@@ -93,7 +93,7 @@ def two_clusters(tmp_path):
             home = tmp_path / name
             (home / "playbooks").mkdir(parents=True)
             (home / "playbooks" / "restart-checkout.yaml").write_text(PLAYBOOK)
-            out[name] = (emu, emu.write_kubeconfig(home / "kubeconfig"), home)
+            out[name] = (emu, engine_kubeconfig(emu, home / "kubeconfig"), home)
         yield out
     finally:
         for emu, _, _ in out.values():
@@ -122,7 +122,7 @@ def test_each_alert_is_remediated_on_its_own_cluster_only(two_clusters, temporal
         resp = workers["east"].post("firing", "CheckoutDown", "w1", cluster="west")
         [out] = resp.json()["alerts"]
         assert (resp.status_code, out["disposition"], out["workflow_id"]) == (200, "unknown_cluster", None)
-        assert "label cluster='west' names a cluster this engine does not serve (it serves 'east')" in out["message"]
+        assert "label cluster='west' names a cluster this intake does not route to (it routes to 'east')" in out["message"]
 
         # West's alert, to west's intake.
         resp = workers["west"].post("firing", "CheckoutDown", "w1", cluster="west")
@@ -194,6 +194,48 @@ def test_each_alert_is_remediated_on_its_own_cluster_only(two_clusters, temporal
 
 
 # --------------------------------------------------------------------------- naming
+
+
+def test_one_intake_routes_each_alert_to_its_cluster_s_workers(two_clusters, temporal, tmp_path):
+    """``remediator intake --clusters east,west`` in front of one ``worker --no-intake`` per
+    cluster (one database: here one state directory on this host): each alert is started on
+    its cluster's task queue and remediated by that cluster's worker only."""
+    shared = tmp_path / "shared"
+    (shared / "playbooks").mkdir(parents=True)
+    (shared / "playbooks" / "restart-checkout.yaml").write_text(PLAYBOOK)
+    processes: list[WorkerProcess] = []
+    try:
+        for name, (_, kubeconfig, _) in two_clusters.items():
+            processes.append(WorkerProcess(shared, temporal.address, kubeconfig, ["--no-intake", "--cluster", name]))
+        intake = WorkerProcess(shared, temporal.address, shared / "no-kubeconfig", ["--clusters", "east,west"],
+                               command="intake")
+        processes.append(intake)
+        east_emu, west_emu = two_clusters["east"][0], two_clusters["west"][0]
+        for name, emu in (("west", west_emu), ("east", east_emu)):
+            resp = intake.post("firing", "CheckoutDown", f"{name}-1", cluster=name)
+            [out] = resp.json()["alerts"]
+            assert (resp.status_code, out["disposition"], out["workflow_id"], out["cluster"]) == (
+                200, "started", f"remediation/{name}/deployment/prod/checkout", name), out
+            wait(lambda: len(restart_patches(emu)) == 1, f"{name}'s checkout to be restarted")
+        # Without the label, with several clusters routed to: no guess.
+        resp = intake.post("firing", "CheckoutDown", "none-1")
+        [out] = resp.json()["alerts"]
+        assert (resp.status_code, out["disposition"]) == (200, "unknown_cluster")
+        assert "has no label cluster and this intake routes to several clusters ('east', 'west')" in out["message"]
+        resp = intake.post("firing", "CheckoutDown", "north-1", cluster="north")
+        assert resp.json()["alerts"][0]["disposition"] == "unknown_cluster"
+        time.sleep(1)
+        assert len(restart_patches(east_emu)) == 1 and len(restart_patches(west_emu)) == 1
+
+        async def queues() -> dict:
+            client = await connect(temporal.address)
+            return {n: (await client.get_workflow_handle(workflow_id_for("deployment/prod/checkout", n)).describe()).task_queue
+                    for n in ("east", "west")}
+
+        assert asyncio.run(queues()) == {"east": "remediator-east", "west": "remediator-west"}
+    finally:
+        for process in processes:
+            process.stop()
 
 
 def test_workflow_ids_with_and_without_a_cluster():
@@ -284,8 +326,8 @@ async def test_the_intake_routes_by_the_cluster_label(client: Client, playbook_d
             ]
             assert [o["cluster"] for o in outs] == ["east", "east", "east", "north", "north"]
             assert outs[3]["message"] == (
-                "label cluster='north' names a cluster this engine does not serve (it serves 'east'); "
-                "send the alert to the intake of cluster 'north'"
+                "label cluster='north' names a cluster this intake does not route to (it routes to 'east'); "
+                "send the alert to the intake of cluster 'north', or add it to --clusters"
             )
             desc = await client.get_workflow_handle(outs[0]["workflow_id"]).describe()
             assert desc.task_queue == s.engine_task_queue == f"{s.task_queue}-east"

@@ -146,8 +146,15 @@ class Settings(TemporalSettings):
     )
     cluster_label: str = _setting(
         "cluster",
-        "alert label that names an alert's cluster (with `--cluster`; Prometheus `external_labels`); an alert naming "
-        "another cluster is answered `unknown_cluster`",
+        "alert label that names an alert's cluster (with `--cluster` or `--clusters`; Prometheus `external_labels`); "
+        "an alert naming a cluster the intake does not route to is answered `unknown_cluster`",
+    )
+    clusters: str | None = _setting(
+        None,
+        "comma-separated clusters this intake routes alerts to, by `--cluster-label`, besides `--cluster`: each "
+        "alert's run goes to `remediation/CLUSTER/...` on task queue `TASK_QUEUE-CLUSTER`, polled by that cluster's "
+        "workers (`remediator worker --no-intake --cluster CLUSTER`); needs the database they share",
+        shown="`--cluster` alone",
     )
     temporal_port: int = _setting(7233, "port of the embedded dev server")
     temporal_ui_port: int = _setting(8233, "port of the embedded dev server's UI")
@@ -252,6 +259,10 @@ class Settings(TemporalSettings):
             refused = check_cluster_name(self.cluster)
             if refused is not None:
                 raise ConfigError(f"--cluster (REMEDIATOR_CLUSTER): {refused}")
+        for name in self.routed_clusters:
+            refused = check_cluster_name(name)
+            if refused is not None:
+                raise ConfigError(f"--clusters (REMEDIATOR_CLUSTERS): {refused}")
         if not _LABEL_NAME.fullmatch(self.cluster_label):
             raise ConfigError(
                 f"--cluster-label (REMEDIATOR_CLUSTER_LABEL) must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*), "
@@ -265,6 +276,13 @@ class Settings(TemporalSettings):
             if not host or not port.isdigit():
                 raise ConfigError(f"--metrics-listen must be host:port, got {self.metrics_listen!r}")
         return self
+
+    @property
+    def routed_clusters(self) -> tuple[str, ...]:
+        """The clusters the intake routes alerts to: ``--cluster`` first, then those of
+        ``--clusters`` (no repeats); empty without either (no cluster in workflow IDs)."""
+        listed = [c.strip() for c in (self.clusters or "").split(",") if c.strip()]
+        return tuple(dict.fromkeys([*([self.cluster] if self.cluster else []), *listed]))
 
     @property
     def engine_task_queue(self) -> str:

@@ -70,6 +70,8 @@ from remediator.domain.runs import (
     SA_OUTCOME,
     SA_PLAYBOOK,
     SA_TARGET,
+    cluster_of,
+    cluster_task_queue,
     workflow_id_for,
 )
 from remediator.playbook.loader import LoadedPlaybook, PlaybookSet, RenderError, render
@@ -306,6 +308,7 @@ class Handoff:
         self.audit = audit
         self.task_queue = task_queue
         self.cluster = settings.cluster
+        self.clusters = settings.routed_clusters
         self.cluster_label = settings.cluster_label
         self.ui_url = ui_url
         self.rpc_timeout = rpc_timeout
@@ -352,36 +355,45 @@ class Handoff:
         """What can be decided without Temporal: an ``Outcome`` (recorded in the audit trail
         where the disposition says so), or a ``Planned`` alert for ``send``."""
         async with self._slots:
-            foreign = self.foreign_cluster(alert)
-            if foreign is not None:
-                msg = (
-                    f"label {self.cluster_label}={foreign!r} names a cluster this engine does not serve "
-                    f"(it serves {self.cluster!r}); send the alert to the intake of cluster {foreign!r}"
-                )
-                await asyncio.to_thread(self.audit.record_intake, "unknown_cluster", alert, msg)
-                log.warning("alert %s (%s) %s: %s", alert.alertname, alert.dedup_key, alert.status, msg)
-                return Outcome(alert, "unknown_cluster", message=msg, cluster=foreign)
+            cluster, unknown = self.route(alert)
+            if unknown is not None:
+                named = alert.labels.get(self.cluster_label) or None
+                await asyncio.to_thread(self.audit.record_intake, "unknown_cluster", alert, unknown)
+                log.warning("alert %s (%s) %s: %s", alert.alertname, alert.dedup_key, alert.status, unknown)
+                return Outcome(alert, "unknown_cluster", message=unknown, cluster=named)
             if alert.status == "firing":
-                return await self._plan_firing(alert, received_at)
-            return self._plan_resolved(alert, received_at)
+                return await self._plan_firing(alert, received_at, cluster)
+            return self._plan_resolved(alert, received_at, cluster)
 
-    def foreign_cluster(self, alert: AlertRef) -> str | None:
-        """The cluster ``alert`` names when it is not this engine's, else None.
+    def route(self, alert: AlertRef) -> tuple[str | None, str | None]:
+        """The cluster ``alert`` is remediated on: ``(cluster, None)``, or ``(None, why)`` when
+        this intake routes to no cluster of that name (``unknown_cluster``).
 
-        Without ``--cluster`` every alert is this engine's, whatever its labels (as before
-        clusters existed). With it, an alert without the ``cluster_label`` label is this
-        engine's (the single-cluster deployment whose Prometheus has no external label), and
-        one whose label names another cluster is not; an empty value counts as absent, as
-        Prometheus treats an empty label.
+        Without ``--cluster``/``--clusters`` every alert is taken with no cluster, whatever its
+        labels (as before clusters existed): ``(None, None)``. Otherwise the ``cluster_label``
+        label names the cluster, one of ``routed_clusters`` (the engine's own ``--cluster`` and
+        the ``--clusters`` listed); an alert without it (or with it empty, which Prometheus
+        treats as absent) goes to the engine's own cluster, or to the only one routed to.
         """
-        if self.cluster is None:
-            return None
+        if not self.clusters:
+            return None, None
+        served = ", ".join(repr(c) for c in self.clusters)
         named = alert.labels.get(self.cluster_label) or None
-        return named if named is not None and named != self.cluster else None
+        if named is None:
+            home = self.cluster or (self.clusters[0] if len(self.clusters) == 1 else None)
+            if home is not None:
+                return home, None
+            return None, (f"the alert has no label {self.cluster_label} and this intake routes to several clusters "
+                          f"({served}); set it (Prometheus external_labels) or send the alert to one cluster's intake")
+        if named in self.clusters:
+            return named, None
+        return None, (f"label {self.cluster_label}={named!r} names a cluster this intake does not route to "
+                      f"(it routes to {served}); send the alert to the intake of cluster {named!r}, or add it to "
+                      "--clusters")
 
     # AuditStore is synchronous SQLite (fsync on every write); its calls run on the default
     # thread pool so one slow disk write does not stall every other webhook request.
-    async def _plan_firing(self, alert: AlertRef, received_at: datetime) -> Outcome | Planned:
+    async def _plan_firing(self, alert: AlertRef, received_at: datetime, cluster: str | None) -> Outcome | Planned:
         audit = self.audit
         loaded = self.playbooks.match(alert.labels)
         if loaded is None:
@@ -405,7 +417,7 @@ class Handoff:
             REFUSALS.labels(limit="namespace").inc()
             log.info("alert %s (%s) refused: %s", alert.alertname, alert.dedup_key, refused)
             return Outcome(alert, "refused_namespace", playbook=name, target=target.key, message=refused)
-        wf_id = workflow_id_for(target.key, self.cluster)
+        wf_id = workflow_id_for(target.key, cluster)
         # One thread hop for both reads: with a group of 1,000 alerts the hops add up.
         run_id, latest = await asyncio.to_thread(lambda: (audit.handled_by(alert.dedup_key), audit.latest_run(wf_id)))
         if run_id is not None:
@@ -420,9 +432,9 @@ class Handoff:
             msg = f"this firing was already handed to run {run_id}; not sent again"
             log.info("alert %s (%s): %s", alert.alertname, alert.dedup_key, msg)
             return Outcome(alert, "duplicate", wf_id, run_id, name, target.key, msg)
-        return Planned(alert, received_at, loaded, target, playbook, latest, self.cluster)
+        return Planned(alert, received_at, loaded, target, playbook, latest, cluster)
 
-    def _plan_resolved(self, alert: AlertRef, received_at: datetime) -> Outcome | Planned:
+    def _plan_resolved(self, alert: AlertRef, received_at: datetime, cluster: str | None) -> Outcome | Planned:
         loaded = self.playbooks.match(alert.labels)
         if loaded is None:
             return Outcome(alert, "unmatched", message="no playbook matches this alert's labels")
@@ -434,7 +446,7 @@ class Handoff:
         refused = self.brakes.policy.namespaces.refusal(target.namespace)
         if refused is not None:
             return Outcome(alert, "refused_namespace", playbook=name, target=target.key, message=refused)
-        return Planned(alert, received_at, loaded, target, playbook, cluster=self.cluster)
+        return Planned(alert, received_at, loaded, target, playbook, cluster=cluster)
 
     async def _cooldown_of(self, latest: RunRow | None, alert: AlertRef, name: str, wf_id: str, target_key: str) -> Outcome | None:
         """A ``cooling_down`` answer (recorded as ``cooldown``) when the target's last run ended less than its
@@ -474,8 +486,8 @@ class Handoff:
         ]
         if target.namespace:
             attrs.append(SearchAttributePair(SA_NAMESPACE, target.namespace))
-        if self.cluster:
-            attrs.append(SearchAttributePair(SA_CLUSTER, self.cluster))
+        if p.cluster:
+            attrs.append(SearchAttributePair(SA_CLUSTER, p.cluster))
 
         def signal_with_start(reuse: WorkflowIDReusePolicy) -> Awaitable[WorkflowHandle[Any, Any]]:
             return self.temporal_call(
@@ -495,7 +507,7 @@ class Handoff:
                         gitops=self.brakes.policy.gitops,
                     ),
                     id=wf_id,
-                    task_queue=self.task_queue,
+                    task_queue=cluster_task_queue(settings.task_queue, p.cluster),
                     start_signal=ALERT_SIGNAL,
                     start_signal_args=[AlertSignal(alert=alert, playbook=name, received_at=p.received_at)],
                     search_attributes=TypedSearchAttributes(attrs),
@@ -541,7 +553,7 @@ class Handoff:
         if disposition != "queued":
             self._handed_over.add(wf_id, alert.dedup_key, run_id)
         log.info("alert %s (%s) %s %s run %s", alert.alertname, alert.dedup_key, disposition, wf_id, run_id)
-        return Outcome(alert, disposition, wf_id, run_id, name, target.key, message)
+        return Outcome(alert, disposition, wf_id, run_id, name, target.key, message, cluster=p.cluster)
 
     async def _send_resolved(self, p: Planned) -> Outcome:
         alert, name, wf_id, target = p.alert, p.name, p.workflow_id, p.target
@@ -559,9 +571,9 @@ class Handoff:
         except RPCError as err:  # NOT_FOUND: no run, or the last run already completed
             msg = f"no remediation runs for {target.key}: {err.message}"
             log.info("resolved alert %s (%s): %s", alert.alertname, alert.dedup_key, msg)
-            return Outcome(alert, "resolved_no_run", wf_id, None, name, target.key, msg)
+            return Outcome(alert, "resolved_no_run", wf_id, None, name, target.key, msg, cluster=p.cluster)
         log.info("resolved alert %s (%s) signalled to %s", alert.alertname, alert.dedup_key, wf_id)
-        return Outcome(alert, "resolved_signalled", wf_id, None, name, target.key)
+        return Outcome(alert, "resolved_signalled", wf_id, None, name, target.key, cluster=p.cluster)
 
     async def one(self, alert: AlertRef, received_at: datetime, pauses: list[Any]) -> Outcome | TemporalUnavailable:
         """``plan`` then, if needed, ``send``; a Temporal failure is returned, not raised."""
@@ -574,9 +586,10 @@ class Handoff:
             return err
 
     def named(self, outcome: Outcome) -> Outcome:
-        """``outcome`` with its ``cluster``: this engine's, unless it names another already."""
+        """``outcome`` with its ``cluster``: the one it names already, else the one of its
+        remediation's workflow ID, else this engine's."""
         if outcome.cluster is None:
-            outcome.cluster = self.cluster
+            outcome.cluster = (cluster_of(outcome.workflow_id) if outcome.workflow_id else None) or self.cluster
         return outcome
 
     # ------------------------------------------------------------------ large groups

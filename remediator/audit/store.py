@@ -587,7 +587,7 @@ class AuditStore:
                 already taken by ``run_id``), ``cooldown`` (the target is in its cooldown),
                 ``approval_refused`` (the ``decide`` Update's validator refused a click or a
                 CLI decision for ``run_id``; remediator.app.approvals), ``unknown_cluster`` (the
-                alert's cluster label names a cluster this engine does not serve; ``--cluster``).
+                alert's cluster label names a cluster the intake does not route to; ``--cluster``, ``--clusters``).
             alert: the alert; stored whole as JSON, with its ``dedup_key``. None when there is
                 no alert (``approval_refused``): the alert columns are then empty and
                 ``starts_at`` is ``at``.
