@@ -59,8 +59,9 @@ def timeline(worker: WorkerProcess, run_id: str) -> str:
     return resp.text
 
 
-async def test_two_replicas_behind_an_alertmanager_ha_pair(tmp_path, cluster, temporal, postgres_url):
+async def test_two_replicas_behind_an_alertmanager_ha_pair(tmp_path, cluster, temporal, postgres):
     emu, kubeconfig = cluster
+    postgres_url = postgres.new_database(upgraded=False)  # empty: `remediator db upgrade` makes the schema
     upgraded = subprocess.run([sys.executable, "-m", "remediator.cli", "db", "upgrade", "--database-url", postgres_url],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr

@@ -67,6 +67,15 @@ def test_separate_roles_without_an_external_temporal_are_refused(tmp_path):
             "process that starts it)"
         )
         assert "Traceback" not in p.stderr
+    # A shared database means replicas: each would start its own embedded Temporal.
+    p = run_cli("worker", "--simulate", "--no-auth", "--state-dir", str(tmp_path / "state"),
+                "--database-url", "postgresql://remediator@127.0.0.1:1/remediator", "--listen", f"127.0.0.1:{free_port()}")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "error: refusing to start: a shared database (--database-url postgresql://...) is for several replicas, and "
+        "several replicas need one external Temporal (--temporal-address): with the embedded dev server each "
+        "replica would start its own Temporal, and its own run of every alert"
+    )
     p = run_cli("intake", "--no-intake", "--no-auth", "--temporal-address", "127.0.0.1:1")
     assert p.returncode == 2 and "remediator intake with --no-intake would serve nothing" in p.stderr
 

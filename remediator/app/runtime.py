@@ -273,6 +273,12 @@ class Engine:
                 "that must share its Temporal: set --temporal-address (the embedded dev server serves only the "
                 "process that starts it)"
             )
+        if not s.temporal_address and (s.database_url or "").startswith("postgresql"):
+            raise StartupError(
+                "refusing to start: a shared database (--database-url postgresql://...) is for several replicas, and "
+                "several replicas need one external Temporal (--temporal-address): with the embedded dev server each "
+                "replica would start its own Temporal, and its own run of every alert"
+            )
         if s.temporal_address:
             self.temporal_address = s.temporal_address
             self.ui_url = s.temporal_ui_url or ""
