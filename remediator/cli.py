@@ -69,7 +69,7 @@ from remediator.domain.runs import cluster_of, qualified_target
 from remediator.k8s.client import KubeConfigError, load_api_client
 from remediator.playbook.loader import PlaybookError, PlaybookSet, json_schema, load_directory, validate_path
 from remediator.playbook.policy_loader import PolicyError, load_policy, policy_json_schema, validate_policy
-from remediator.sim.demo import DemoError, run_demo
+from remediator.sim.demo import DemoError, engine_api_client, run_demo
 from remediator.sim.kube import Emulator
 from remediator.slack.client import make_client
 from workflows.remediation import RemediationWorkflow
@@ -199,7 +199,7 @@ def _cluster(settings: Settings) -> tuple[Any, Emulator | None]:
         emulator.seed_demo()
         kubeconfig = emulator.write_kubeconfig(settings.state_dir / "simulated-kubeconfig")
         log.info("using the EMULATED cluster at %s (kubeconfig %s)", emulator.url, kubeconfig)
-        return emulator.api_client(), emulator
+        return engine_api_client(emulator), emulator
     try:
         return load_api_client(settings.kubeconfig, settings.context, settings.in_cluster), None
     except KubeConfigError as err:

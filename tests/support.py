@@ -52,6 +52,7 @@ from remediator.domain.runs import workflow_id_for
 from remediator.k8s import rbac
 from remediator.k8s.kubectl import KUBECTL_VERSION
 from remediator.sim.alerting import free_port
+from remediator.sim.demo import ENGINE_TOKEN, engine_api_client
 from remediator.slack.threads import SlackThreads
 from workflows.remediation import RemediationWorkflow
 
@@ -149,22 +150,10 @@ def permissive_brakes(audit: Any, policy: Policy | None = None) -> Brakes:
     return Brakes(audit, policy or load_policy(PERMISSIVE_POLICY))
 
 
-ENGINE_TOKEN = "remediator-service-account-token"
-"""The bearer token of the engine's service account (remediator/remediator) in the emulators of
-the end-to-end tests: bound to the ClusterRole of deploy/kubernetes (``rbac.cluster_role()``,
-which tests/test_rbac.py keeps equal to the manifest), so a request the role does not allow is
-the API server's 403 there too, and fails the test that made it."""
-
-
-def engine_api_client(emulator: Any) -> Any:
-    """A ``kubernetes.client.ApiClient`` for the engine under test: the emulator's service
-    account bound to the engine's ClusterRole (``ENGINE_TOKEN``), never the admin."""
-    emulator.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])
-    return emulator.api_client(token=ENGINE_TOKEN)
-
-
 def engine_kubeconfig(emulator: Any, path: Path) -> Path:
-    """A kubeconfig for a worker process under test, with ``ENGINE_TOKEN`` (see ``engine_api_client``).
+    """A kubeconfig for a worker process under test, with the engine's service-account token
+    (``remediator.sim.demo.engine_api_client``: bound to the ClusterRole of deploy/kubernetes,
+    which tests/test_rbac.py keeps equal to the code; a request the role does not allow fails).
     The Python client sends the token over plain HTTP too, so the emulator authorizes every
     request of the engine by the role."""
     emulator.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])

@@ -32,12 +32,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 from rich.console import Console
 from temporalio.service import RPCError
 
 from remediator.app.config import Settings
+from remediator.k8s import rbac
 from remediator.app.logs import setup_logging
 from remediator.app.runtime import Engine, StartupError
 from remediator.audit.view import render_run
@@ -54,6 +56,21 @@ BAD_IMAGE = "registry.example/checkout:1.5.0"
 CART_GOOD = "registry.example/cart:2.3.0"
 CART_OOM = "registry.example/cart:2.4.0"
 APPROVER = "U0DEMO"
+
+
+
+ENGINE_TOKEN = "remediator-service-account-token"
+"""The bearer token of the engine's service account (``remediator/remediator``) in an emulator."""
+
+
+def engine_api_client(emu: Emulator) -> Any:
+    """A ``kubernetes.client.ApiClient`` for the engine on ``emu``: the service account
+    ``remediator/remediator`` bound to the engine's ClusterRole (``rbac.cluster_role()``, the rules
+    of deploy/kubernetes/base/clusterrole.yaml), so the simulated engine has exactly the rights it
+    has in a cluster, and a request the role does not allow is the API server's 403 there too.
+    The kubeconfig written for people (``simulated-kubeconfig``) keeps full access."""
+    emu.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])
+    return emu.api_client(token=ENGINE_TOKEN)
 
 
 class DemoError(RuntimeError):
@@ -103,7 +120,7 @@ async def _demo(state_dir: Path, keep_running: bool, timeout: float, auto_approv
     emu = Emulator().start()
     emu.seed_demo()
     emu.write_kubeconfig(state_dir / "simulated-kubeconfig")
-    engine = Engine(settings, emu.api_client())
+    engine = Engine(settings, engine_api_client(emu))
     managed: list = []
     try:
         try:
