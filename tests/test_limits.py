@@ -14,16 +14,17 @@ tested in tests/test_brakes.py.
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from remediator.audit.brakes import Brakes, FrozenRun
 from remediator.audit.store import AuditStore, format_time
+from remediator.db import DatabaseError
 from remediator.domain.messages import (
     AuditWriteInput,
     GateInput,
@@ -100,20 +101,21 @@ def earlier_grant(
     """A grant of the ledger dated ``ago`` before now: the clock the sliding windows read."""
     with store.transaction() as db:
         db.execute(
-            "INSERT INTO grants (key, run_id, workflow_id, target, kind, action, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (f"{run_id}/{action}/{ago}", run_id, workflow_id_for(target.key), target.key, target.kind, action,
-             format_time(datetime.now(UTC) - ago)),
+            text("INSERT INTO grants (key, run_id, workflow_id, target, kind, action, at)"
+                 " VALUES (:key, :run_id, :workflow_id, :target, :kind, :action, :at)"),
+            {"key": f"{run_id}/{action}/{ago}", "run_id": run_id, "workflow_id": workflow_id_for(target.key),
+             "target": target.key, "kind": target.kind, "action": action, "at": format_time(datetime.now(UTC) - ago)},
         )
 
 
 def ledger(store: AuditStore) -> list[dict[str, Any]]:
     with store.transaction() as db:
-        return [dict(r) for r in db.execute("SELECT * FROM grants ORDER BY at, key").fetchall()]
+        return [dict(r) for r in db.execute(text("SELECT * FROM grants ORDER BY at, key")).mappings()]
 
 
 def slot_rows(store: AuditStore) -> dict[str, dict[str, Any]]:
     with store.transaction() as db:
-        return {r["run_id"]: dict(r) for r in db.execute("SELECT * FROM slots").fetchall()}
+        return {r["run_id"]: dict(r) for r in db.execute(text("SELECT * FROM slots")).mappings()}
 
 
 class Cluster:
@@ -505,8 +507,8 @@ def test_brake_log_records_pauses_and_resumes_and_is_append_only(store):
         ("UPDATE brake_log SET reason = 'nothing happened'", "audit brake_log is append-only: UPDATE refused"),
         ("DELETE FROM brake_log", "audit brake_log is append-only: DELETE refused"),
     ):
-        with pytest.raises(sqlite3.IntegrityError, match=refused), store.transaction() as db:
-            db.execute(sql)
+        with pytest.raises(DatabaseError, match=refused), store.transaction() as db:
+            db.execute(text(sql))
     assert len(brakes.log()) == 3
 
 
@@ -517,8 +519,8 @@ def test_grants_are_append_only(store):
         ("UPDATE grants SET at = '2000-01-01T00:00:00.000000Z'", "audit grants are append-only: UPDATE refused"),
         ("DELETE FROM grants", "audit grants are append-only: DELETE refused"),
     ):
-        with pytest.raises(sqlite3.IntegrityError, match=refused), store.transaction() as db:
-            db.execute(sql)
+        with pytest.raises(DatabaseError, match=refused), store.transaction() as db:
+            db.execute(text(sql))
     assert [r["key"] for r in ledger(store)] == ["run-a/0/1"]
 
 
@@ -552,7 +554,7 @@ def _slots_from_process(path: str, pol: Policy, worker: int, barrier: Any, out: 
         while not (result := brakes.acquire_slot(inp)).granted:
             assert result.position >= 1
         with store.transaction() as db:
-            holding = db.execute("SELECT count(*) FROM slots WHERE granted_at IS NOT NULL AND released_at IS NULL").fetchone()[0]
+            holding = db.execute(text("SELECT count(*) FROM slots WHERE granted_at IS NOT NULL AND released_at IS NULL")).scalar_one()
         out.put((run_id, result.holders, holding))
         brakes.release(run_id)
     store.close()
