@@ -54,8 +54,9 @@ def policy(**limits: Any) -> Policy:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[AuditStore]:
-    s = AuditStore(tmp_path / "audit.db")
+def store(database_url) -> Iterator[AuditStore]:
+    """The audit store on each backend (tests/conftest.py ``database_url``)."""
+    s = AuditStore(database_url)
     yield s
     s.close()
 
@@ -279,7 +280,7 @@ def test_nodes_granted_to_running_runs_count_before_the_cluster_shows_them(store
     assert brakes.gate(gate_input("run-b", node("worker-2"), "cordon", attempt=3), cluster).verdict == "granted"
 
 
-def test_node_limit_as_a_percentage(store):
+def test_node_limit_as_a_percentage(store, tmp_path):
     brakes = Brakes(store, policy(unschedulable_nodes="10%"))
     twelve = Cluster(12)
     assert brakes.gate(gate_input("run-a", node("worker-1"), "cordon"), twelve).verdict == "granted"
@@ -288,7 +289,7 @@ def test_node_limit_as_a_percentage(store):
     assert result.message == "would make 2 of 12 nodes unschedulable; limit 1 (10%)"
 
     # 10% of 5 nodes rounds down to 0: no node may be cordoned.
-    small = Brakes(AuditStore(store.path.with_name("small.db")), policy(unschedulable_nodes="10%"))
+    small = Brakes(AuditStore(tmp_path / "small.db"), policy(unschedulable_nodes="10%"))
     try:
         result = small.gate(gate_input("run-c", node("node-1"), "drain"), Cluster(5))
         assert (result.verdict, result.message) == ("exceeded", "would make 1 of 5 nodes unschedulable; limit 0 (10%)")
@@ -524,7 +525,7 @@ def test_grants_are_append_only(store):
     assert [r["key"] for r in ledger(store)] == ["run-a/0/1"]
 
 
-# --------------------------------------------------------------------------- several processes, one file
+# --------------------------------------------------------------------------- several processes, one database
 
 PROCESSES = 4
 GATES_PER_PROCESS = 5
@@ -560,7 +561,7 @@ def _slots_from_process(path: str, pol: Policy, worker: int, barrier: Any, out: 
     store.close()
 
 
-def _run_processes(target: Any, path: Path, pol: Policy, per_process: int) -> list[Any]:
+def _run_processes(target: Any, path: Path | str, pol: Policy, per_process: int) -> list[Any]:
     """Run ``target`` in PROCESSES spawned processes released together by a barrier; returns
     the ``per_process`` results each puts on the queue."""
     ctx = multiprocessing.get_context("spawn")
@@ -578,8 +579,9 @@ def _run_processes(target: Any, path: Path, pol: Policy, per_process: int) -> li
     return results
 
 
-def test_an_action_rate_holds_across_processes(tmp_path):
-    path = tmp_path / "audit.db"
+def test_an_action_rate_holds_across_processes(database_url):
+    """Several worker processes on one database: an SQLite file, a PostgreSQL database."""
+    path = database_url
     AuditStore(path).close()
     got = _run_processes(_gate_from_process, path, policy(actions={"rollout_restart": {"max": 3, "per": "1h"}}), GATES_PER_PROCESS)
     assert sorted(got) == ["exceeded"] * (PROCESSES * GATES_PER_PROCESS - 3) + ["granted"] * 3
@@ -590,8 +592,12 @@ def test_an_action_rate_holds_across_processes(tmp_path):
         store.close()
 
 
-def test_concurrency_slots_hold_across_processes(tmp_path):
-    path = tmp_path / "audit.db"
+# On SQLite only, to keep the suite short: the action rate above already has processes contend
+# for PostgreSQL's write lock, which the slots take the same way (Database.write).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_concurrency_slots_hold_across_processes(database_url):
+    """Several worker processes on one database file."""
+    path = database_url
     AuditStore(path).close()
     got = _run_processes(_slots_from_process, path, policy(concurrent_remediations=2), SLOTS_PER_PROCESS)
     assert sorted(r for r, _, _ in got) == sorted(f"run-{w}-{i}" for w in range(PROCESSES) for i in range(SLOTS_PER_PROCESS))

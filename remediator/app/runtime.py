@@ -46,6 +46,7 @@ from remediator.app.socket_mode import SocketModeRunner
 from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, TemporalConnection, metrics_runtime
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
+from remediator.db import Database, DatabaseError, DatabaseUnavailable, DatabaseUrlError, SchemaError
 from remediator.domain.policy import Policy
 from remediator.domain.runs import SEARCH_ATTRIBUTES
 from remediator.k8s.client import KubeClient
@@ -226,6 +227,7 @@ class Engine:
     api_client: Any
     dev_server: DevServer | None = None
     client: Client | None = None
+    database: Database | None = None
     audit: Any = None
     playbooks: Any = None
     slack_client: Any = None
@@ -254,6 +256,7 @@ class Engine:
             self.policy = load_policy(s.policy)
         except PolicyError as err:
             raise StartupError(f"refusing to start: invalid policy\n{err}") from None
+        self._open_database()
         if s.temporal_address:
             self.temporal_address = s.temporal_address
             self.ui_url = s.temporal_ui_url or ""
@@ -292,7 +295,6 @@ class Engine:
             await ensure_search_attributes(self.client)
         except RPCError as err:
             raise StartupError(f"refusing to start: Temporal at {self.temporal_address}: {err.message}") from None
-        self.audit = AuditStore(s.audit_path, key=s.audit_key)
         self.brakes = Brakes(self.audit, self.policy)
         self._slack()
         self._worker = self._build_worker(self.api_client)
@@ -302,11 +304,28 @@ class Engine:
         self._server = self._build_intake(handoff)
         return self
 
+    def _open_database(self) -> None:
+        """The audit trail, the brakes and the Slack state, in ``--database-url``'s database:
+        before Temporal, so a database that cannot be used stops the start at once. An SQLite
+        file is created or upgraded here; a PostgreSQL database must be at this remediator's
+        schema (``remediator db upgrade``), and one that cannot be reached is an error, never a
+        reason to fall back to SQLite."""
+        s = self.settings
+        try:
+            self.database = Database(s.database)
+            self.audit = AuditStore(self.database, key=s.audit_key)
+        except (DatabaseUrlError, DatabaseUnavailable, SchemaError) as err:
+            raise StartupError(f"refusing to start: {err}") from None
+        except DatabaseError as err:
+            raise StartupError(f"refusing to start: the database {Database(s.database).display} cannot be used: "
+                               f"{str(getattr(err, 'orig', None) or err).splitlines()[0]}") from None
+        log.info("audit trail, brakes and Slack state in %s", self.database.display)
+
     def _slack(self) -> None:
         """Slack is optional: without a bot token approvals are given from the CLI, and the
         playbooks that ask for approval say so in their audit trail."""
         s = self.settings
-        self.slack_threads = SlackThreads(s.state_dir / "slack.db")
+        self.slack_threads = SlackThreads(self.database)
         if s.slack_bot_token:
             self.slack_client = make_client(s.slack_bot_token, s.slack_api_url)
             log.info("Slack Web API at %s", s.slack_api_url)
@@ -387,6 +406,8 @@ class Engine:
             await asyncio.to_thread(self.dev_server.stop)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.database is not None:
+            self.database.dispose()
 
 
 async def serve(settings: Settings, api_client: Any) -> None:

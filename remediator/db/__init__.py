@@ -257,3 +257,9 @@ def json_true(dialect: Dialect, column: str, path: str) -> str:
         return f"{json_text(dialect, column, path)} = 1"
     column, keys = _json_path(dialect, column, path)
     return f"(CAST({column} AS jsonb) #> '{{{','.join(keys)}}}') = 'true'::jsonb"
+
+
+def reason(err: BaseException) -> str:
+    """What a person reads of a database error: the driver's first line (``database is
+    locked``, ``connection refused``...), without SQLAlchemy's statement dump."""
+    return _first_line(getattr(err, "orig", None) or err)
