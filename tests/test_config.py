@@ -48,6 +48,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "prometheus_url": ("http://prometheus:9090", "http://prometheus:9090"),
     "alertmanager_url": ("http://alertmanager:9093", "http://alertmanager:9093"),
     "state_dir": ("/var/lib/remediator", Path("/var/lib/remediator")),
+    "database_url": ("postgresql://remediator:pw@db:5432/remediator", "postgresql://remediator:pw@db:5432/remediator"),
     "audit_key_file": (str(KEYS / "sample.key"), KEYS / "sample.key"),
     "playbook_dir": ("/etc/remediator/playbooks", Path("/etc/remediator/playbooks")),
     "policy": ("/etc/remediator/policy.yaml", Path("/etc/remediator/policy.yaml")),
@@ -87,6 +88,7 @@ FLAG_VALUES: dict[str, tuple[str, object]] = {
     "prometheus_url": ("http://flag-prom", "http://flag-prom"),
     "alertmanager_url": ("http://flag-am", "http://flag-am"),
     "state_dir": ("/flag/state", Path("/flag/state")),
+    "database_url": ("sqlite:////flag/state/audit.db", "sqlite:////flag/state/audit.db"),
     "audit_key_file": (str(KEYS / "flag.key"), KEYS / "flag.key"),
     "playbook_dir": ("/flag/playbooks", Path("/flag/playbooks")),
     "policy": ("/flag/policy.yaml", Path("/flag/policy.yaml")),
@@ -258,3 +260,10 @@ def test_help_lists_every_flag_with_its_variable_and_default(command):
         assert f"[env var: {env_var(name)}]" in p.stdout, name
     for shown in ("[default: 7233]", "[default: 10s]", "[default: text]", "[default: (auto)]", "[default: .state]"):
         assert shown in p.stdout, shown
+
+
+def test_a_database_url_of_another_kind_is_refused(clean_env) -> None:
+    with pytest.raises(ValueError, match="--database-url 'mysql://u@db/remediator': unsupported scheme 'mysql'; "
+                       "expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE \\(REMEDIATOR_DATABASE_URL\\)"):
+        Settings(no_auth=True, database_url="mysql://u@db/remediator")
+    assert Settings(no_auth=True, state_dir=Path("/var/lib/remediator")).database == "sqlite:////var/lib/remediator/audit.db"

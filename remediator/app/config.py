@@ -159,7 +159,9 @@ class Settings(TemporalSettings):
     simulate: bool = _setting(False, "act on the built-in emulated cluster, never a real one")
     prometheus_url: str | None = _setting(None, "Prometheus for `promql` health checks")
     alertmanager_url: str | None = _setting(None, "Alertmanager API for the `alert_resolved` check")
-    state_dir: Path = _setting(Path(".state"), "audit database (`audit.db`) and embedded Temporal's `temporal.db`")
+    state_dir: Path = _setting(
+        Path(".state"), "audit database (`audit.db`, unless `--database-url`) and embedded Temporal's `temporal.db`"
+    )
     database_url: str | None = _setting(
         None,
         "database of the audit trail, the brakes (pauses, kill switch, limits) and the Slack state: "
