@@ -57,7 +57,7 @@ from sqlalchemy.engine import Connection
 
 from remediator.audit.chain import LEDGER_SCHEMA, AuditKeyError, Chain, Verdict, chain_existing, entries, trigger_names
 from remediator.audit.chain import verify as verify_chain
-from remediator.db import Database, DatabaseError, DatabaseUnavailable, Dialect, SchemaError, json_text
+from remediator.db import Database, Dialect, SchemaError, json_text
 from remediator.db.migrate import check_schema
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import AlertRef, AuditWriteInput, RunInfo

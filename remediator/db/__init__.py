@@ -23,6 +23,7 @@ two replicas never read the same chain head or count the same free slot.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,11 +131,20 @@ class Database:
         self.url = database_url(url)
         self.dialect: Dialect = "sqlite" if self.url.drivername == "sqlite" else "postgresql"
         self.engine: Engine
+        # SQLite: the writers of this process take turns here rather than in SQLite's busy
+        # handler (which polls, and gives up after BUSY_TIMEOUT), as they did on the one
+        # connection the store had before; other processes still wait in the busy handler.
+        self._write_lock: threading.Lock | None = None
+        self._memory = False
         if self.dialect == "sqlite":
+            self._write_lock = threading.Lock()
             self.engine = self._sqlite_engine()
         else:
             self.engine = sa.create_engine(
-                self.url, pool_pre_ping=True, connect_args={"connect_timeout": int(BUSY_TIMEOUT)}
+                self.url,
+                # One connection per activity thread at most (remediator.app.runtime runs 32).
+                pool_size=4, max_overflow=28, pool_pre_ping=True,
+                connect_args={"connect_timeout": int(BUSY_TIMEOUT)},
             )
             try:
                 with self.engine.connect() as conn:
@@ -155,7 +165,7 @@ class Database:
 
     def _sqlite_engine(self) -> Engine:
         path = self.path
-        memory = path is None or str(path) == ":memory:"
+        memory = self._memory = path is None or str(path) == ":memory:"
         if not memory:
             assert path is not None
             try:
@@ -195,6 +205,15 @@ class Database:
         Raises:
             DatabaseError: the lock was not had in time, or a statement failed.
         """
+        if self._write_lock is not None:
+            with self._write_lock, self._write_transaction() as conn:
+                yield conn
+        else:
+            with self._write_transaction() as conn:
+                yield conn
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             conn = conn.execution_options(remediator_write=True)
             with conn.begin():
@@ -205,7 +224,17 @@ class Database:
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
         """One read-only transaction; ``snapshot``: every statement sees the same committed
-        state (PostgreSQL ``REPEATABLE READ``; an SQLite transaction is a snapshot anyway)."""
+        state (PostgreSQL ``REPEATABLE READ``; an SQLite transaction is a snapshot anyway).
+        An in-memory SQLite database has one connection: its readers take the write lock."""
+        if self._memory and self._write_lock is not None:
+            with self._write_lock, self._read_transaction(snapshot) as conn:
+                yield conn
+        else:
+            with self._read_transaction(snapshot) as conn:
+                yield conn
+
+    @contextmanager
+    def _read_transaction(self, snapshot: bool) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             if snapshot and self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")

@@ -12,7 +12,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from remediator.db import Database, SchemaError
+from sqlalchemy import text
+
+from remediator.db import WRITE_LOCK, Database, SchemaError
 
 
 def _config() -> Config:
@@ -80,6 +82,9 @@ def upgrade(db: Database) -> tuple[str | None, str]:
             check_schema(db)
     cfg = _config()
     with db.engine.begin() as conn:
+        # Two upgrades started together (two replicas' init containers): the second waits for
+        # the first to commit, then finds the database at head and does nothing.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     return before, head
