@@ -175,7 +175,9 @@ class Database:
         engine = sa.create_engine(
             self.url,
             connect_args={"timeout": BUSY_TIMEOUT, "check_same_thread": False},
-            poolclass=sa.StaticPool if memory else None,
+            # A file: as many connections kept as the worker has activity threads (32), so
+            # none is opened per statement (a file open and the pragmas below).
+            **({"poolclass": sa.StaticPool} if memory else {"pool_size": 32, "max_overflow": 32}),
         )
 
         @event.listens_for(engine, "connect")
@@ -192,7 +194,12 @@ class Database:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("remediator_write") else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get("remediator_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif options.get("remediator_snapshot"):
+                conn.exec_driver_sql("BEGIN")
+            # else: a single-statement read, in SQLite's autocommit mode (no BEGIN, no ROLLBACK).
 
         return engine
 
@@ -224,7 +231,8 @@ class Database:
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
         """One read-only transaction; ``snapshot``: every statement sees the same committed
-        state (PostgreSQL ``REPEATABLE READ``; an SQLite transaction is a snapshot anyway).
+        state (PostgreSQL ``REPEATABLE READ``, SQLite ``BEGIN``); without it SQLite reads in
+        autocommit mode, each statement on its own, as cheap as a read can be.
         An in-memory SQLite database has one connection: its readers take the write lock."""
         if self._memory and self._write_lock is not None:
             with self._write_lock, self._read_transaction(snapshot) as conn:
@@ -236,8 +244,10 @@ class Database:
     @contextmanager
     def _read_transaction(self, snapshot: bool) -> Iterator[Connection]:
         with self.engine.connect() as conn:
-            if snapshot and self.dialect == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            if snapshot:
+                conn = conn.execution_options(
+                    **({"isolation_level": "REPEATABLE READ"} if self.dialect == "postgresql" else {"remediator_snapshot": True})
+                )
             with conn.begin() as tx:
                 yield conn
                 tx.rollback()
