@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
 from remediator.cli import app
-from remediator.db import Database, DatabaseUnavailable, DatabaseUrlError, SchemaError, database_url
+from remediator.db import Database, DatabaseUnavailable, DatabaseUrlError, SchemaError
+from remediator.db import database_url as sqlalchemy_url
 from remediator.db.migrate import current_revision, head_revision
 from remediator.domain.messages import PauseScope
 from remediator.domain.policy import Policy
@@ -60,16 +61,16 @@ def psql(url: str) -> psycopg.Connection:
 
 
 def test_database_urls():
-    assert database_url("postgresql://u:p@db:5432/remediator").drivername == "postgresql+psycopg"
-    assert database_url("postgres://u@db/remediator").drivername == "postgresql+psycopg"
-    assert database_url("sqlite:////var/lib/remediator/audit.db").database == "/var/lib/remediator/audit.db"
-    assert database_url(Path("state/audit.db")).database == "state/audit.db"
+    assert sqlalchemy_url("postgresql://u:p@db:5432/remediator").drivername == "postgresql+psycopg"
+    assert sqlalchemy_url("postgres://u@db/remediator").drivername == "postgresql+psycopg"
+    assert sqlalchemy_url("sqlite:////var/lib/remediator/audit.db").database == "/var/lib/remediator/audit.db"
+    assert sqlalchemy_url(Path("state/audit.db")).database == "state/audit.db"
     with pytest.raises(DatabaseUrlError, match="unsupported scheme 'mysql'; expected sqlite:///PATH or postgresql://"):
-        database_url("mysql://u@db/remediator")
+        sqlalchemy_url("mysql://u@db/remediator")
     with pytest.raises(DatabaseUrlError, match="unsupported scheme 'postgresql\\+psycopg2'"):
-        database_url("postgresql+psycopg2://u@db/remediator")
+        sqlalchemy_url("postgresql+psycopg2://u@db/remediator")
     with pytest.raises(DatabaseUrlError, match="no database name"):
-        database_url("postgresql://u@db")
+        sqlalchemy_url("postgresql://u@db")
 
 
 def test_an_unreachable_postgresql_is_an_error_not_a_fallback(tmp_path):

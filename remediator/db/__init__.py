@@ -46,6 +46,7 @@ __all__ = [
     "json_int",
     "json_text",
     "json_true",
+    "reason",
 ]
 
 DatabaseError = SQLAlchemyError
