@@ -18,15 +18,17 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Real Alertmanager and Prometheus from Debian, used by the demo and the end-to-end tests;
-# HAProxy, the TLS-terminating proxy the tests put in front of Temporal (tests/tls.py).
+# HAProxy, the TLS-terminating proxy the tests put in front of Temporal (tests/tls.py);
+# PostgreSQL, the server the tests start in a temporary directory (tests/postgres.py).
 system-deps:
 	@if ! command -v prometheus-alertmanager >/dev/null || ! command -v prometheus >/dev/null \
-	    || { ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; }; then \
+	    || { ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; } \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager prometheus haproxy; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager prometheus haproxy postgresql; \
 	fi
 	@# Debian starts the packaged services; the demo and tests run their own on loopback.
-	@-$(SUDO) systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter haproxy >/dev/null 2>&1 || true
+	@-$(SUDO) systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter haproxy postgresql >/dev/null 2>&1 || true
 
 demo: venv system-deps
 	$(BIN)/remediator demo

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy import text
 from temporalio import activity
 
 from remediator.audit.brakes import Brakes
+from remediator.db import json_int, json_text, json_true
 from remediator.domain.messages import (
     FlipFlopInput,
     FlipFlopResult,
@@ -66,22 +68,23 @@ class BrakesActivities:
         pod template this rollback would return to (``template_sha256`` of the plan's
         ``to_template_sha256``), read from the audit trail's plan and mutation events."""
         store = self.brakes.store
+        d = store.dialect
         with store.transaction() as db:
             row = db.execute(
-                """
-                SELECT p.run_id, json_extract(p.data, '$.change.revision') AS revision, p.at
+                text(f"""
+                SELECT p.run_id, {json_int(d, 'p.data', 'change.revision')} AS revision, p.at
                 FROM events p JOIN runs r ON r.run_id = p.run_id
-                WHERE r.workflow_id = ? AND p.run_id != ? AND p.kind = 'plan'
-                  AND json_extract(p.data, '$.action') = 'rollback'
-                  AND json_extract(p.data, '$.step') >= 0
-                  AND json_extract(p.data, '$.change.from_template_sha256') = ?
+                WHERE r.workflow_id = :workflow_id AND p.run_id != :run_id AND p.kind = 'plan'
+                  AND {json_text(d, 'p.data', 'action')} = 'rollback'
+                  AND {json_int(d, 'p.data', 'step')} >= 0
+                  AND {json_text(d, 'p.data', 'change.from_template_sha256')} = :template_sha256
                   AND EXISTS (SELECT 1 FROM events m WHERE m.run_id = p.run_id AND m.kind = 'mutation'
-                              AND json_extract(m.data, '$.step') = json_extract(p.data, '$.step')
-                              AND json_extract(m.data, '$.changed') = 1)
+                              AND {json_int(d, 'm.data', 'step')} = {json_int(d, 'p.data', 'step')}
+                              AND {json_true(d, 'm.data', 'changed')})
                 ORDER BY p.seq DESC LIMIT 1
-                """,
-                (inp.workflow_id, inp.run_id, inp.template_sha256),
-            ).fetchone()
+                """),
+                {"workflow_id": inp.workflow_id, "run_id": inp.run_id, "template_sha256": inp.template_sha256},
+            ).mappings().first()
         if row is None:
             return FlipFlopResult()
         return FlipFlopResult(run_id=row["run_id"], at=row["at"], detail=json.dumps({"revision": row["revision"]}))

@@ -108,7 +108,8 @@ def _payload(msg: dict[str, Any], event_type: str) -> dict[str, Any] | None:
 
 class SlackActivities:
     """Activities bound to one WebClient and one ``SlackThreads``:
-    ``SlackActivities(make_client(token, api_url), SlackThreads(state_dir / "slack.db"))``.
+    ``SlackActivities(make_client(token, api_url), SlackThreads(database))`` (the worker's database,
+    remediator.db, shared with the audit trail).
 
     ``client`` None: Slack is not configured; every activity fails non-retryably with
     ``SlackNotConfigured`` (the workflow ends ``needs_human`` rather than waiting forever).

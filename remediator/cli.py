@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -60,8 +59,11 @@ from remediator.app.runtime import StartupError, serve
 from remediator.app.temporal import TemporalConnection
 from remediator.audit.brakes import Brakes
 from remediator.audit.chain import AuditKeyError, read_key
-from remediator.audit.store import AuditStore, IntakeKind
+from remediator.audit.store import SCHEMA_VERSION, AuditStore, IntakeKind
 from remediator.audit.view import render_intake, render_run, render_runs, run_as_dict
+from remediator.db import Database, DatabaseError, DatabaseUnavailable, DatabaseUrlError, SchemaError, reason
+from remediator.db import database_url as database_url_of
+from remediator.db.migrate import upgrade as upgrade_schema
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import ApprovalDecision, PauseScope
 from remediator.domain.policy import Policy
@@ -72,17 +74,24 @@ from remediator.playbook.policy_loader import PolicyError, load_policy, policy_j
 from remediator.sim.demo import DemoError, engine_api_client, run_demo
 from remediator.sim.kube import Emulator
 from remediator.slack.client import make_client
+from remediator.slack.threads import SlackThreads
 from workflows.remediation import RemediationWorkflow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-healing remediation engine for Kubernetes on Temporal.")
 audit_app = typer.Typer(no_args_is_help=True, help="Read, verify and export the audit trail.")
 app.add_typer(audit_app, name="audit")
+db_app = typer.Typer(no_args_is_help=True, help="The database's schema (audit trail, brakes, Slack state).")
+app.add_typer(db_app, name="db")
 
 console = Console()
 err_console = Console(stderr=True)
 log = logging.getLogger("remediator")
 
 STATE_DIR = typer.Option(Path(".state"), "--state-dir", envvar="REMEDIATOR_STATE_DIR", help="Directory for the audit database and the embedded Temporal's SQLite file.")
+DATABASE_URL = typer.Option(
+    None, "--database-url", envvar="REMEDIATOR_DATABASE_URL", show_default="sqlite:///STATE_DIR/audit.db",
+    help="The worker's database (audit trail, brakes, Slack state): sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB.",
+)
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
@@ -248,16 +257,48 @@ AUDIT_KEY_FILE = typer.Option(
 )
 
 
+@db_app.command("upgrade")
+def db_upgrade(
+    state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
+) -> None:
+    """Create or upgrade the database's schema to this remediator's; run it before the workers of a new release start.
+
+    PostgreSQL: the alembic migrations up to this release's revision, in one transaction
+    (workers refuse a database at another revision). SQLite: the file is created or
+    upgraded, as a worker starting on it does anyway."""
+
+    try:
+        db = Database(database_url or state_dir / "audit.db")
+    except (DatabaseUrlError, DatabaseUnavailable) as err:
+        raise fail(str(err))
+    try:
+        if db.dialect == "postgresql":
+            before, after = upgrade_schema(db)
+            _say(f"{db.display}: schema revision {after}" + (" (already)" if before == after else f" (was {before or 'empty'})"))
+        else:
+            AuditStore(db).close()
+            SlackThreads(db).close()
+            _say(f"{db.path}: schema version {SCHEMA_VERSION}")
+    except SchemaError as err:
+        raise fail(str(err))
+    except DatabaseError as err:
+        raise fail(f"{db.display}: the schema cannot be upgraded: {reason(err)}")
+    finally:
+        db.dispose()
+
+
 @audit_app.command("show")
 def audit_show(
     run: str = typer.Argument(..., help="Run ID (a unique prefix is enough)."),
     output: str = AUDIT_OUTPUT,
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
 ) -> None:
     """Print one run as a readable timeline."""
 
     _check_audit_output(output)
-    store = _open_store(state_dir, AuditStore)
+    store = _open_store(state_dir, database_url, AuditStore)
     try:
         if not _print_data(output, lambda: run_as_dict(store, run)):
             console.print(render_run(store, run))
@@ -277,11 +318,12 @@ def audit_list(
     limit: int = typer.Option(50, min=1),
     output: str = AUDIT_OUTPUT,
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
 ) -> None:
     """List runs, newest first, filtered."""
 
     _check_audit_output(output)
-    store = _open_store(state_dir, AuditStore)
+    store = _open_store(state_dir, database_url, AuditStore)
     rows = store.list_runs(
         alertname=alertname, target=target, playbook=playbook, outcome=outcome,
         since=_when(since, "--since"), until=_when(until, "--until"), limit=limit, cluster=cluster,
@@ -301,6 +343,7 @@ def audit_intake(
     limit: int = typer.Option(50, min=1),
     output: str = AUDIT_OUTPUT,
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
 ) -> None:
     """List alerts handled without a run, and refused approval decisions, newest first.
 
@@ -309,7 +352,7 @@ def audit_intake(
     _check_audit_output(output)
     if kind is not None and kind not in get_args(IntakeKind):
         raise fail(f"--kind: expected one of {', '.join(get_args(IntakeKind))}, got {kind!r}")
-    store = _open_store(state_dir, AuditStore)
+    store = _open_store(state_dir, database_url, AuditStore)
     rows = store.intake_records(
         kind=kind, alertname=alertname, since=_when(since, "--since"), until=_when(until, "--until"), limit=limit,  # type: ignore[arg-type]
         playbook=playbook, run_id=run,
@@ -323,6 +366,7 @@ def audit_verify(
     run: Optional[str] = typer.Option(None, "--run", help="Compare only this run's records with the chain (a unique prefix is enough); the whole chain's hashes are checked either way."),
     audit_key_file: Optional[Path] = AUDIT_KEY_FILE,
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
 ) -> None:
     """Check the audit trail against its hash chain: exit 0 when intact.
 
@@ -330,7 +374,7 @@ def audit_verify(
     append-only trigger; exit 2 when it cannot be checked (a keyed chain and no key)."""
 
     key = _audit_key(audit_key_file)
-    store = _open_store(state_dir, AuditStore, key=key)
+    store = _open_store(state_dir, database_url, AuditStore, key=key)
     run_id = None
     if run is not None:
         try:
@@ -362,13 +406,14 @@ def audit_export(
     run: Optional[str] = typer.Option(None, "--run", help="Only this run's records (a unique prefix is enough)."),
     output: str = typer.Option("-", "--output", "-o", help="File to write (- for stdout)."),
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
 ) -> None:
     """Write the audit trail as JSON Lines (one record per line, with its chain hash).
 
     Oldest first; each line holds seq, at, kind, record, run_id, body (every column as stored),
     key_id, prev and hash, for a SIEM or an archive."""
 
-    store = _open_store(state_dir, AuditStore)
+    store = _open_store(state_dir, database_url, AuditStore)
     run_id = None
     if run is not None:
         try:
@@ -425,13 +470,16 @@ def _os_user() -> str:
         return f"uid {os.getuid()}"
 
 
-def _decide(run: str, decision: Literal["approve", "reject"], identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path) -> None:
+def _decide(run: str, decision: Literal["approve", "reject"], identity: str, comment: str, temporal_address: str, temporal_namespace: str, state_dir: Path,
+            database_url: str | None) -> None:
     """Shared body of ``approve`` and ``reject``: the same Update, validator and audit as a Slack click.
 
     The run is found through Temporal (``find_run``), not a local database, so the command works
     from any replica or laptop that reaches Temporal. A refusal is also recorded in the audit
-    trail when this machine has the worker's (``--state-dir``)."""
-    store = _open_store(state_dir, AuditStore) if (state_dir / "audit.db").exists() else None
+    trail when the worker's database is given (``--database-url``) or is the SQLite file of
+    ``--state-dir`` here."""
+    store = (_open_store(state_dir, database_url, AuditStore)
+             if database_url or (state_dir / "audit.db").exists() else None)
 
     async def go():
         client = await connect(temporal_address, temporal_namespace)
@@ -496,8 +544,9 @@ def _decision_command(decision: Literal["approve", "reject"], doc: str):
         temporal_address: str = TEMPORAL_ADDRESS,
         temporal_namespace: str = TEMPORAL_NAMESPACE,
         state_dir: Path = STATE_DIR,
+        database_url: Optional[str] = DATABASE_URL,
     ) -> None:
-        _decide(run, decision, identity, comment, temporal_address, temporal_namespace, state_dir)
+        _decide(run, decision, identity, comment, temporal_address, temporal_namespace, state_dir, database_url)
 
     command.__doc__ = doc
     return command
@@ -538,6 +587,7 @@ def pause(
     identity: str = ACTOR,
     output: str = OUTPUT,
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
     policy: Path = POLICY,
     playbook_dir: Path = PLAYBOOK_DIR,
     slack_bot_token: Optional[str] = SLACK_BOT_TOKEN,
@@ -548,7 +598,7 @@ def pause(
     Writes the pause to the audit store only (Temporal is not needed); the runs read it at their next step boundary. New alerts are still received and attached. Announced in Slack."""
 
     _check_output(output)
-    controller = _controller(state_dir, policy, playbook_dir, slack_bot_token, slack_api_url, None, need_playbooks=playbook is not None)
+    controller = _controller(state_dir, database_url, policy, playbook_dir, slack_bot_token, slack_api_url, None, need_playbooks=playbook is not None)
     result = _brake_call(controller.pause(PauseScope(namespace=namespace, playbook=playbook), reason, identity))
     if output == "json":
         sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
@@ -566,6 +616,7 @@ def resume(
     identity: str = ACTOR,
     output: str = OUTPUT,
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
     policy: Path = POLICY,
     playbook_dir: Path = PLAYBOOK_DIR,
     temporal_address: str = TEMPORAL_ADDRESS,
@@ -585,7 +636,7 @@ def resume(
             client = await asyncio.wait_for(connect(temporal_address, temporal_namespace), CONNECT_TIMEOUT_S)
         except (RuntimeError, OSError, asyncio.TimeoutError, TimeoutError) as err:
             why = str(err) or f"no answer within {CONNECT_TIMEOUT_S:g}s"
-        controller = _controller(state_dir, policy, playbook_dir, slack_bot_token, slack_api_url, client, need_playbooks=False)
+        controller = _controller(state_dir, database_url, policy, playbook_dir, slack_bot_token, slack_api_url, client, need_playbooks=False)
         return await controller.resume(PauseScope(namespace=namespace, playbook=playbook), reason, identity), why
 
     result, unreachable = _brake_call(go())
@@ -609,12 +660,13 @@ def resume(
 def status(
     output: str = OUTPUT,
     state_dir: Path = STATE_DIR,
+    database_url: Optional[str] = DATABASE_URL,
     policy: Path = POLICY,
 ) -> None:
     """Show the pauses in force, the runs they froze, and the runs waiting for a slot."""
 
     _check_output(output)
-    controller = Controller(_brakes(state_dir, policy), None, PlaybookSet([]))
+    controller = Controller(_brakes(state_dir, database_url, policy), None, PlaybookSet([]))
     result = _brake_call(controller.status())
     if output == "json":
         sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
@@ -635,12 +687,12 @@ def _warn(text: str) -> None:
     err_console.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _brakes(state_dir: Path, policy: Path) -> Brakes:
+def _brakes(state_dir: Path, database_url: str | None, policy: Path) -> Brakes:
     """The brakes on the worker's audit store. They are not created here: a pause written to
     a state directory no worker reads would pause nothing. Pause, resume and status use no
     limit, so a missing or invalid policy file means the defaults (a kill switch must work
     when someone has just broken the policy)."""
-    store = _open_store(state_dir, AuditStore)
+    store = _open_store(state_dir, database_url, AuditStore)
     if not policy.exists():
         return Brakes(store, Policy())
     try:
@@ -650,9 +702,9 @@ def _brakes(state_dir: Path, policy: Path) -> Brakes:
         return Brakes(store, Policy())
 
 
-def _controller(state_dir: Path, policy: Path, playbook_dir: Path, token: str | None, api_url: str, client: Any,
+def _controller(state_dir: Path, database_url: str | None, policy: Path, playbook_dir: Path, token: str | None, api_url: str, client: Any,
                 *, need_playbooks: bool) -> Controller:
-    brakes = _brakes(state_dir, policy)
+    brakes = _brakes(state_dir, database_url, policy)
     try:
         playbooks = load_directory(playbook_dir)
     except PlaybookError as err:
@@ -672,7 +724,9 @@ def _brake_call(coro: Any) -> Any:
         raise fail("; ".join(f"--{field}: {message}" for field, message in err.problems))
     except NotPaused as err:
         raise fail(str(err))
-    except (sqlite3.Error, AuditKeyError) as err:
+    except DatabaseError as err:
+        raise fail(f"the audit store cannot be written: {reason(err)}")
+    except AuditKeyError as err:
         raise fail(f"the audit store cannot be written: {err}")
 
 
@@ -691,15 +745,31 @@ def demo(
     raise typer.Exit(code)
 
 
-def _open_store(state_dir: Path, cls, key: bytes | None = None):
-    """The worker's audit store. Commands that write to it (pause, resume, approve, reject)
-    sign with the key of REMEDIATOR_AUDIT_KEY_FILE when set, as the worker does."""
-    path = state_dir / "audit.db"
-    if not path.exists():
-        raise fail(f"no audit trail at {path} (set --state-dir or REMEDIATOR_STATE_DIR to the worker's state directory)")
+def _open_store(state_dir: Path, database_url: str | None, cls, key: bytes | None = None):
+    """The worker's audit store, in ``--database-url``'s database (default: the SQLite file
+    ``<state_dir>/audit.db``, which must exist: a command never creates a trail no worker
+    reads). Commands that write to it (pause, resume, approve, reject) sign with the key of
+    REMEDIATOR_AUDIT_KEY_FILE when set, as the worker does."""
+    try:
+        url = database_url_of(database_url or state_dir / "audit.db")
+    except DatabaseUrlError as err:
+        raise fail(str(err))
+    if url.drivername == "sqlite" and not Path(url.database or "").exists():
+        where = ("set --state-dir or REMEDIATOR_STATE_DIR to the worker's state directory" if database_url is None
+                 else "set --database-url or REMEDIATOR_DATABASE_URL to the worker's")
+        raise fail(f"no audit trail at {url.database} ({where})")
+    try:
+        db = Database(url)
+    except DatabaseUnavailable as err:
+        raise fail(str(err))
     if key is None and os.environ.get(env_var("audit_key_file")):
         key = _audit_key(Path(os.environ[env_var("audit_key_file")]))
-    return cls(path, key=key)
+    try:
+        return cls(db, key=key)
+    except SchemaError as err:
+        raise fail(str(err))
+    except DatabaseError as err:
+        raise fail(f"the audit store {db.display} cannot be opened: {reason(err)}")
 
 
 def _when(text: str | None, flag: str) -> datetime | None:

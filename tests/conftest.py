@@ -26,6 +26,7 @@ from remediator.sim.alerting import free_port
 from remediator.sim.kube import Emulator
 from remediator.sim.slack import SlackEmulator
 from remediator.slack.client import make_client
+from tests.postgres import PostgresServer
 from tests.support import (
     CadvisorMetrics,
     debian_binary,
@@ -82,6 +83,31 @@ def emulator():
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian's ``postgresql`` package) in a temporary directory, once
+    per session (per xdist worker); see tests/postgres.py."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """The ``postgresql://`` URL of a new database at this remediator's schema revision."""
+    return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A new database of each backend: an SQLite file, then a PostgreSQL database (upgraded)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'audit.db'}"
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         render_runs,
         run_as_dict,
     )
+    from remediator.db import DatabaseError
     from remediator.domain.messages import AuditEvent, AuditWriteInput
     from tests.support import (
         SLACK,
@@ -199,7 +200,7 @@ def test_reopen_keeps_data_and_newer_schema_refused(tmp_path):
 def test_not_a_database_is_refused(tmp_path):
     path = tmp_path / "audit.db"
     path.write_text("this is not sqlite\n" * 100)
-    with pytest.raises(sqlite3.DatabaseError, match="file is not a database"):
+    with pytest.raises(DatabaseError, match="file is not a database"):
         AuditStore(path)
 
 

@@ -95,7 +95,7 @@ FLAG_VALUES: dict[str, tuple[str, object]] = {
     "prometheus_url": ("http://flag-prom", "http://flag-prom"),
     "alertmanager_url": ("http://flag-am", "http://flag-am"),
     "state_dir": ("/flag/state", Path("/flag/state")),
-    "database_url": ("postgresql://flag:pw@flag-db:5432/flag", "postgresql://flag:pw@flag-db:5432/flag"),
+    "database_url": ("sqlite:////flag/state/audit.db", "sqlite:////flag/state/audit.db"),
     "audit_key_file": (str(KEYS / "flag.key"), KEYS / "flag.key"),
     "playbook_dir": ("/flag/playbooks", Path("/flag/playbooks")),
     "policy": ("/flag/policy.yaml", Path("/flag/policy.yaml")),
@@ -309,3 +309,10 @@ def test_a_bad_cluster_label_is_refused(clean_env):
     clean_env.setenv("REMEDIATOR_CLUSTER_LABEL", "k8s-cluster")
     with pytest.raises(ValueError, match=r"--cluster-label \(REMEDIATOR_CLUSTER_LABEL\) must be a Prometheus label name"):
         Settings(no_auth=True)
+
+
+def test_a_database_url_of_another_kind_is_refused(clean_env) -> None:
+    with pytest.raises(ValueError, match="--database-url 'mysql://u@db/remediator': unsupported scheme 'mysql'; "
+                       "expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE \\(REMEDIATOR_DATABASE_URL\\)"):
+        Settings(no_auth=True, database_url="mysql://u@db/remediator")
+    assert Settings(no_auth=True, state_dir=Path("/var/lib/remediator")).database == "sqlite:////var/lib/remediator/audit.db"

@@ -14,16 +14,17 @@ tested in tests/test_brakes.py.
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from remediator.audit.brakes import Brakes, FrozenRun
 from remediator.audit.store import AuditStore, format_time
+from remediator.db import DatabaseError
 from remediator.domain.messages import (
     AuditWriteInput,
     GateInput,
@@ -53,8 +54,9 @@ def policy(**limits: Any) -> Policy:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[AuditStore]:
-    s = AuditStore(tmp_path / "audit.db")
+def store(database_url) -> Iterator[AuditStore]:
+    """The audit store on each backend (tests/conftest.py ``database_url``)."""
+    s = AuditStore(database_url)
     yield s
     s.close()
 
@@ -100,20 +102,21 @@ def earlier_grant(
     """A grant of the ledger dated ``ago`` before now: the clock the sliding windows read."""
     with store.transaction() as db:
         db.execute(
-            "INSERT INTO grants (key, run_id, workflow_id, target, kind, action, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (f"{run_id}/{action}/{ago}", run_id, workflow_id_for(target.key), target.key, target.kind, action,
-             format_time(datetime.now(UTC) - ago)),
+            text("INSERT INTO grants (key, run_id, workflow_id, target, kind, action, at)"
+                 " VALUES (:key, :run_id, :workflow_id, :target, :kind, :action, :at)"),
+            {"key": f"{run_id}/{action}/{ago}", "run_id": run_id, "workflow_id": workflow_id_for(target.key),
+             "target": target.key, "kind": target.kind, "action": action, "at": format_time(datetime.now(UTC) - ago)},
         )
 
 
 def ledger(store: AuditStore) -> list[dict[str, Any]]:
     with store.transaction() as db:
-        return [dict(r) for r in db.execute("SELECT * FROM grants ORDER BY at, key").fetchall()]
+        return [dict(r) for r in db.execute(text("SELECT * FROM grants ORDER BY at, key")).mappings()]
 
 
 def slot_rows(store: AuditStore) -> dict[str, dict[str, Any]]:
     with store.transaction() as db:
-        return {r["run_id"]: dict(r) for r in db.execute("SELECT * FROM slots").fetchall()}
+        return {r["run_id"]: dict(r) for r in db.execute(text("SELECT * FROM slots")).mappings()}
 
 
 class Cluster:
@@ -277,7 +280,7 @@ def test_nodes_granted_to_running_runs_count_before_the_cluster_shows_them(store
     assert brakes.gate(gate_input("run-b", node("worker-2"), "cordon", attempt=3), cluster).verdict == "granted"
 
 
-def test_node_limit_as_a_percentage(store):
+def test_node_limit_as_a_percentage(store, tmp_path):
     brakes = Brakes(store, policy(unschedulable_nodes="10%"))
     twelve = Cluster(12)
     assert brakes.gate(gate_input("run-a", node("worker-1"), "cordon"), twelve).verdict == "granted"
@@ -286,7 +289,7 @@ def test_node_limit_as_a_percentage(store):
     assert result.message == "would make 2 of 12 nodes unschedulable; limit 1 (10%)"
 
     # 10% of 5 nodes rounds down to 0: no node may be cordoned.
-    small = Brakes(AuditStore(store.path.with_name("small.db")), policy(unschedulable_nodes="10%"))
+    small = Brakes(AuditStore(tmp_path / "small.db"), policy(unschedulable_nodes="10%"))
     try:
         result = small.gate(gate_input("run-c", node("node-1"), "drain"), Cluster(5))
         assert (result.verdict, result.message) == ("exceeded", "would make 1 of 5 nodes unschedulable; limit 0 (10%)")
@@ -505,8 +508,8 @@ def test_brake_log_records_pauses_and_resumes_and_is_append_only(store):
         ("UPDATE brake_log SET reason = 'nothing happened'", "audit brake_log is append-only: UPDATE refused"),
         ("DELETE FROM brake_log", "audit brake_log is append-only: DELETE refused"),
     ):
-        with pytest.raises(sqlite3.IntegrityError, match=refused), store.transaction() as db:
-            db.execute(sql)
+        with pytest.raises(DatabaseError, match=refused), store.transaction() as db:
+            db.execute(text(sql))
     assert len(brakes.log()) == 3
 
 
@@ -517,12 +520,12 @@ def test_grants_are_append_only(store):
         ("UPDATE grants SET at = '2000-01-01T00:00:00.000000Z'", "audit grants are append-only: UPDATE refused"),
         ("DELETE FROM grants", "audit grants are append-only: DELETE refused"),
     ):
-        with pytest.raises(sqlite3.IntegrityError, match=refused), store.transaction() as db:
-            db.execute(sql)
+        with pytest.raises(DatabaseError, match=refused), store.transaction() as db:
+            db.execute(text(sql))
     assert [r["key"] for r in ledger(store)] == ["run-a/0/1"]
 
 
-# --------------------------------------------------------------------------- several processes, one file
+# --------------------------------------------------------------------------- several processes, one database
 
 PROCESSES = 4
 GATES_PER_PROCESS = 5
@@ -552,13 +555,13 @@ def _slots_from_process(path: str, pol: Policy, worker: int, barrier: Any, out: 
         while not (result := brakes.acquire_slot(inp)).granted:
             assert result.position >= 1
         with store.transaction() as db:
-            holding = db.execute("SELECT count(*) FROM slots WHERE granted_at IS NOT NULL AND released_at IS NULL").fetchone()[0]
+            holding = db.execute(text("SELECT count(*) FROM slots WHERE granted_at IS NOT NULL AND released_at IS NULL")).scalar_one()
         out.put((run_id, result.holders, holding))
         brakes.release(run_id)
     store.close()
 
 
-def _run_processes(target: Any, path: Path, pol: Policy, per_process: int) -> list[Any]:
+def _run_processes(target: Any, path: Path | str, pol: Policy, per_process: int) -> list[Any]:
     """Run ``target`` in PROCESSES spawned processes released together by a barrier; returns
     the ``per_process`` results each puts on the queue."""
     ctx = multiprocessing.get_context("spawn")
@@ -576,8 +579,9 @@ def _run_processes(target: Any, path: Path, pol: Policy, per_process: int) -> li
     return results
 
 
-def test_an_action_rate_holds_across_processes(tmp_path):
-    path = tmp_path / "audit.db"
+def test_an_action_rate_holds_across_processes(database_url):
+    """Several worker processes on one database: an SQLite file, a PostgreSQL database."""
+    path = database_url
     AuditStore(path).close()
     got = _run_processes(_gate_from_process, path, policy(actions={"rollout_restart": {"max": 3, "per": "1h"}}), GATES_PER_PROCESS)
     assert sorted(got) == ["exceeded"] * (PROCESSES * GATES_PER_PROCESS - 3) + ["granted"] * 3
@@ -588,8 +592,12 @@ def test_an_action_rate_holds_across_processes(tmp_path):
         store.close()
 
 
-def test_concurrency_slots_hold_across_processes(tmp_path):
-    path = tmp_path / "audit.db"
+# On SQLite only, to keep the suite short: the action rate above already has processes contend
+# for PostgreSQL's write lock, which the slots take the same way (Database.write).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_concurrency_slots_hold_across_processes(database_url):
+    """Several worker processes on one database file."""
+    path = database_url
     AuditStore(path).close()
     got = _run_processes(_slots_from_process, path, policy(concurrent_remediations=2), SLOTS_PER_PROCESS)
     assert sorted(r for r, _, _ in got) == sorted(f"run-{w}-{i}" for w in range(PROCESSES) for i in range(SLOTS_PER_PROCESS))

@@ -63,8 +63,9 @@ def slack():
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SlackThreads(tmp_path / "slack.db")
+def store(database_url):
+    """The Slack state on each backend (tests/conftest.py ``database_url``)."""
+    s = SlackThreads(database_url)
     yield s
     s.close()
 

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remediator.audit.chain import AuditKeyError, read_key
+from remediator.db import DatabaseUrlError, database_url
 from remediator.domain.durations import Duration, format_duration
 from remediator.domain.runs import TASK_QUEUE, check_cluster_name, cluster_task_queue
 
@@ -187,9 +188,15 @@ class Settings(TemporalSettings):
     simulate: bool = _setting(False, "act on the built-in emulated cluster, never a real one")
     prometheus_url: str | None = _setting(None, "Prometheus for `promql` health checks")
     alertmanager_url: str | None = _setting(None, "Alertmanager API for the `alert_resolved` check")
-    state_dir: Path = _setting(Path(".state"), "audit database (`audit.db`) and embedded Temporal's `temporal.db`")
+    state_dir: Path = _setting(
+        Path(".state"), "audit database (`audit.db`, unless `--database-url`) and embedded Temporal's `temporal.db`"
+    )
     database_url: str | None = _setting(
-        None, "the shared database: `postgresql://user:password@host:5432/db` for several replicas", shown="`sqlite:///STATE_DIR/audit.db`"
+        None,
+        "database of the audit trail, the brakes (pauses, kill switch, limits) and the Slack state: "
+        "`sqlite:///PATH` (one worker; created and upgraded at start) or `postgresql://USER:PASSWORD@HOST:PORT/DB` "
+        "(shared by replicas; schema by `remediator db upgrade`)",
+        shown="`sqlite:///STATE_DIR/audit.db`",
     )
     audit_key_file: Path | None = _setting(
         None,
@@ -253,6 +260,11 @@ class Settings(TemporalSettings):
             raise ConfigError(f"--max-connections must be at least 1, got {self.max_connections}")
         if self.audit_key_file is not None:
             self.audit_key  # noqa: B018  (read now: a bad key file stops the start, not a run)
+        if self.database_url is not None:
+            try:
+                database_url(self.database_url)
+            except DatabaseUrlError as err:
+                raise ConfigError(f"{err} (REMEDIATOR_DATABASE_URL)") from None
         if self.settle_interval <= timedelta(0):
             raise ConfigError("--settle-interval must be more than 0s")
         if self.cluster is not None:
@@ -301,6 +313,11 @@ class Settings(TemporalSettings):
     @property
     def audit_path(self) -> Path:
         return self.state_dir / "audit.db"
+
+    @property
+    def database(self) -> str:
+        """``database_url``, else the SQLite file ``sqlite:///<state_dir>/audit.db``."""
+        return self.database_url or f"sqlite:///{self.audit_path}"
 
     @property
     def audit_key(self) -> bytes | None:

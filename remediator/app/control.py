@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -50,6 +49,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from remediator.app.config import Settings
 from remediator.app.intake import BodyRefused, _Authenticator, _field_path, _is_json, read_body
 from remediator.audit.brakes import BrakeRecord, Brakes, FrozenRun
+from remediator.db import DatabaseError, reason
 from remediator.domain.durations import format_duration
 from remediator.domain.messages import Pause, PauseScope
 from remediator.playbook.loader import LoadedPlaybook, PlaybookSet
@@ -286,7 +286,7 @@ class Controller:
 
         Raises:
             InvalidRequest: a field is invalid, or ``scope.playbook`` names no loaded playbook.
-            sqlite3.Error: the audit store cannot be written (nothing is paused).
+            DatabaseError: the audit store cannot be written (nothing is paused).
         """
         req = check_request(scope, reason, actor)
         self._known_playbook(req.playbook)
@@ -318,7 +318,7 @@ class Controller:
         Raises:
             InvalidRequest: a field is invalid, or (``scope`` not paused) an unknown playbook.
             NotPaused: ``scope`` is not paused; lists the pauses in force.
-            sqlite3.Error: the audit store cannot be written (nothing is resumed).
+            DatabaseError: the audit store cannot be written (nothing is resumed).
         """
         req = check_request(scope, reason, actor)
         scope = req.scope
@@ -506,9 +506,9 @@ def router(settings: Settings, controller: Controller) -> APIRouter:
             return _invalid(err)
         except NotPaused as err:
             return _error(404, str(err), paused=[p.model_dump(mode="json") for p in err.paused])
-        except sqlite3.Error as err:
-            log.error("%s of %s not done: audit store: %s", what, req.scope, err)
-            return _error(503, f"{what} not done: the audit store cannot be written: {err}")
+        except DatabaseError as err:
+            log.error("%s of %s not done: audit store: %s", what, req.scope, reason(err))
+            return _error(503, f"{what} not done: the audit store cannot be written: {reason(err)}")
         return JSONResponse(result.model_dump(mode="json"))
 
     @api.post(PAUSE_PATH)
@@ -527,8 +527,8 @@ def router(settings: Settings, controller: Controller) -> APIRouter:
             return denied
         try:
             result = await controller.status()
-        except sqlite3.Error as err:
-            return _error(503, f"the audit store cannot be read: {err}")
+        except DatabaseError as err:
+            return _error(503, f"the audit store cannot be read: {reason(err)}")
         return JSONResponse(result.model_dump(mode="json"))
 
     return api

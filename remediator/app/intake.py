@@ -52,7 +52,6 @@ import binascii
 import hmac
 import io
 import logging
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 from fastapi import FastAPI, Request
@@ -74,6 +73,7 @@ from remediator.app.handoff import (
 from remediator.app.settle import Settler
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
+from remediator.db import DatabaseError, reason
 from remediator.domain.alertmanager import (
     GO_ZERO_TIME,
     PayloadRefused,
@@ -365,8 +365,8 @@ def create_app(
                 lambda: (brakes.waiting(), len(brakes.pauses()), len(brakes.frozen_runs()))
             )
             metrics.refresh_brakes(waiting, paused, frozen)
-        except sqlite3.Error as err:  # the page still serves the counters
-            log.warning("brake gauges not refreshed: %s", err)
+        except DatabaseError as err:  # the page still serves the counters
+            log.warning("brake gauges not refreshed: %s", reason(err))
         body, content_type = metrics.render_latest()
         return Response(body, media_type=content_type)
 

@@ -55,6 +55,7 @@ from remediator.app.socket_mode import SocketModeRunner
 from remediator.app.temporal import HeartbeatInterceptor, TemporalConnectError, TemporalConnection, metrics_runtime
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
+from remediator.db import Database, DatabaseError, DatabaseUnavailable, DatabaseUrlError, SchemaError
 from remediator.domain.policy import Policy
 from remediator.domain.runs import SEARCH_ATTRIBUTES, workflow_id_for
 from remediator.k8s.client import KubeClient
@@ -236,6 +237,7 @@ class Engine:
     run_worker: bool = True
     dev_server: DevServer | None = None
     client: Client | None = None
+    database: Database | None = None
     audit: Any = None
     playbooks: Any = None
     slack_client: Any = None
@@ -279,6 +281,7 @@ class Engine:
                 "several replicas need one external Temporal (--temporal-address): with the embedded dev server each "
                 "replica would start its own Temporal, and its own run of every alert"
             )
+        self._open_database()
         if s.temporal_address:
             self.temporal_address = s.temporal_address
             self.ui_url = s.temporal_ui_url or ""
@@ -318,7 +321,6 @@ class Engine:
             await ensure_search_attributes(self.client)
         except RPCError as err:
             raise StartupError(f"refusing to start: Temporal at {self.temporal_address}: {err.message}") from None
-        self.audit = AuditStore(s.audit_path, key=s.audit_key)
         self.brakes = Brakes(self.audit, self.policy)
         self._slack()
         if self.run_worker:
@@ -342,11 +344,28 @@ class Engine:
             return None
         return task.exception() if not task.cancelled() and task.exception() else "stopped"
 
+    def _open_database(self) -> None:
+        """The audit trail, the brakes and the Slack state, in ``--database-url``'s database:
+        before Temporal, so a database that cannot be used stops the start at once. An SQLite
+        file is created or upgraded here; a PostgreSQL database must be at this remediator's
+        schema (``remediator db upgrade``), and one that cannot be reached is an error, never a
+        reason to fall back to SQLite."""
+        s = self.settings
+        try:
+            self.database = Database(s.database)
+            self.audit = AuditStore(self.database, key=s.audit_key)
+        except (DatabaseUrlError, DatabaseUnavailable, SchemaError) as err:
+            raise StartupError(f"refusing to start: {err}") from None
+        except DatabaseError as err:
+            raise StartupError(f"refusing to start: the database {Database(s.database).display} cannot be used: "
+                               f"{str(getattr(err, 'orig', None) or err).splitlines()[0]}") from None
+        log.info("audit trail, brakes and Slack state in %s", self.database.display)
+
     def _slack(self) -> None:
         """Slack is optional: without a bot token approvals are given from the CLI, and the
         playbooks that ask for approval say so in their audit trail."""
         s = self.settings
-        self.slack_threads = SlackThreads(s.state_dir / "slack.db")
+        self.slack_threads = SlackThreads(self.database)
         if s.slack_bot_token:
             self.slack_client = make_client(s.slack_bot_token, s.slack_api_url)
             log.info("Slack Web API at %s", s.slack_api_url)
@@ -442,6 +461,8 @@ class Engine:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._lock is not None:
             self._lock.close()
+        if self.database is not None:
+            self.database.dispose()
 
 
 def _lock_state_dir(settings: Settings) -> Any:

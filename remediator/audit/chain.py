@@ -24,6 +24,10 @@ a changed column, a row with no entry (inserted), an entry with no row (removed)
 append-only trigger. Without the key, a keyed chain can be checked for links and bodies only,
 and ``verify`` says so. Someone who can write the file but lacks the key can rewrite the tables
 and the ledger alike, but cannot recompute a keyed hash.
+
+The same on SQLite and PostgreSQL (remediator.db): the bodies are the columns as stored, text
+and integers alike on both, except PostgreSQL's ``rowid`` identity column (``runs``,
+``grants``: the insertion order SQLite keeps implicitly), which is not part of a record.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ import hashlib
 import hmac
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
 GENESIS = "0" * 64
 """``prev`` of the first record."""
@@ -63,6 +69,15 @@ BEGIN SELECT RAISE(ABORT, 'audit ledger is append-only: DELETE refused'); END;
 
 TABLES = {"event": "events", "run": "runs", "intake": "intake", "brake": "brake_log", "grant": "grants"}
 """Ledger kind -> the table its records live in."""
+
+ORDER = {"event": "seq", "run": "rowid", "intake": "seq", "brake": "seq", "grant": "rowid"}
+"""Ledger kind -> the column of its table's insertion order (SQLite's implicit ``rowid``, an
+explicit identity column of that name in PostgreSQL)."""
+
+
+def record_body(row: Any) -> dict[str, Any]:
+    """The record of a table row (a mapping of every column as stored), without ``rowid``."""
+    return {k: v for k, v in dict(row).items() if k != "rowid"}
 
 
 class AuditKeyError(Exception):
@@ -118,15 +133,15 @@ def record_key(kind: str, row: dict[str, Any]) -> str:
 
 
 class Chain:
-    """Appends to the ledger inside one open write transaction (the caller's ``BEGIN
-    IMMEDIATE``, which serialises every process on the file). The head is read once, by
+    """Appends to the ledger inside one open write transaction (remediator.db.Database.write,
+    which serialises every writer of the database, in any process). The head is read once, by
     primary key, then kept for the rest of the transaction.
 
     Raises (from ``append``):
         AuditKeyError: the chain is keyed and this process has no key, or another one.
     """
 
-    def __init__(self, db: sqlite3.Connection, key: bytes | None, at: str) -> None:
+    def __init__(self, db: Connection, key: bytes | None, at: str) -> None:
         self.db = db
         self.key = key
         self.kid = key_id(key) if key is not None else None
@@ -135,7 +150,7 @@ class Chain:
 
     def _load(self) -> tuple[int, str]:
         if self._head is None:
-            row = self.db.execute("SELECT seq, hash, key_id FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+            row = self.db.execute(text("SELECT seq, hash, key_id FROM ledger ORDER BY seq DESC LIMIT 1")).fetchone()
             if row is None:
                 self._head = (0, GENESIS)
             else:
@@ -150,35 +165,33 @@ class Chain:
 
     def append(self, kind: str, row: dict[str, Any], run_id: str | None = None) -> None:
         """Append the record ``row`` (every column, as stored) of ``TABLES[kind]``."""
+        row = record_body(row)
         seq, prev = self._load()
         seq += 1
         record = record_key(kind, row)
         body = canonical(row)
         digest = link_hash(seq, self.at, kind, record, run_id, body, self.kid, prev, self.key)
         self.db.execute(
-            "INSERT INTO ledger (seq, at, kind, record, run_id, body, key_id, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, self.at, kind, record, run_id, body, self.kid, prev, digest),
+            text("INSERT INTO ledger (seq, at, kind, record, run_id, body, key_id, prev, hash)"
+                 " VALUES (:seq, :at, :kind, :record, :run_id, :body, :key_id, :prev, :hash)"),
+            {"seq": seq, "at": self.at, "kind": kind, "record": record, "run_id": run_id, "body": body,
+             "key_id": self.kid, "prev": prev, "hash": digest},
         )
         self._head = (seq, digest)
-
-    def append_row(self, kind: str, rowid: int, run_id: str | None = None) -> None:
-        """Append the row just inserted into ``TABLES[kind]`` (read back by rowid, so the body
-        is exactly what is stored)."""
-        row = self.db.execute(f"SELECT * FROM {TABLES[kind]} WHERE rowid = ?", (rowid,)).fetchone()
-        self.append(kind, dict(row), run_id)
 
     def append_state(self, kind: str, row: dict[str, Any], run_id: str | None = None) -> None:
         """Append ``row`` unless the record's last entry already holds exactly it (a mutable
         record, ``runs``: each distinct state once, so a retried write adds nothing)."""
+        row = record_body(row)
         last = self.db.execute(
-            "SELECT body FROM ledger WHERE kind = ? AND record = ? ORDER BY seq DESC LIMIT 1",
-            (kind, record_key(kind, row)),
+            text("SELECT body FROM ledger WHERE kind = :kind AND record = :record ORDER BY seq DESC LIMIT 1"),
+            {"kind": kind, "record": record_key(kind, row)},
         ).fetchone()
         if last is None or last[0] != canonical(row):
             self.append(kind, row, run_id)
 
 
-def chain_existing(db: sqlite3.Connection, key: bytes | None, at: str) -> int:
+def chain_existing(db: Connection, key: bytes | None, at: str) -> int:
     """Schema 3 -> 4: chain the rows already stored, oldest first (by their own time:
     ``written_at`` of events, ``at`` of intake, brake and grant records, ``started_at`` of runs;
     then by table and row order), each run in its current state. Returns how many."""
@@ -186,7 +199,8 @@ def chain_existing(db: sqlite3.Connection, key: bytes | None, at: str) -> int:
     order = {"run": 0, "event": 1, "intake": 2, "brake": 3, "grant": 4}
     times = {"run": "started_at", "event": "written_at", "intake": "at", "brake": "at", "grant": "at"}
     for kind, table in TABLES.items():
-        for r in db.execute(f"SELECT rowid AS _rowid, * FROM {table}"):
+        # SQLite only: PostgreSQL's schema starts at version 4.
+        for r in db.execute(text(f"SELECT rowid AS _rowid, * FROM {table}")).mappings():
             row = dict(r)
             rowid = row.pop("_rowid")
             rows.append((row[times[kind]], order[kind], f"{rowid:020d}", {"kind": kind, "row": row}))
@@ -268,7 +282,7 @@ def _label(seq: int, kind: str, record: str) -> str:
     return f"record {seq} ({kind} {record})"
 
 
-def verify(db: sqlite3.Connection, key: bytes | None, run_id: str | None = None,
+def verify(db: Connection, key: bytes | None, run_id: str | None = None,
            triggers: set[str] | None = None) -> Verdict:
     """Check the whole chain's order, links and hashes, then compare the records (every one, or
     only those of ``run_id``) with their tables, and the append-only ``triggers`` (names) with
@@ -286,7 +300,7 @@ def verify(db: sqlite3.Connection, key: bytes | None, run_id: str | None = None,
     keyed = 0
     foreign: set[str] = set()
     latest: dict[tuple[str, str], int] = {}
-    for r in db.execute("SELECT seq, at, kind, record, run_id, body, key_id, prev, hash FROM ledger ORDER BY seq"):
+    for r in db.execute(text("SELECT seq, at, kind, record, run_id, body, key_id, prev, hash FROM ledger ORDER BY seq")):
         seq, at, kind, record, rid, body, rkid, rprev, digest = r
         label = _label(seq, kind, record)
         if seq != expected_seq:
@@ -327,22 +341,26 @@ def verify(db: sqlite3.Connection, key: bytes | None, run_id: str | None = None,
                                        "or rewritten, without the key"))
     _compare(db, out, latest, run_id)
     if triggers is not None:
-        present = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        present = set(db.execute(text(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'" if db.dialect.name == "sqlite"
+            # A disabled trigger (ALTER TABLE ... DISABLE TRIGGER) counts as missing.
+            else "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled != 'D'"
+        )).scalars())
         for name in sorted(triggers - present):
             out.problems.append(Problem(float("inf"), f"trigger {name} is missing: its table is no longer append-only"))
     out.problems.sort(key=lambda p: p.order)
     return out
 
 
-def _compare(db: sqlite3.Connection, out: Verdict, latest: dict[tuple[str, str], int], run_id: str | None) -> None:
+def _compare(db: Connection, out: Verdict, latest: dict[tuple[str, str], int], run_id: str | None) -> None:
     seen: set[tuple[str, str]] = set()
     inserted: list[Problem] = []
     for kind, table in TABLES.items():
         if run_id is not None and kind == "brake":
             continue
-        where, args = ("", ()) if run_id is None else (" WHERE run_id = ?", (run_id,))
-        for r in db.execute(f"SELECT * FROM {table}{where} ORDER BY rowid", args):
-            row = dict(r)
+        where = "" if run_id is None else " WHERE run_id = :run_id"
+        for r in db.execute(text(f"SELECT * FROM {table}{where} ORDER BY {ORDER[kind]}"), {"run_id": run_id}).mappings():
+            row = record_body(r)
             record = record_key(kind, row)
             seq = latest.get((kind, record))
             if seq is None:
@@ -350,7 +368,7 @@ def _compare(db: sqlite3.Connection, out: Verdict, latest: dict[tuple[str, str],
                 continue
             seen.add((kind, record))
             out.checked += 1
-            body = json.loads(db.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()[0])
+            body = json.loads(db.execute(text("SELECT body FROM ledger WHERE seq = :seq"), {"seq": seq}).scalar_one())
             diffs = [
                 d
                 # A column added by a later migration is NULL in the rows chained before it.
@@ -366,23 +384,20 @@ def _compare(db: sqlite3.Connection, out: Verdict, latest: dict[tuple[str, str],
     out.problems.extend(inserted)
 
 
-def entries(db: sqlite3.Connection, since: str | None = None, until: str | None = None,
+def entries(db: Connection, since: str | None = None, until: str | None = None,
             run_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Ledger rows for ``remediator audit export``, oldest first: ``seq``, ``at``, ``kind``,
     ``record``, ``run_id``, ``body`` (the record, as an object), ``key_id``, ``prev``, ``hash``.
     ``since`` (inclusive) and ``until`` (exclusive) bound ``at`` (RFC 3339 UTC text)."""
-    where, args = [], []
+    where = []
     if since is not None:
-        where.append("at >= ?")
-        args.append(since)
+        where.append("at >= :since")
     if until is not None:
-        where.append("at < ?")
-        args.append(until)
+        where.append("at < :until")
     if run_id is not None:
-        where.append("run_id = ?")
-        args.append(run_id)
+        where.append("run_id = :run_id")
     sql = "SELECT * FROM ledger" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
-    for r in db.execute(sql, args):
+    for r in db.execute(text(sql), {"since": since, "until": until, "run_id": run_id}).mappings():
         row = dict(r)
         row["body"] = json.loads(row["body"])
         yield row

@@ -1,4 +1,5 @@
-"""The audit trail: an append-only record, in SQLite, of everything a remediation did and why.
+"""The audit trail: an append-only record, in the database (SQLite or PostgreSQL, remediator.db),
+of everything a remediation did and why.
 
 Written by the ``audit_write`` activity (activities/audit.py) from the worker's thread pool and
 by the intake (alerts that match no playbook, fail to render, are duplicates or in cooldown;
@@ -6,7 +7,8 @@ approval decisions the run refused, via remediator.app.approvals);
 read by the intake (``handled_by``: was this alert firing already taken by a run?) and by the
 CLI (``remediator audit show|list``, rendered by remediator.audit.view).
 
-One file, ``<state_dir>/audit.db``; the tables of the trail (the brakes add theirs, below):
+One database (``--database-url``: ``sqlite:///<state_dir>/audit.db`` by default, PostgreSQL
+for replicas); the tables of the trail (the brakes add theirs, below):
 
 * ``runs``: one row per remediation run (Temporal run ID), upserted; only ``outcome``,
   ``ended_at`` and ``cooldown_until`` ever change, and an outcome never goes back to
@@ -18,7 +20,8 @@ One file, ``<state_dir>/audit.db``; the tables of the trail (the brakes add thei
 * ``ledger`` (schema 4): the hash chain over every append-only record and every state of a
   run (remediator.audit.chain), written in the transaction of the record it covers.
 
-Append-only is enforced by the database, not by convention: triggers refuse UPDATE and DELETE
+Append-only is enforced by the database, not by convention (SQLite triggers below; PostgreSQL
+plpgsql triggers of the same names, remediator/db/migrations): triggers refuse UPDATE and DELETE
 of ``events``, ``intake`` and ``ledger``, DELETE of ``runs`` and any change to a run's identity
 columns. What gets past them (a dropped trigger, an edit of the file) is found by ``verify``:
 the tables no longer match the chain, or the chain no longer matches its hashes (HMAC-SHA256
@@ -41,8 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +52,13 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 from pydantic_core import to_jsonable_python
+from sqlalchemy import RowMapping, text
+from sqlalchemy.engine import Connection
 
 from remediator.audit.chain import LEDGER_SCHEMA, AuditKeyError, Chain, Verdict, chain_existing, entries, trigger_names
 from remediator.audit.chain import verify as verify_chain
+from remediator.db import Database, Dialect, SchemaError, json_text
+from remediator.db.migrate import check_schema
 from remediator.domain.durations import parse_duration
 from remediator.domain.messages import AlertRef, AuditWriteInput, RunInfo
 from remediator.domain.runs import WORKFLOW_ID_PREFIX, cluster_of, qualified_target
@@ -226,8 +232,9 @@ _MIGRATIONS = {
 # break NOT NULL, hiding a bad write instead of refusing it.
 _INSERT_EVENT = """
 INSERT INTO events (run_id, key, at, kind, message, data, dedup_key, written_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:run_id, :key, :at, :kind, :message, :data, :dedup_key, :written_at)
 ON CONFLICT (run_id, key) DO NOTHING
+RETURNING *
 """
 
 
@@ -235,8 +242,8 @@ class AuditError(Exception):
     """Base of the audit trail's own errors."""
 
 
-class AuditSchemaError(AuditError):
-    """The database was written by a newer remediator (``PRAGMA user_version`` too high)."""
+class AuditSchemaError(AuditError, SchemaError):
+    """The SQLite file was written by a newer remediator (``PRAGMA user_version`` too high)."""
 
 
 class AuditEventInvalid(AuditError, ValueError):
@@ -258,8 +265,9 @@ class _Row(BaseModel):
         return json.loads(value) if isinstance(value, str) else value
 
     @classmethod
-    def of(cls, row: sqlite3.Row) -> Self:
-        """The row model of one ``sqlite3.Row`` (the one mapping from the database)."""
+    def of(cls, row: Mapping[str, Any]) -> Self:
+        """The row model of one row (a mapping of column to value; the one mapping from the
+        database)."""
         return cls.model_validate(dict(row))
 
 
@@ -281,8 +289,8 @@ class RunRow(RunInfo):
         return qualified_target(self.target, self.cluster)
 
     @classmethod
-    def of(cls, row: sqlite3.Row) -> Self:
-        """The run of one ``sqlite3.Row`` of ``runs``."""
+    def of(cls, row: Mapping[str, Any]) -> Self:
+        """The run of one row of ``runs`` (a mapping of column to value)."""
         return cls.model_validate(dict(row))
 
 
@@ -372,92 +380,100 @@ def _json(value: Any) -> str:
 
 
 class AuditStore:
-    """The audit database of one process.
+    """The audit trail in the deployment's database (remediator.db): an SQLite file embedded by
+    default, PostgreSQL shared by worker replicas.
 
-    One connection shared by the activity thread pool and the asyncio intake, serialised by a
-    lock (each call holds it for one short statement or transaction). WAL mode lets the CLI read
-    from another process while the worker writes; ``synchronous=FULL`` because an audit record
-    must survive a power cut as well as the cluster change it describes.
+    Connections come from the database's pool, one per call (reads) or transaction (writes), so
+    the activity thread pool and the asyncio intake never wait on each other to read; writes are
+    serialised with every writer of the database, in any process (``Database.write``).
 
     Args:
-        path: the database file (``<state_dir>/audit.db``); its directory is created.
+        db: the database (shared with remediator.slack.threads by the worker), a
+            ``--database-url`` (``sqlite:///STATE_DIR/audit.db``, ``postgresql://...``) or an
+            SQLite file path (its directory is created).
         key: the HMAC key of the chain (``--audit-key-file``, read by
             ``remediator.audit.chain.read_key``); None: plain SHA-256. Reading needs no key;
             writing to a chain that is keyed needs the same key.
 
+    An SQLite file is brought to ``SCHEMA_VERSION`` here (``PRAGMA user_version``); a
+    PostgreSQL database must already be at this remediator's alembic head (``remediator db
+    upgrade``): a store never changes a shared schema.
+
     Raises:
-        AuditSchemaError: the file holds a schema newer than ``SCHEMA_VERSION``.
-        sqlite3.DatabaseError: the file is not an SQLite database.
+        AuditSchemaError: the SQLite file holds a schema newer than ``SCHEMA_VERSION``.
+        SchemaError: the PostgreSQL database is not at this remediator's schema revision (the
+            message names ``remediator db upgrade``).
+        DatabaseUnavailable: PostgreSQL cannot be reached.
+        DatabaseError: the file is not an SQLite database, or the database cannot be read.
     """
 
-    def __init__(self, path: str | Path, key: bytes | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, db: Database | str | Path, key: bytes | None = None) -> None:
+        self._owns_db = not isinstance(db, Database)
+        self.db = Database(db) if not isinstance(db, Database) else db
+        self.path = self.db.path
+        """The SQLite file, or None on PostgreSQL."""
         self._key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        self._conn.row_factory = sqlite3.Row
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._migrate()
+            if self.db.dialect == "sqlite":
+                self._migrate()
+            else:
+                check_schema(self.db)
         except BaseException:
-            self._conn.close()
+            if self._owns_db:
+                self.db.dispose()
             raise
 
+    @property
+    def dialect(self) -> Dialect:
+        """``sqlite`` or ``postgresql``."""
+        return self.db.dialect
+
     def _migrate(self) -> None:
-        with self._lock:
-            # IMMEDIATE takes the write lock first, so two processes starting together do not
-            # both see version 0 and both create the tables.
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise AuditSchemaError(
-                        f"{self.path}: audit schema version {version} is newer than this "
-                        f"remediator supports ({SCHEMA_VERSION}); upgrade remediator"
-                    )
-                if version == 0:
-                    for statement in _statements(_SCHEMA):
-                        self._conn.execute(statement)
-                else:
-                    for step in range(version + 1, SCHEMA_VERSION + 1):
-                        for statement in _MIGRATIONS[step]:
-                            if callable(statement):
-                                statement(self._conn, self._key, format_time(datetime.now(UTC)))
-                            else:
-                                self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        # The write transaction takes the file's write lock first, so two processes starting
+        # together do not both see version 0 and both create the tables.
+        with self.db.write() as conn:
+            version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
+            if version > SCHEMA_VERSION:
+                raise AuditSchemaError(
+                    f"{self.path}: audit schema version {version} is newer than this "
+                    f"remediator supports ({SCHEMA_VERSION}); upgrade remediator"
+                )
+            if version == 0:
+                for statement in _statements(_SCHEMA):
+                    conn.exec_driver_sql(statement)
+            else:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        if callable(statement):
+                            statement(conn, self._key, format_time(datetime.now(UTC)))
+                        else:
+                            conn.exec_driver_sql(statement)
+            if version != SCHEMA_VERSION:
+                conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``: the database's write lock first, so
-        readers and writers of every process on the file are serialised), committed on exit,
-        rolled back on any exception. Used by remediator.audit.brakes for count-then-grant."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (``Database.write``: every writer of the database, in any
+        process, is serialised with it), committed on exit, rolled back on any exception.
+        Yields a SQLAlchemy ``Connection``; statements are ``sqlalchemy.text`` with named
+        parameters. Used by remediator.audit.brakes for count-then-grant."""
+        with self.db.write() as conn:
+            yield conn
 
-    def chain(self, db: sqlite3.Connection) -> Chain:
+    def chain(self, db: Connection) -> Chain:
         """The ledger appender for the open transaction ``db`` (``transaction()``): every
         append-only record written in it must be appended to the chain in it too."""
         return Chain(db, self._key, format_time(datetime.now(UTC)))
 
     def close(self) -> None:
-        """Close the connection; the store cannot be used afterwards."""
-        with self._lock:
-            self._conn.close()
+        """Close the pool's connections when this store opened the database (a shared
+        ``Database`` is closed by its owner)."""
+        if self._owns_db:
+            self.db.dispose()
+
+    def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[RowMapping]:
+        with self.db.read() as conn:
+            return list(conn.execute(text(sql), params or {}).mappings())
 
     # ------------------------------------------------------------------ writes
 
@@ -476,8 +492,8 @@ class AuditStore:
             AuditEventInvalid: an ``alert`` event without ``data.dedup_key``, or ``inp.run`` for
                 another run ID.
             AuditKeyError: the chain is keyed and this store has no key or another one.
-            sqlite3.Error: the database cannot be written (locked, disk full...); nothing is
-                written and the caller retries.
+            DatabaseError: the database cannot be written (locked, disk full, unreachable...);
+                nothing is written and the caller retries.
         """
         if inp.run is not None and inp.run.run_id != inp.run_id:
             raise AuditEventInvalid(
@@ -494,78 +510,73 @@ class AuditStore:
                         f"data.dedup_key (fingerprint@startsAt)"
                     )
             rows.append(
-                (
-                    inp.run_id,
-                    ev.key,
-                    format_time(ev.at),
-                    ev.kind,
-                    ev.message,
-                    _json(ev.data),
-                    dedup_key,
-                )
+                {
+                    "run_id": inp.run_id,
+                    "key": ev.key,
+                    "at": format_time(ev.at),
+                    "kind": ev.kind,
+                    "message": ev.message,
+                    "data": _json(ev.data),
+                    "dedup_key": dedup_key,
+                }
             )
         written_at = format_time(datetime.now(UTC))
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                chain = Chain(self._conn, self._key, written_at)
-                if inp.run is not None:
-                    self._upsert_run(inp.run)
-                    # A run's row changes (outcome, ended_at, cooldown_until): each state it
-                    # takes is chained once, so a retried write appends nothing.
-                    state = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (inp.run_id,)).fetchone()
-                    chain.append_state("run", dict(state), inp.run_id)
-                for row in rows:
-                    cur = self._conn.execute(_INSERT_EVENT, (*row, written_at))
-                    if cur.rowcount == 0:
-                        self._check_same(row)
-                    else:
-                        chain.append_row("event", cur.lastrowid, inp.run_id)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self.db.write() as conn:
+            chain = Chain(conn, self._key, written_at)
+            if inp.run is not None:
+                self._upsert_run(conn, inp.run)
+                # A run's row changes (outcome, ended_at, cooldown_until): each state it
+                # takes is chained once, so a retried write appends nothing.
+                state = conn.execute(text("SELECT * FROM runs WHERE run_id = :run_id"), {"run_id": inp.run_id}).mappings().one()
+                chain.append_state("run", state, inp.run_id)
+            for row in rows:
+                stored = conn.execute(text(_INSERT_EVENT), {**row, "written_at": written_at}).mappings().first()
+                if stored is None:
+                    self._check_same(conn, row)
+                else:
+                    chain.append("event", stored, inp.run_id)
 
-    def _upsert_run(self, run: RunInfo) -> None:
-        self._conn.execute(
-            """
+    def _upsert_run(self, conn: Connection, run: RunInfo) -> None:
+        conn.execute(
+            text("""
             INSERT INTO runs (run_id, workflow_id, alertname, namespace, target, playbook,
                               playbook_path, playbook_sha256, simulate, started_at, outcome,
                               ended_at, cooldown_until)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            VALUES (:run_id, :workflow_id, :alertname, :namespace, :target, :playbook,
+                    :playbook_path, :playbook_sha256, :simulate, :started_at, :outcome,
+                    :ended_at, :cooldown_until)
             ON CONFLICT (run_id) DO UPDATE SET
                 outcome = CASE WHEN excluded.outcome = 'running' THEN runs.outcome
                                ELSE excluded.outcome END,
                 ended_at = COALESCE(excluded.ended_at, runs.ended_at),
                 cooldown_until = COALESCE(excluded.cooldown_until, runs.cooldown_until)
-            """,
-            (
-                run.run_id,
-                run.workflow_id,
-                run.alertname,
-                run.namespace,
-                run.target,
-                run.playbook,
-                run.playbook_path,
-                run.playbook_sha256,
-                int(run.simulate),
-                format_time(run.started_at),
-                run.outcome,
-                format_time(run.ended_at) if run.ended_at else None,
-                format_time(run.cooldown_until) if run.cooldown_until else None,
-            ),
+            """),
+            {
+                "run_id": run.run_id,
+                "workflow_id": run.workflow_id,
+                "alertname": run.alertname,
+                "namespace": run.namespace,
+                "target": run.target,
+                "playbook": run.playbook,
+                "playbook_path": run.playbook_path,
+                "playbook_sha256": run.playbook_sha256,
+                "simulate": int(run.simulate),
+                "started_at": format_time(run.started_at),
+                "outcome": run.outcome,
+                "ended_at": format_time(run.ended_at) if run.ended_at else None,
+                "cooldown_until": format_time(run.cooldown_until) if run.cooldown_until else None,
+            },
         )
 
-    def _check_same(self, row: tuple) -> None:
-        run_id, key, at, kind, message, data, _ = row
-        old = self._conn.execute(
-            "SELECT at, kind, message, data FROM events WHERE run_id = ? AND key = ?", (run_id, key)
-        ).fetchone()
-        if (old["at"], old["kind"], old["message"], old["data"]) != (at, kind, message, data):
+    def _check_same(self, conn: Connection, row: dict[str, Any]) -> None:
+        old = conn.execute(
+            text("SELECT at, kind, message, data FROM events WHERE run_id = :run_id AND key = :key"), row
+        ).mappings().one()
+        if (old["at"], old["kind"], old["message"], old["data"]) != (row["at"], row["kind"], row["message"], row["data"]):
             log.warning(
                 "audit event %r of run %s is already recorded with other content; the first write "
                 "stays (stored: %s %r at %s; not written: %s %r at %s)",
-                key, run_id, old["kind"], old["message"], old["at"], kind, message, at,
+                row["key"], row["run_id"], old["kind"], old["message"], old["at"], row["kind"], row["message"], row["at"],
             )
 
     def record_intake(
@@ -599,24 +610,27 @@ class AuditStore:
         """
         at = at or datetime.now(UTC)
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO intake (at, kind, message, playbook, run_id, alertname, fingerprint,"
-                " starts_at, dedup_key, status, alert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    format_time(at),
-                    kind,
-                    message,
-                    playbook,
-                    run_id,
-                    alert.alertname if alert else "",
-                    alert.fingerprint if alert else "",
-                    format_time(alert.starts_at if alert else at),
-                    alert.dedup_key if alert else "",
-                    alert.status if alert else "",
-                    _json(alert.model_dump(mode="json") if alert else {}),
+            stored = db.execute(
+                text(
+                    "INSERT INTO intake (at, kind, message, playbook, run_id, alertname, fingerprint,"
+                    " starts_at, dedup_key, status, alert) VALUES (:at, :kind, :message, :playbook, :run_id,"
+                    " :alertname, :fingerprint, :starts_at, :dedup_key, :status, :alert) RETURNING *"
                 ),
-            )
-            self.chain(db).append_row("intake", cur.lastrowid, run_id)
+                {
+                    "at": format_time(at),
+                    "kind": kind,
+                    "message": message,
+                    "playbook": playbook,
+                    "run_id": run_id,
+                    "alertname": alert.alertname if alert else "",
+                    "fingerprint": alert.fingerprint if alert else "",
+                    "starts_at": format_time(alert.starts_at if alert else at),
+                    "dedup_key": alert.dedup_key if alert else "",
+                    "status": alert.status if alert else "",
+                    "alert": _json(alert.model_dump(mode="json") if alert else {}),
+                },
+            ).mappings().one()
+            self.chain(db).append("intake", stored, run_id)
 
     # ------------------------------------------------------------------ the chain
 
@@ -625,12 +639,8 @@ class AuditStore:
         read snapshot. ``run_id`` (full ID): compare only that run's records (its row, events,
         intake records and grants); the whole chain's order, links and hashes are checked
         either way, since one break undermines every later record."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                return verify_chain(self._conn, self._key, run_id, TRIGGERS)
-            finally:
-                self._conn.execute("ROLLBACK")
+        with self.db.read(snapshot=True) as conn:
+            return verify_chain(conn, self._key, run_id, TRIGGERS)
 
     def export(
         self, since: datetime | None = None, until: datetime | None = None, run_id: str | None = None
@@ -638,13 +648,8 @@ class AuditStore:
         """The chain's records, oldest first, each with its ``seq``, ``prev`` and ``hash``
         (remediator.audit.chain.entries); ``since``/``until`` bound the time each was chained.
         Read in one snapshot on a connection of its own, so a slow reader holds up no writer."""
-        conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, timeout=10.0)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("BEGIN")
+        with self.db.read(snapshot=True) as conn:
             yield from entries(conn, format_time(since) if since else None, format_time(until) if until else None, run_id)
-        finally:
-            conn.close()
 
     # ------------------------------------------------------------------ reads
 
@@ -656,14 +661,13 @@ class AuditStore:
         once the cooldown is over, the same firing may start a remediation. Nor does a firing a
         run only queued for another playbook (disposition ``queued``), or a resolution. An indexed lookup on ``alert`` events; called by the intake for every alert.
         """
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT run_id FROM events WHERE dedup_key = ?"
-                " AND coalesce(json_extract(data, '$.disposition'), '')"
-                " NOT IN ('cooldown', 'cooling_down', 'queued', 'resolved') ORDER BY seq LIMIT 1",
-                (dedup_key,),
-            ).fetchone()
-        return row[0] if row else None
+        rows = self._rows(
+            "SELECT run_id FROM events WHERE dedup_key = :dedup_key"
+            f" AND coalesce({json_text(self.dialect, 'data', 'disposition')}, '')"
+            " NOT IN ('cooldown', 'cooling_down', 'queued', 'resolved') ORDER BY seq LIMIT 1",
+            {"dedup_key": dedup_key},
+        )
+        return rows[0]["run_id"] if rows else None
 
     def latest_run(self, workflow_id: str) -> RunRow | None:
         """The newest run of this workflow ID (``remediation/deployment/prod/checkout``), or None.
@@ -672,12 +676,11 @@ class AuditStore:
         new remediation of the target may start, and an ``outcome`` still ``running`` says a run
         is believed alive. An indexed read.
         """
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT * FROM runs WHERE workflow_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
-                (workflow_id,),
-            ).fetchone()
-        return RunRow.of(row) if row else None
+        rows = self._rows(
+            "SELECT * FROM runs WHERE workflow_id = :workflow_id ORDER BY started_at DESC, rowid DESC LIMIT 1",
+            {"workflow_id": workflow_id},
+        )
+        return RunRow.of(rows[0]) if rows else None
 
     def get_run(self, run_id: str) -> RunRow:
         """The run with this Temporal run ID, a unique prefix of one, or else the newest run of
@@ -689,21 +692,22 @@ class AuditStore:
         run_id = run_id.strip()
         if not run_id:
             raise LookupError("no run ID given")
-        with self._lock:
-            rows = self._conn.execute(
+        with self.db.read() as conn:
+            rows = list(conn.execute(
                 # A range on the primary key rather than LIKE: exact (LIKE folds case and treats
-                # % and _ as wildcards) and indexed. U+10FFFF sorts after any UTF-8 text.
-                "SELECT * FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 6",
-                (run_id, run_id + "\U0010ffff"),
-            ).fetchall()
+                # % and _ as wildcards) and indexed. U+10FFFF sorts after any UTF-8 text (byte
+                # order: PostgreSQL's columns are COLLATE "C").
+                text("SELECT * FROM runs WHERE run_id >= :low AND run_id < :high ORDER BY run_id LIMIT 6"),
+                {"low": run_id, "high": run_id + "\U0010ffff"},
+            ).mappings())
             exact = [r for r in rows if r["run_id"] == run_id]
             if exact:
                 return RunRow.of(exact[0])
             if not rows:
-                rows = self._conn.execute(
-                    "SELECT * FROM runs WHERE workflow_id = ? ORDER BY started_at DESC LIMIT 1",
-                    (run_id,),
-                ).fetchall()
+                rows = list(conn.execute(
+                    text("SELECT * FROM runs WHERE workflow_id = :workflow_id ORDER BY started_at DESC LIMIT 1"),
+                    {"workflow_id": run_id},
+                ).mappings())
         if not rows:
             raise LookupError(f"no audited run matches {run_id!r}")
         if len(rows) > 1:
@@ -717,10 +721,7 @@ class AuditStore:
 
     def events(self, run_id: str) -> list[EventRow]:
         """The run's events in write order (full run ID; see ``get_run`` for prefixes)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
-            ).fetchall()
+        rows = self._rows("SELECT * FROM events WHERE run_id = :run_id ORDER BY seq", {"run_id": run_id})
         return [EventRow.of(r) for r in rows]
 
     def list_runs(
@@ -744,19 +745,19 @@ class AuditStore:
         ``until`` (exclusive) bound ``started_at``. At most ``limit`` rows.
         """
         where: list[str] = []
-        args: list[Any] = []
+        args: dict[str, Any] = {}
         if cluster is not None:
             # substr, not LIKE: a cluster name holds '-', and LIKE's '_' would match any character.
             prefix = f"{WORKFLOW_ID_PREFIX}{cluster}/"
-            where.append("substr(workflow_id, 1, ?) = ?")
-            args += [len(prefix), prefix]
+            where.append("substr(workflow_id, 1, :cluster_prefix_len) = :cluster_prefix")
+            args.update(cluster_prefix_len=len(prefix), cluster_prefix=prefix)
         if alertname is not None:
             where.append(
-                "(alertname = ? OR EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id"
-                " AND e.kind = 'alert' AND ? IN (json_extract(e.data, '$.alert.labels.alertname'),"
-                " json_extract(e.data, '$.labels.alertname'))))"
+                "(alertname = :alertname OR EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id"
+                f" AND e.kind = 'alert' AND :alertname IN ({json_text(self.dialect, 'e.data', 'alert.labels.alertname')},"
+                f" {json_text(self.dialect, 'e.data', 'labels.alertname')})))"
             )
-            args += [alertname, alertname]
+            args["alertname"] = alertname
         rows = self._select(
             "runs", where, args,
             {"target": target, "playbook": playbook, "outcome": outcome, "namespace": namespace},
@@ -768,34 +769,34 @@ class AuditStore:
         self,
         table: str,
         where: list[str],
-        args: list[Any],
+        args: dict[str, Any],
         equal: dict[str, Any],
         time_column: str,
         since: datetime | None,
         until: datetime | None,
         order: str,
         limit: int,
-    ) -> list[sqlite3.Row]:
-        """``SELECT *`` from ``table`` with ``where`` plus ``column = value`` for each non-None
-        value of ``equal``, ``since <= time_column < until``, newest first, at most ``limit``."""
-        where, args = list(where), list(args)
+    ) -> list[RowMapping]:
+        """``SELECT *`` from ``table`` with ``where`` (named ``args``) plus ``column = value``
+        for each non-None value of ``equal``, ``since <= time_column < until``, newest first, at
+        most ``limit``."""
+        where, args = list(where), dict(args)
         for column, value in equal.items():
             if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
+                where.append(f"{column} = :eq_{column}")
+                args[f"eq_{column}"] = value
         if since is not None:
-            where.append(f"{time_column} >= ?")
-            args.append(format_time(since))
+            where.append(f"{time_column} >= :since")
+            args["since"] = format_time(since)
         if until is not None:
-            where.append(f"{time_column} < ?")
-            args.append(format_time(until))
+            where.append(f"{time_column} < :until")
+            args["until"] = format_time(until)
         sql = f"SELECT * FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order} LIMIT ?"
-        args.append(max(0, limit))
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+        sql += f" ORDER BY {order} LIMIT :limit"
+        args["limit"] = max(0, limit)
+        return self._rows(sql, args)
 
     def intake_records(
         self,
@@ -811,7 +812,7 @@ class AuditStore:
         """Intake records, newest first, filtered like ``list_runs``; ``since``/``until``
         bound ``at``."""
         rows = self._select(
-            "intake", [], [], {"kind": kind, "alertname": alertname, "playbook": playbook, "run_id": run_id},
+            "intake", [], {}, {"kind": kind, "alertname": alertname, "playbook": playbook, "run_id": run_id},
             "at", since, until, "at DESC, seq DESC", limit,
         )
         return [IntakeRow.of(r) for r in rows]
