@@ -507,7 +507,7 @@ class Handoff:
                         gitops=self.brakes.policy.gitops,
                     ),
                     id=wf_id,
-                    task_queue=cluster_task_queue(settings.task_queue, p.cluster),
+                    task_queue=self._task_queue_of(p.cluster),
                     start_signal=ALERT_SIGNAL,
                     start_signal_args=[AlertSignal(alert=alert, playbook=name, received_at=p.received_at)],
                     search_attributes=TypedSearchAttributes(attrs),
@@ -584,6 +584,13 @@ class Handoff:
             return self.named(await self.send(planned, pauses))
         except TemporalUnavailable as err:
             return err
+
+    def _task_queue_of(self, cluster: str | None) -> str:
+        """The task queue of ``cluster``'s workers: this engine's own for its cluster, else
+        ``<task queue>-<cluster>`` (remediator.domain.runs.cluster_task_queue)."""
+        if cluster == self.cluster:
+            return self.task_queue
+        return cluster_task_queue(self.settings.task_queue, cluster)
 
     def named(self, outcome: Outcome) -> Outcome:
         """``outcome`` with its ``cluster``: the one it names already, else the one of its
