@@ -117,7 +117,8 @@ def worker(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_worker_refuses_a_schema_it_does_not_know(postgres, tmp_path):
     url = postgres.new_database(upgraded=False)
-    p = worker(tmp_path, "--database-url", url)
+    # An external Temporal (never reached: the database is checked first), as replicas need.
+    p = worker(tmp_path, "--database-url", url, "--temporal-address", "127.0.0.1:1")
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines()[-1] == (
         f"error: refusing to start: database {url} has no remediator schema: "

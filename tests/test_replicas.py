@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pytest
+from temporalio.api.enums.v1 import EventType
 
 from remediator.app.temporal import connect
 from remediator.domain.messages import RemediationResult, RemediationStatus
@@ -51,6 +51,19 @@ def message(status: str, sent: dict) -> dict:
     body = webhook(status, fingerprint=sent["fingerprint"], severity="critical")
     body["alerts"][0]["startsAt"] = sent["startsAt"]  # RFC 3339, as Alertmanager sends it
     return body
+
+
+async def mutated_by(handle) -> str:
+    """The worker identity of the ``rollout_restart`` activity's attempt, from the history."""
+    scheduled: dict[int, str] = {}
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            if scheduled.get(started.scheduled_event_id) == "rollout_restart":
+                return started.identity
+    raise AssertionError("no rollout_restart in the history")
 
 
 def timeline(worker: WorkerProcess, run_id: str) -> str:
@@ -98,9 +111,9 @@ async def test_two_replicas_behind_an_alertmanager_ha_pair(tmp_path, cluster, te
         assert len(runs) == 1, runs
         assert len(restart_patches(emu)) == 1
 
-        # SIGKILL the replica whose worker runs the step's health check.
-        desc = await handle.describe()
-        identity = desc.raw_description.pending_activities[0].last_worker_identity
+        # SIGKILL the replica that made the change (its worker identity is "PID@host" in the
+        # history), mid-step: the health check still polling.
+        identity = await mutated_by(handle)
         running = replicas[int(identity.split("@")[0])]
         survivor = b if running is a else a
         running.kill()
