@@ -180,9 +180,9 @@ def test_each_alert_is_remediated_on_its_own_cluster_only(two_clusters, temporal
             expected = {"north"} | ({"west"} if name == "east" else set())
             assert {r.alert["labels"]["cluster"] for r in refused} == expected
             store.close()
-            listed = CliRunner().invoke(cli.app, ["audit", "list", "--state-dir", str(state)], env={"COLUMNS": "120"})
+            listed = CliRunner().invoke(cli.app, ["audit", "list", "--state-dir", str(state), "-o", "json"])
             assert listed.exit_code == 0, listed.output
-            assert f"{name}/deployment/prod/checkout" in listed.output
+            assert [(r["cluster"], r["target"]) for r in json.loads(listed.output)] == [(name, "deployment/prod/checkout")]
             shown = CliRunner().invoke(cli.app, ["audit", "show", run.run_id, "--state-dir", str(state)], env={"COLUMNS": "120"})
             assert shown.exit_code == 0 and "Cluster" in shown.output and name in shown.output, shown.output
             intake = CliRunner().invoke(cli.app, ["audit", "intake", "--kind", "unknown_cluster", "--state-dir", str(state)],
