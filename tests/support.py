@@ -49,10 +49,9 @@ from remediator.domain.messages import (
 )
 from remediator.domain.playbook import Playbook, PlaybookRef
 from remediator.domain.runs import workflow_id_for
-from remediator.k8s import rbac
 from remediator.k8s.kubectl import KUBECTL_VERSION
 from remediator.sim.alerting import free_port
-from remediator.sim.demo import ENGINE_TOKEN, engine_api_client
+from remediator.sim.demo import engine_api_client, engine_token
 from remediator.slack.threads import SlackThreads
 from workflows.remediation import RemediationWorkflow
 
@@ -156,8 +155,7 @@ def engine_kubeconfig(emulator: Any, path: Path) -> Path:
     which tests/test_rbac.py keeps equal to the code; a request the role does not allow fails).
     The Python client sends the token over plain HTTP too, so the emulator authorizes every
     request of the engine by the role."""
-    emulator.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])
-    return emulator.write_kubeconfig(path, token=ENGINE_TOKEN)
+    return emulator.write_kubeconfig(path, token=engine_token(emulator))
 
 
 def real_activities(emulator: Any, audit: Any, slack_client: Any = None, slack_db: Path | None = None, *,

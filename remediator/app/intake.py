@@ -70,6 +70,7 @@ from remediator.app.handoff import (
     Planned,
     TemporalUnavailable,
 )
+from remediator.app.serving import temporal_unhealthy
 from remediator.app.settle import Settler
 from remediator.audit.brakes import Brakes
 from remediator.audit.store import AuditStore
@@ -348,14 +349,10 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        try:
-            ok = await asyncio.wait_for(
-                client.service_client.check_health(timeout=rpc_timeout), timeout=timeout_s
-            )
-        except Exception as err:  # any failure means the intake cannot hand alerts over
-            return JSONResponse({"status": "unavailable", "error": f"Temporal: {type(err).__name__}: {err}"}, 503)
-        if not ok:
-            return JSONResponse({"status": "unavailable", "error": "Temporal frontend reports not serving"}, 503)
+        # any failure means the intake cannot hand alerts over
+        unhealthy = await temporal_unhealthy(client, timeout_s)
+        if unhealthy is not None:
+            return JSONResponse({"status": "unavailable", "error": unhealthy}, 503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics")

@@ -106,6 +106,21 @@ def intake_server(app: Any, settings: Settings, **config: Any) -> uvicorn.Server
     )
 
 
+async def temporal_unhealthy(client: Any, rpc_timeout_s: float) -> str | None:
+    """Why the Temporal frontend of ``client`` cannot serve (its gRPC health check failed, timed
+    out after ``rpc_timeout_s`` seconds, or said not serving), or None when it serves. The one
+    check behind every ``GET /healthz``."""
+    from datetime import timedelta
+
+    try:
+        ok = await asyncio.wait_for(
+            client.service_client.check_health(timeout=timedelta(seconds=rpc_timeout_s)), timeout=rpc_timeout_s
+        )
+    except Exception as err:  # any failure means Temporal cannot be used from here
+        return f"Temporal: {type(err).__name__}: {err}"
+    return None if ok else "Temporal frontend reports not serving"
+
+
 def worker_health_app(client: Any, worker_failed: Any, rpc_timeout_s: float = 5.0) -> Any:
     """The HTTP app of a worker without the intake (``remediator worker --no-intake``), for the
     kubelet's probes: ``GET /healthz`` is 200 ``{"status": "ok"}`` when the Temporal frontend
@@ -116,8 +131,6 @@ def worker_health_app(client: Any, worker_failed: Any, rpc_timeout_s: float = 5.
         worker_failed: a callable returning the Worker's failure (an exception) or None while it runs.
         rpc_timeout_s: seconds the health check may take before 503.
     """
-    from datetime import timedelta
-
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
@@ -128,14 +141,9 @@ def worker_health_app(client: Any, worker_failed: Any, rpc_timeout_s: float = 5.
         failed = worker_failed()
         if failed is not None:
             return JSONResponse({"status": "unavailable", "error": f"worker stopped: {failed}"}, 503)
-        try:
-            ok = await asyncio.wait_for(
-                client.service_client.check_health(timeout=timedelta(seconds=rpc_timeout_s)), timeout=rpc_timeout_s
-            )
-        except Exception as err:  # any failure means this worker cannot take tasks
-            return JSONResponse({"status": "unavailable", "error": f"Temporal: {type(err).__name__}: {err}"}, 503)
-        if not ok:
-            return JSONResponse({"status": "unavailable", "error": "Temporal frontend reports not serving"}, 503)
+        unhealthy = await temporal_unhealthy(client, rpc_timeout_s)
+        if unhealthy is not None:
+            return JSONResponse({"status": "unavailable", "error": unhealthy}, 503)
         return JSONResponse({"status": "ok"})
 
     return app

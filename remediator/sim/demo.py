@@ -58,9 +58,16 @@ CART_OOM = "registry.example/cart:2.4.0"
 APPROVER = "U0DEMO"
 
 
-
 ENGINE_TOKEN = "remediator-service-account-token"
 """The bearer token of the engine's service account (``remediator/remediator``) in an emulator."""
+
+
+def engine_token(emu: Emulator) -> str:
+    """Register on ``emu`` the engine's service account ``remediator/remediator``, bound to the
+    engine's ClusterRole (``rbac.cluster_role()``, the rules of
+    deploy/kubernetes/base/clusterrole.yaml); returns its token (``ENGINE_TOKEN``)."""
+    emu.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])
+    return ENGINE_TOKEN
 
 
 def engine_api_client(emu: Emulator) -> Any:
@@ -69,8 +76,7 @@ def engine_api_client(emu: Emulator) -> Any:
     of deploy/kubernetes/base/clusterrole.yaml), so the simulated engine has exactly the rights it
     has in a cluster, and a request the role does not allow is the API server's 403 there too.
     The kubeconfig written for people (``simulated-kubeconfig``) keeps full access."""
-    emu.add_service_account_token(ENGINE_TOKEN, rbac.cluster_role()["rules"])
-    return emu.api_client(token=ENGINE_TOKEN)
+    return emu.api_client(token=engine_token(emu))
 
 
 class DemoError(RuntimeError):
